@@ -1,0 +1,225 @@
+//! headway's configuration: the typed `Config`, its defaults, and loading it from
+//! YAML files (Headscale 0.29 keys and the legacy keys guides still use) and
+//! from `HEADWAY_*` / `HEADSCALE_*` environment variables.
+//!
+//! Knows files and environment variables; nothing about the database or the network.
+
+mod load;
+
+pub use load::{ConfigError, Loaded, Warning, load, load_from_str};
+
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Directory that holds every file headway writes when no config says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "headway-data";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Public URL clients use (`server_url`).
+    pub server_url: String,
+    /// Main HTTP listener (`listen_addr`).
+    pub listen_addr: SocketAddr,
+    /// Prometheus listener (`metrics_listen_addr`); `None` when empty.
+    pub metrics_listen_addr: Option<SocketAddr>,
+    /// Remote gRPC listener (`grpc_listen_addr`); `None` when unset or empty.
+    pub grpc_listen_addr: Option<SocketAddr>,
+    /// Serve remote gRPC without TLS (`grpc_allow_insecure`).
+    pub grpc_allow_insecure: bool,
+    /// Noise (TS2021) control key file (`noise.private_key_path`).
+    pub noise_private_key_path: PathBuf,
+    pub prefixes: Prefixes,
+    pub database: Database,
+    pub derp: Derp,
+    pub tls: Tls,
+    pub log: Log,
+    pub policy: Policy,
+    pub dns: Dns,
+    /// Admin socket (`unix_socket`).
+    pub unix_socket: PathBuf,
+    /// Mode bits applied to the socket (`unix_socket_permission`, octal text like "0770").
+    pub unix_socket_permission: u32,
+    pub node: NodeSettings,
+    pub cli: Cli,
+    /// `disable_check_updates`: accepted for compatibility; headway never phones home.
+    pub disable_check_updates: bool,
+    /// `logtail.enabled`: whether clients may send logs to Tailscale Inc.
+    pub logtail_enabled: bool,
+    /// `taildrop.enabled`.
+    pub taildrop_enabled: bool,
+    /// `randomize_client_port` (legacy; the policy holds it in Headscale 0.29).
+    pub randomize_client_port: bool,
+    /// `trusted_proxies`: CIDRs whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prefixes {
+    /// `prefixes.v4` (legacy: an IPv4 entry of `ip_prefixes`).
+    pub v4: Option<Ipv4Net>,
+    /// `prefixes.v6` (legacy: an IPv6 entry of `ip_prefixes`).
+    pub v6: Option<Ipv6Net>,
+    /// `prefixes.allocation`.
+    pub allocation: Allocation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    Sequential,
+    Random,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Database {
+    /// `database.type: sqlite` (or `sqlite3`; legacy `db_type`).
+    Sqlite {
+        /// `database.sqlite.path` (legacy `db_path`).
+        path: PathBuf,
+        /// `database.sqlite.write_ahead_log`.
+        write_ahead_log: bool,
+        /// `database.sqlite.wal_autocheckpoint`.
+        wal_autocheckpoint: u32,
+    },
+    /// `database.type: postgres` (legacy `db_type: postgres` and `db_host`…).
+    Postgres(Postgres),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Postgres {
+    pub host: String,
+    pub port: u16,
+    pub name: String,
+    pub user: String,
+    pub pass: String,
+    /// `database.postgres.ssl`: `false`/`true` or a libpq sslmode string.
+    pub ssl: String,
+    pub max_open_conns: u32,
+    pub max_idle_conns: u32,
+    pub conn_max_idle_time_secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Derp {
+    pub server: DerpServer,
+    /// `derp.urls`: JSON DERP maps to fetch.
+    pub urls: Vec<String>,
+    /// `derp.paths`: local YAML DERP maps.
+    pub paths: Vec<PathBuf>,
+    /// `derp.auto_update_enabled`.
+    pub auto_update_enabled: bool,
+    /// `derp.update_frequency`.
+    pub update_frequency: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerpServer {
+    pub enabled: bool,
+    pub region_id: i32,
+    pub region_code: String,
+    pub region_name: String,
+    pub verify_clients: bool,
+    pub stun_listen_addr: Option<SocketAddr>,
+    pub private_key_path: PathBuf,
+    pub automatically_add_embedded_derp_region: bool,
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Tls {
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+    pub letsencrypt_hostname: Option<String>,
+    pub letsencrypt_cache_dir: PathBuf,
+    /// `HTTP-01` or `TLS-ALPN-01`.
+    pub letsencrypt_challenge_type: String,
+    pub letsencrypt_listen: String,
+    pub acme_url: String,
+    pub acme_email: String,
+}
+
+impl Tls {
+    /// Whether headway has a certificate, from files or ACME.
+    pub fn has_certificate(&self) -> bool {
+        (self.cert_path.is_some() && self.key_path.is_some()) || self.letsencrypt_hostname.is_some()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Log {
+    /// `log.level` (legacy `log_level`): trace, debug, info, warn, error.
+    pub level: String,
+    /// `log.format`: `text` or `json`.
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// `policy.mode`.
+    pub mode: PolicyMode,
+    /// `policy.path` (legacy `acl_policy_path`); `None` means allow-all.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyMode {
+    File,
+    Database,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dns {
+    /// `dns.magic_dns` (legacy `dns_config.magic_dns`).
+    pub magic_dns: bool,
+    /// `dns.base_domain` (legacy `dns_config.base_domain`).
+    pub base_domain: String,
+    /// `dns.override_local_dns` (legacy `dns_config.override_local_dns`).
+    pub override_local_dns: bool,
+    /// `dns.nameservers.global` (legacy `dns_config.nameservers`).
+    pub nameservers_global: Vec<String>,
+    /// `dns.nameservers.split` (legacy `dns_config.restricted_nameservers`).
+    pub nameservers_split: BTreeMap<String, Vec<String>>,
+    /// `dns.search_domains` (legacy `dns_config.domains`).
+    pub search_domains: Vec<String>,
+    /// `dns.extra_records` (legacy `dns_config.extra_records`).
+    pub extra_records: Vec<ExtraRecord>,
+    /// `dns.extra_records_path`.
+    pub extra_records_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtraRecord {
+    pub name: String,
+    /// `A` or `AAAA`.
+    pub record_type: String,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeSettings {
+    /// `node.expiry`: default key expiry for user-owned nodes; `None` = never.
+    pub expiry: Option<Duration>,
+    /// `node.ephemeral.inactivity_timeout` (legacy `ephemeral_node_inactivity_timeout`).
+    pub ephemeral_inactivity_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cli {
+    /// `cli.address`: remote gRPC address; unset means the Unix socket.
+    pub address: Option<String>,
+    /// `cli.api_key`: Bearer key for the remote address.
+    pub api_key: Option<String>,
+    /// `cli.timeout`.
+    pub timeout: Duration,
+    /// `cli.insecure`: skip certificate checks on the remote address.
+    pub insecure: bool,
+}

@@ -1,0 +1,26 @@
+//! headway: a Headscale-compatible Tailscale coordination server.
+//!
+//! # Layout
+//! Modules in reading order; each may import only the ones listed before it
+//! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
+//! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
+//! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
+//! - [`db`]: SQLite storage through sea-query, embedded migrations.
+//! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
+//! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
+//! - [`http`]: the public HTTP router (`/health`, later the control protocol).
+//! - [`server`]: the composition root that builds and runs everything.
+//! - [`cli`]: the `headway` command line, a gRPC client of the server.
+
+pub mod types;
+
+pub mod config;
+pub mod db;
+pub mod state;
+
+pub mod grpc;
+pub mod http;
+
+pub mod server;
+
+pub mod cli;

@@ -1,0 +1,1 @@
+//! The single coordinator of users, nodes, keys and routes.

@@ -1,0 +1,28 @@
+//! Domain vocabulary: ids, keys, users, nodes, pre-auth keys, API keys, routes.
+//!
+//! Knows no IO, no database, no wire format: nothing here derives `Serialize`.
+//! Values are parsed once at the boundary (`NodeKey::from_str`, `UserName::parse`)
+//! and passed along as proof that they are valid.
+
+pub mod api_key;
+pub mod duration;
+pub mod id;
+pub mod key;
+pub mod name;
+pub mod node;
+pub mod preauth_key;
+pub mod route;
+pub mod secret;
+pub mod user;
+
+pub use api_key::ApiKey;
+pub use id::{ApiKeyId, NodeId, PreAuthKeyId, RouteId, UserId};
+pub use key::{DiscoKey, KeyParseError, MachineKey, NodeKey, PrivateKey};
+pub use name::{GivenName, NameError, UserName};
+pub use node::{Node, RegisterMethod};
+pub use preauth_key::PreAuthKey;
+pub use route::Route;
+pub use user::User;
+
+/// Timestamps are UTC everywhere inside headway.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
