@@ -1,1 +1,280 @@
-//! The composition root.
+//! The composition root: builds `Db`, `State` and every listener from a
+//! `Config`, runs them, and shuts them down together.
+//!
+//! The only module that imports everything; it owns no rules of its own.
+
+use crate::config::{Config, Database};
+use crate::db::Db;
+use crate::grpc::AdminApi;
+use crate::grpc::auth::ApiKeyLayer;
+use crate::state::{Settings, State};
+use crate::types::PrivateKey;
+use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, ServerTlsConfig};
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<()> {
+    let server = Server::build(config).await?;
+    server.run_until_stopped(shutdown_signal()).await
+}
+
+/// A built server whose listeners are bound but not yet serving.
+pub struct Server {
+    state: Arc<State>,
+    http: TcpListener,
+    http_addr: SocketAddr,
+    unix: UnixListener,
+    socket_path: PathBuf,
+    grpc_tcp: Option<(TcpListener, Option<ServerTlsConfig>)>,
+}
+
+impl Server {
+    /// Opens the database, loads state and binds every listener, so that errors
+    /// (a taken port, a bad database path) surface before anything is served.
+    pub async fn build(config: Config) -> Result<Server> {
+        load_or_create_private_key(&config.noise_private_key_path).with_context(|| {
+            format!(
+                "noise.private_key_path {}",
+                config.noise_private_key_path.display()
+            )
+        })?;
+
+        let db = Db::open(&config.database)
+            .await
+            .context("opening the database")?;
+        if let Database::Sqlite { path, .. } = &config.database {
+            tracing::info!(path = %path.display(), "database ready");
+        }
+        let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
+
+        let http = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("listen_addr {}: cannot listen", config.listen_addr))?;
+        let http_addr = http.local_addr()?;
+
+        let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
+
+        let grpc_tcp = match config.grpc_listen_addr {
+            None => None,
+            Some(addr) => {
+                let tls = match (&config.tls.cert_path, &config.tls.key_path) {
+                    (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+                    _ => None,
+                };
+                if tls.is_none() && !config.grpc_allow_insecure {
+                    tracing::warn!(
+                        %addr,
+                        "remote gRPC is off: it needs a certificate (tls_cert_path and tls_key_path) \
+                         or grpc_allow_insecure: true; the Unix socket works as usual"
+                    );
+                    None
+                } else {
+                    let listener = TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("grpc_listen_addr {addr}: cannot listen"))?;
+                    Some((listener, tls))
+                }
+            }
+        };
+
+        Ok(Server {
+            state,
+            http,
+            http_addr,
+            unix,
+            socket_path: config.unix_socket.clone(),
+            grpc_tcp,
+        })
+    }
+
+    /// The bound HTTP address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes or a listener fails, then stops every listener.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+
+        let router = crate::http::router(self.state.clone());
+        let http = self.http.tap_io(|tcp| {
+            // Small map updates must not wait for Nagle's algorithm.
+            let _ = tcp.set_nodelay(true);
+        });
+        let http_stop = stopped();
+        tasks.spawn(async move {
+            axum::serve(http, router)
+                .with_graceful_shutdown(http_stop)
+                .await
+                .context("HTTP listener failed")
+        });
+        tracing::info!(addr = %self.http_addr, "serving HTTP");
+
+        let api = AdminApi::new(self.state.clone());
+        let unix_stop = stopped();
+        let unix_api = api.clone().into_service();
+        let unix = self.unix;
+        tasks.spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(unix_api)
+                .serve_with_incoming_shutdown(UnixListenerStream::new(unix), unix_stop)
+                .await
+                .context("admin socket failed")
+        });
+        tracing::info!(path = %self.socket_path.display(), "serving the admin API on the Unix socket");
+
+        if let Some((listener, tls)) = self.grpc_tcp {
+            let addr = listener.local_addr()?;
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            let mut builder = tonic::transport::Server::builder();
+            let secure = tls.is_some();
+            if let Some(tls) = tls {
+                builder = builder.tls_config(tls).context("grpc TLS configuration")?;
+            }
+            let service = api.into_service();
+            let layer = ApiKeyLayer::new(self.state.clone());
+            let tcp_stop = stopped();
+            tasks.spawn(async move {
+                builder
+                    .layer(layer)
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, tcp_stop)
+                    .await
+                    .context("remote gRPC listener failed")
+            });
+            tracing::info!(%addr, tls = secure, "serving the admin API on TCP (API key required)");
+        }
+
+        let outcome = tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+            Some(result) = tasks.join_next() => match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(err),
+                Err(join) => Err(anyhow::anyhow!("a listener task panicked: {join}")),
+            },
+        };
+        let _ = stop_tx.send(true);
+        // Long-lived connections get a bounded grace period, then are dropped.
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .is_err()
+        {
+            tasks.abort_all();
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        outcome
+    }
+}
+
+/// Reads the key at `path`, or creates it (mode 0600) with its directory.
+pub fn load_or_create_private_key(path: &Path) -> Result<PrivateKey> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let key = PrivateKey::generate();
+            let mut options = std::fs::OpenOptions::new();
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, format!("{}\n", key.to_text()).as_bytes())?;
+            file.sync_all()?;
+            tracing::info!(path = %path.display(), "created a new private key");
+            Ok(key)
+        }
+        Err(err) => Err(anyhow::anyhow!("cannot read {}: {err}", path.display())),
+    }
+}
+
+/// Binds the admin socket, replacing a stale socket file but never a live server's.
+async fn bind_unix_socket(path: &Path, mode: u32) -> Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("unix_socket: cannot create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!(
+                "unix_socket {}: another server is already listening there",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path).with_context(|| {
+            format!(
+                "unix_socket {}: cannot remove the stale socket",
+                path.display()
+            )
+        })?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("unix_socket {}: cannot listen", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(|| {
+        format!(
+            "unix_socket_permission: cannot apply {mode:o} to {}",
+            path.display()
+        )
+    })?;
+    Ok(listener)
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
+    let cert_pem =
+        std::fs::read(cert).with_context(|| format!("tls_cert_path {}", cert.display()))?;
+    let key_pem = std::fs::read(key).with_context(|| format!("tls_key_path {}", key.display()))?;
+    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

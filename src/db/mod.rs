@@ -154,6 +154,11 @@ impl Db {
         let _ = prefix;
         todo!()
     }
+    /// Marks a single-use key as used (re-login with a key). NotFound("pre-auth key").
+    pub async fn mark_preauth_key_used(&self, id: PreAuthKeyId) -> Result<()> {
+        let _ = id;
+        todo!()
+    }
     /// Sets `expiration` to `now`. NotFound("pre-auth key").
     pub async fn expire_preauth_key(&self, id: PreAuthKeyId, now: Timestamp) -> Result<()> {
         let _ = (id, now);

@@ -1,1 +1,202 @@
 //! The single coordinator of users, nodes, keys and routes.
+//!
+//! Every mutation writes the database first, then the in-memory `NodeStore`,
+//! and returns the `Change` that connected clients must learn; callers publish
+//! it with `state.notifier().publish(change)`. Knows no wire format: the gRPC
+//! and control layers convert at their edges.
+
+pub mod change;
+pub mod ip_alloc;
+pub mod node_store;
+
+mod keys;
+mod nodes;
+mod register;
+mod routes;
+mod users;
+
+pub use change::{Change, Notifier};
+pub use keys::NewCredential;
+pub use node_store::{NodeStore, Snapshot};
+pub use register::{Admission, PendingRegistration, RegistrationId, RegistrationOutcome};
+pub use routes::RouteView;
+pub use users::UserFilter;
+
+use crate::config::Config;
+use crate::db::{self, Db};
+use crate::types::{Node, NodeId, PreAuthKey, Route, Timestamp, User};
+use ip_alloc::IpAllocator;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a request was refused. The text is meant for the admin or client.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A storage failure; logged in full, reported vaguely.
+    #[error("internal error: {0}")]
+    Internal(#[from] db::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The part of the configuration the state rules depend on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub prefix_v4: Option<ipnet::Ipv4Net>,
+    pub prefix_v6: Option<ipnet::Ipv6Net>,
+    pub allocation: crate::config::Allocation,
+    /// Default key expiry for user-owned nodes; `None` = never.
+    pub node_expiry: Option<Duration>,
+    /// How long an interactive registration waits for an admin.
+    pub registration_timeout: Duration,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Self {
+        Settings {
+            prefix_v4: config.prefixes.v4,
+            prefix_v6: config.prefixes.v6,
+            allocation: config.prefixes.allocation,
+            node_expiry: config.node.expiry,
+            registration_timeout: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// A node joined with what admin views show about it.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    pub node: Arc<Node>,
+    pub user: Option<User>,
+    pub auth_key: Option<PreAuthKey>,
+    /// Whether at least one map session of the node is open.
+    pub online: bool,
+    /// Advertised and approved route rows, ordered by id.
+    pub routes: Vec<Route>,
+    /// Approved prefixes this node currently serves as primary.
+    pub primary_routes: Vec<IpNet>,
+}
+
+impl NodeView {
+    pub fn advertised_routes(&self) -> Vec<IpNet> {
+        self.routes
+            .iter()
+            .filter(|r| r.advertised)
+            .map(|r| r.prefix)
+            .collect()
+    }
+
+    pub fn approved_routes(&self) -> Vec<IpNet> {
+        self.routes
+            .iter()
+            .filter(|r| r.approved)
+            .map(|r| r.prefix)
+            .collect()
+    }
+}
+
+/// The coordinator. Shared as `Arc<State>` by every front end.
+pub struct State {
+    db: Db,
+    settings: Settings,
+    nodes: NodeStore,
+    /// Serialises node mutations and owns the address pool. A tokio mutex because
+    /// the holder awaits the database; reads never take it.
+    writer: tokio::sync::Mutex<IpAllocator>,
+    /// Interactive registrations waiting for an admin. std Mutex: short, no await.
+    pending: Mutex<HashMap<RegistrationId, PendingRegistration>>,
+    /// Open map sessions per node; a node is online while its count is above zero.
+    sessions: Mutex<HashMap<NodeId, u32>>,
+    notifier: Notifier,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("nodes", &self.nodes.snapshot().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Loads every node and route from the database and builds the address pool.
+    pub async fn load(db: Db, settings: Settings) -> Result<State> {
+        let nodes = db.list_nodes().await?;
+        let routes = db.list_routes().await?;
+        let mut alloc =
+            IpAllocator::new(settings.prefix_v4, settings.prefix_v6, settings.allocation);
+        for node in &nodes {
+            alloc.reserve(node.ipv4, node.ipv6);
+        }
+        Ok(State {
+            db,
+            settings,
+            nodes: NodeStore::new(Snapshot::from_rows(nodes, routes)),
+            writer: tokio::sync::Mutex::new(alloc),
+            pending: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
+            notifier: Notifier::new(),
+        })
+    }
+
+    /// Where mutations' changes are published for the map sessions.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// The current node snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.nodes.snapshot()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Whether the database answers.
+    pub async fn database_ok(&self) -> bool {
+        self.db.ping().await
+    }
+
+    /// Whether node `id` has an open map session.
+    pub fn is_online(&self, id: NodeId) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .is_some_and(|n| *n > 0)
+    }
+
+    fn now() -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// Turns a storage error into a user-facing one with a readable sentence.
+fn storage(
+    err: db::Error,
+    not_found: impl FnOnce() -> String,
+    conflict: impl FnOnce(&str) -> String,
+) -> Error {
+    match err {
+        db::Error::NotFound(_) => Error::NotFound(not_found()),
+        db::Error::Conflict(column) => Error::AlreadyExists(conflict(&column)),
+        other => Error::Internal(other),
+    }
+}

@@ -1,0 +1,251 @@
+//! Node administration: listing with joins, delete, expire, rename, tags and
+//! address backfill.
+
+use super::{Change, Error, NodeView, Result, State, storage};
+use crate::types::{GivenName, Node, NodeId, PreAuthKey, Timestamp, User};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+impl State {
+    /// Joins nodes with their users, keys, routes and online state.
+    fn views(&self, nodes: Vec<Arc<Node>>, users: &[User], keys: &[PreAuthKey]) -> Vec<NodeView> {
+        let snap = self.snapshot();
+        let users: HashMap<_, _> = users.iter().map(|u| (u.id, u)).collect();
+        let keys: HashMap<_, _> = keys.iter().map(|k| (k.id, k)).collect();
+        nodes
+            .into_iter()
+            .map(|node| NodeView {
+                user: node
+                    .user_id
+                    .and_then(|id| users.get(&id).map(|u| (*u).clone())),
+                auth_key: node
+                    .auth_key_id
+                    .and_then(|id| keys.get(&id).map(|k| (*k).clone())),
+                online: self.is_online(node.id),
+                routes: snap.routes(node.id).to_vec(),
+                primary_routes: snap.primary_routes(node.id),
+                node,
+            })
+            .collect()
+    }
+
+    /// One node with everything admin views show.
+    pub async fn node_view(&self, id: NodeId) -> Result<NodeView> {
+        let node = self
+            .snapshot()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))?;
+        let users = self.db.list_users().await?;
+        let keys = self.db.list_preauth_keys().await?;
+        Ok(self.views(vec![node], &users, &keys).remove(0))
+    }
+
+    /// Every node, or those of the user named `user` (a name or an id), ordered by id.
+    pub async fn list_nodes(&self, user: Option<&str>) -> Result<Vec<NodeView>> {
+        let owner = match user.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(reference) => Some(self.find_user(reference).await?.id),
+            None => None,
+        };
+        let nodes: Vec<_> = self
+            .snapshot()
+            .nodes()
+            .filter(|n| owner.is_none() || n.user_id == owner)
+            .cloned()
+            .collect();
+        let users = self.db.list_users().await?;
+        let keys = self.db.list_preauth_keys().await?;
+        Ok(self.views(nodes, &users, &keys))
+    }
+
+    /// Deletes a node: peers forget it, the node is logged out, its addresses return to the pool.
+    pub async fn delete_node(&self, id: NodeId) -> Result<Change> {
+        let mut alloc = self.writer.lock().await;
+        let snap = self.snapshot();
+        let node = snap.get(id).cloned().ok_or_else(|| not_found(id))?;
+        let prefixes: Vec<_> = snap.routes(id).iter().map(|r| r.prefix).collect();
+        self.db
+            .delete_node(id)
+            .await
+            .map_err(|e| storage(e, || not_found(id).to_string(), |c| c.to_owned()))?;
+        alloc.release(node.ipv4, node.ipv6);
+        let next = snap.without_node(id);
+        let mut change = Change::node_removed(id);
+        // Routers that take over a prefix this node served must be re-sent.
+        for prefix in prefixes {
+            if let Some(successor) = next.primary_for(&prefix) {
+                change.merge(Change::node_changed(successor));
+            }
+        }
+        self.nodes.replace(next);
+        self.end_sessions_of(id);
+        Ok(change)
+    }
+
+    /// Sets a node's key expiry: `disable` for never, else `expiry` (default: now).
+    /// An expiry in the past logs the node out.
+    pub async fn expire_node(
+        &self,
+        id: NodeId,
+        expiry: Option<Timestamp>,
+        disable: bool,
+    ) -> Result<(NodeView, Change)> {
+        let now = Self::now();
+        let expiry = if disable {
+            None
+        } else {
+            Some(expiry.unwrap_or(now))
+        };
+        let change = self
+            .update_node(id, |node| {
+                node.expiry = expiry;
+                Ok(())
+            })
+            .await?;
+        let change = if expiry.is_some_and(|e| e <= now) {
+            Change::node_expired(id)
+        } else {
+            change
+        };
+        Ok((self.node_view(id).await?, change))
+    }
+
+    /// Renames a node's MagicDNS label; it must be a valid DNS label no other node uses.
+    pub async fn rename_node(&self, id: NodeId, new_name: &str) -> Result<(NodeView, Change)> {
+        let label = GivenName::parse(&new_name.trim().to_ascii_lowercase())
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let change = self
+            .update_node(id, |node| {
+                node.given_name = label.clone();
+                Ok(())
+            })
+            .await?;
+        Ok((self.node_view(id).await?, change))
+    }
+
+    /// Replaces a node's tags (`tag:name` each); an empty list clears them.
+    pub async fn set_tags(&self, id: NodeId, tags: &[String]) -> Result<(NodeView, Change)> {
+        let tags = super::keys::validate_tags(tags)?;
+        let change = self
+            .update_node(id, |node| {
+                node.tags = tags.clone();
+                if !node.tags.is_empty() {
+                    // Tagged nodes never expire, as in Tailscale and Headscale.
+                    node.expiry = None;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok((self.node_view(id).await?, change))
+    }
+
+    /// Gives every node an address of each configured family and removes addresses
+    /// of families no longer configured. Returns one line per change.
+    pub async fn backfill_node_ips(&self, confirmed: bool) -> Result<(Vec<String>, Change)> {
+        if !confirmed {
+            return Err(Error::FailedPrecondition(
+                "backfilling addresses changes node IPs; confirm it (headway nodes backfillips --force)".into(),
+            ));
+        }
+        let mut alloc = self.writer.lock().await;
+        let mut lines = Vec::new();
+        let mut change = Change::none();
+        for node in self.snapshot().nodes().cloned().collect::<Vec<_>>() {
+            let mut updated = (*node).clone();
+            match updated.ipv4 {
+                Some(ip) if !alloc.has_v4() => {
+                    lines.push(format!("node {}: removed IPv4 {ip}", node.id));
+                    alloc.release(Some(ip), None);
+                    updated.ipv4 = None;
+                }
+                Some(ip) if !alloc.in_v4_prefix(ip) => {
+                    let new = alloc
+                        .allocate_v4()
+                        .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                    alloc.release(Some(ip), None);
+                    lines.push(format!("node {}: IPv4 {ip} -> {new}", node.id));
+                    updated.ipv4 = Some(new);
+                }
+                None if alloc.has_v4() => {
+                    let new = alloc
+                        .allocate_v4()
+                        .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                    lines.push(format!("node {}: added IPv4 {new}", node.id));
+                    updated.ipv4 = Some(new);
+                }
+                _ => {}
+            }
+            match updated.ipv6 {
+                Some(ip) if !alloc.has_v6() => {
+                    lines.push(format!("node {}: removed IPv6 {ip}", node.id));
+                    alloc.release(None, Some(ip));
+                    updated.ipv6 = None;
+                }
+                Some(ip) if !alloc.in_v6_prefix(ip) => {
+                    let new = alloc
+                        .allocate_v6()
+                        .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                    alloc.release(None, Some(ip));
+                    lines.push(format!("node {}: IPv6 {ip} -> {new}", node.id));
+                    updated.ipv6 = Some(new);
+                }
+                None if alloc.has_v6() => {
+                    let new = alloc
+                        .allocate_v6()
+                        .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                    lines.push(format!("node {}: added IPv6 {new}", node.id));
+                    updated.ipv6 = Some(new);
+                }
+                _ => {}
+            }
+            if updated != *node {
+                updated.updated_at = Self::now();
+                self.db.save_node(&updated).await?;
+                self.nodes.replace(self.snapshot().with_node(updated));
+                change.merge(Change::node_changed(node.id));
+            }
+        }
+        Ok((lines, change))
+    }
+
+    /// Applies `edit` to a copy of node `id`, stores it and swaps it in.
+    /// Runs under the write lock so concurrent edits never lose each other.
+    async fn update_node(
+        &self,
+        id: NodeId,
+        edit: impl FnOnce(&mut Node) -> Result<()>,
+    ) -> Result<Change> {
+        let _writer = self.writer.lock().await;
+        let snap = self.snapshot();
+        let mut node = (**snap.get(id).ok_or_else(|| not_found(id))?).clone();
+        edit(&mut node)?;
+        if snap.given_name_taken(node.given_name.as_str(), Some(id)) {
+            return Err(Error::AlreadyExists(format!(
+                "the name {:?} is already used by another node",
+                node.given_name.as_str()
+            )));
+        }
+        node.updated_at = Self::now();
+        self.db.save_node(&node).await.map_err(|e| {
+            storage(
+                e,
+                || not_found(id).to_string(),
+                |c| format!("{c} is already used by another node"),
+            )
+        })?;
+        self.nodes.replace(snap.with_node(node));
+        Ok(Change::node_changed(id))
+    }
+
+    /// Forgets the open sessions of a node that no longer exists.
+    fn end_sessions_of(&self, id: NodeId) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+}
+
+fn not_found(id: NodeId) -> Error {
+    Error::NotFound(format!("node with id {id} not found"))
+}

@@ -1,0 +1,415 @@
+//! Registration: interactive registrations waiting for an admin, and `admit`,
+//! the one path that creates a node or logs a known machine back in.
+
+use super::{Change, Error, NodeView, Result, State, storage};
+use crate::db::NewNode;
+use crate::types::secret::random_alphanumeric;
+use crate::types::{
+    DiscoKey, GivenName, MachineKey, Node, NodeId, NodeKey, PreAuthKey, RegisterMethod, Timestamp,
+    UserId,
+};
+use ipnet::IpNet;
+use std::fmt;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The id of a pending interactive registration, `hskey-authreq-<24 chars>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RegistrationId(String);
+
+impl RegistrationId {
+    pub const PREFIX: &'static str = "hskey-authreq-";
+    const RANDOM_LEN: usize = 24;
+
+    pub fn generate() -> Self {
+        Self(format!(
+            "{}{}",
+            Self::PREFIX,
+            random_alphanumeric(Self::RANDOM_LEN)
+        ))
+    }
+
+    /// Accepts the full id, or its 24 random characters as pre-0.29 guides show them.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let random = text.strip_prefix(Self::PREFIX).unwrap_or(text);
+        (random.len() == Self::RANDOM_LEN && random.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| Self(format!("{}{random}", Self::PREFIX)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RegistrationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How a waiting registration ended, as its client learns it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    Registered(NodeId),
+    Rejected(String),
+}
+
+/// A client that asked to join interactively and waits for `nodes register`.
+#[derive(Clone, Debug)]
+pub struct PendingRegistration {
+    pub id: RegistrationId,
+    pub machine_key: MachineKey,
+    pub node_key: NodeKey,
+    pub hostname: String,
+    pub hostinfo: Option<String>,
+    pub advertised_routes: Vec<IpNet>,
+    pub requested_expiry: Option<Timestamp>,
+    pub created_at: Timestamp,
+    outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
+}
+
+/// Everything needed to admit a node, whichever way it authenticated.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    pub machine_key: MachineKey,
+    pub node_key: NodeKey,
+    pub hostname: String,
+    pub hostinfo: Option<String>,
+    pub advertised_routes: Vec<IpNet>,
+    /// Owner; `None` only for tagged nodes.
+    pub user_id: Option<UserId>,
+    pub tags: Vec<String>,
+    pub ephemeral: bool,
+    pub register_method: RegisterMethod,
+    /// The pre-auth key used; a single-use key is consumed atomically with the node write.
+    pub auth_key: Option<PreAuthKey>,
+    /// Expiry the client asked for; `None` applies `node.expiry`.
+    pub requested_expiry: Option<Timestamp>,
+}
+
+impl State {
+    /// Records a client waiting for an admin and returns its id and a receiver
+    /// that yields the outcome. A client retrying with the same node key gets its
+    /// existing entry back.
+    pub fn begin_registration(
+        &self,
+        machine_key: MachineKey,
+        node_key: NodeKey,
+        hostname: &str,
+        hostinfo: Option<String>,
+        advertised_routes: Vec<IpNet>,
+        requested_expiry: Option<Timestamp>,
+    ) -> (RegistrationId, watch::Receiver<Option<RegistrationOutcome>>) {
+        let now = Self::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_stale(&mut pending, now);
+        if let Some(existing) = pending
+            .values()
+            .find(|p| p.node_key == node_key && p.machine_key == machine_key)
+        {
+            return (existing.id.clone(), existing.outcome.subscribe());
+        }
+        let (tx, rx) = watch::channel(None);
+        let id = RegistrationId::generate();
+        pending.insert(
+            id.clone(),
+            PendingRegistration {
+                id: id.clone(),
+                machine_key,
+                node_key,
+                hostname: hostname.to_owned(),
+                hostinfo,
+                advertised_routes,
+                requested_expiry,
+                created_at: now,
+                outcome: Arc::new(tx),
+            },
+        );
+        (id, rx)
+    }
+
+    /// Queues a made-up registration under a chosen id (`DebugCreateNode`), so the
+    /// interactive flow can be exercised without a client. Fresh random keys.
+    pub async fn begin_debug_registration(
+        &self,
+        id: &str,
+        user: &str,
+        hostname: &str,
+        advertised_routes: Vec<IpNet>,
+    ) -> Result<PendingRegistration> {
+        self.find_user(user).await?;
+        let id = RegistrationId::parse(id).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "{id:?} is not a registration id (hskey-authreq- and 24 letters or digits)"
+            ))
+        })?;
+        let now = Self::now();
+        let (tx, _rx) = watch::channel(None);
+        let reg = PendingRegistration {
+            id: id.clone(),
+            machine_key: MachineKey::from_bytes(crate::types::secret::random_bytes()),
+            node_key: NodeKey::from_bytes(crate::types::secret::random_bytes()),
+            hostname: hostname.to_owned(),
+            hostinfo: None,
+            advertised_routes,
+            requested_expiry: None,
+            created_at: now,
+            outcome: Arc::new(tx),
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.contains_key(&id) {
+            return Err(Error::AlreadyExists(format!(
+                "registration {id} is already pending"
+            )));
+        }
+        pending.insert(id, reg.clone());
+        Ok(reg)
+    }
+
+    /// The pending registration with this id, if it is still waiting.
+    pub fn pending_registration(&self, id: &RegistrationId) -> Option<PendingRegistration> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_stale(&mut pending, Self::now());
+        pending.get(id).cloned()
+    }
+
+    fn drop_stale(
+        &self,
+        pending: &mut std::collections::HashMap<RegistrationId, PendingRegistration>,
+        now: Timestamp,
+    ) {
+        let timeout = chrono::Duration::from_std(self.settings.registration_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        pending.retain(|_, p| p.created_at + timeout > now);
+    }
+
+    /// Finds and removes the pending registration that `key` names: a registration
+    /// id (with or without `hskey-authreq-`), a `nodekey:` or an `mkey:`.
+    fn take_pending(&self, key: &str) -> Result<PendingRegistration> {
+        let key = key.trim();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_stale(&mut pending, Self::now());
+        let found = if let Some(id) = RegistrationId::parse(key) {
+            pending.get(&id).map(|p| p.id.clone())
+        } else if let Ok(node_key) = key.parse::<NodeKey>() {
+            pending
+                .values()
+                .find(|p| p.node_key == node_key)
+                .map(|p| p.id.clone())
+        } else if let Ok(machine_key) = key.parse::<MachineKey>() {
+            pending
+                .values()
+                .find(|p| p.machine_key == machine_key)
+                .map(|p| p.id.clone())
+        } else {
+            return Err(Error::InvalidArgument(format!(
+                "{key:?} is not a registration id (hskey-authreq-…), a nodekey:… or an mkey:… key"
+            )));
+        };
+        found.and_then(|id| pending.remove(&id)).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no pending registration matches {key:?}: it may have expired; run `tailscale up` again and use the key from the URL it prints"
+            ))
+        })
+    }
+
+    /// Registers a waiting client to `user` (a name or an id): `nodes register` / `auth register`.
+    pub async fn complete_registration(&self, key: &str, user: &str) -> Result<(NodeView, Change)> {
+        let user = self.find_user(user).await?;
+        let reg = self.take_pending(key)?;
+        let admission = Admission {
+            machine_key: reg.machine_key,
+            node_key: reg.node_key,
+            hostname: reg.hostname.clone(),
+            hostinfo: reg.hostinfo.clone(),
+            advertised_routes: reg.advertised_routes.clone(),
+            user_id: Some(user.id),
+            tags: Vec::new(),
+            ephemeral: false,
+            register_method: RegisterMethod::Cli,
+            auth_key: None,
+            requested_expiry: reg.requested_expiry,
+        };
+        match self.admit(admission).await {
+            Ok((node, change)) => {
+                reg.outcome
+                    .send_replace(Some(RegistrationOutcome::Registered(node.id)));
+                Ok((self.node_view(node.id).await?, change))
+            }
+            Err(err) => {
+                // Put the request back so the admin can retry after fixing the cause.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(reg.id.clone(), reg);
+                Err(err)
+            }
+        }
+    }
+
+    /// Approves a waiting re-login of a machine that already has a node, keeping its owner.
+    pub async fn approve_registration(&self, auth_id: &str) -> Result<(NodeView, Change)> {
+        let id = RegistrationId::parse(auth_id).ok_or_else(|| {
+            Error::InvalidArgument(format!("{auth_id:?} is not an auth id (hskey-authreq-…)"))
+        })?;
+        let reg = self
+            .pending_registration(&id)
+            .ok_or_else(|| Error::NotFound(format!("no pending auth request {id}")))?;
+        let owner = self
+            .snapshot()
+            .by_machine_key(&reg.machine_key)
+            .next()
+            .map(|n| n.user_id);
+        match owner {
+            Some(Some(user)) => {
+                self.complete_registration(id.as_str(), &user.to_string())
+                    .await
+            }
+            _ => Err(Error::FailedPrecondition(format!(
+                "{id} is a new machine: choose its user with `headway auth register --auth-id {id} --user <name>`"
+            ))),
+        }
+    }
+
+    /// Refuses a waiting registration; its client is told so.
+    pub fn reject_registration(&self, auth_id: &str) -> Result<()> {
+        let reg = self.take_pending(auth_id)?;
+        reg.outcome.send_replace(Some(RegistrationOutcome::Rejected(
+            "registration rejected by an administrator".into(),
+        )));
+        Ok(())
+    }
+
+    /// Creates a node, or logs a known machine back in (same machine key and owner,
+    /// or the same node key): addresses and MagicDNS name stay.
+    pub async fn admit(&self, adm: Admission) -> Result<(Arc<Node>, Change)> {
+        let mut alloc = self.writer.lock().await;
+        let snap = self.snapshot();
+        let now = Self::now();
+        let tags = super::keys::validate_tags(&adm.tags)?;
+        let expiry = if tags.is_empty() {
+            adm.requested_expiry.filter(|e| *e > now).or_else(|| {
+                self.settings
+                    .node_expiry
+                    .and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| now + d)
+            })
+        } else {
+            None
+        };
+        let consume = adm.auth_key.as_ref().filter(|k| !k.reusable).map(|k| k.id);
+
+        let by_node_key = snap.by_node_key(&adm.node_key).cloned();
+        if let Some(other) = &by_node_key
+            && other.machine_key != adm.machine_key
+        {
+            return Err(Error::AlreadyExists(
+                "this node key is already registered by another machine".into(),
+            ));
+        }
+        let existing = by_node_key.or_else(|| {
+            snap.by_machine_key(&adm.machine_key)
+                .find(|n| n.user_id == adm.user_id)
+                .cloned()
+        });
+
+        let (node, change) = if let Some(old) = existing {
+            let mut node = (*old).clone();
+            node.node_key = adm.node_key;
+            node.hostname = adm.hostname.clone();
+            if adm.hostinfo.is_some() {
+                node.hostinfo = adm.hostinfo.clone();
+            }
+            node.user_id = adm.user_id;
+            if !tags.is_empty() {
+                node.tags = tags;
+            }
+            node.expiry = expiry;
+            node.register_method = adm.register_method;
+            node.auth_key_id = adm.auth_key.as_ref().map(|k| k.id).or(node.auth_key_id);
+            node.updated_at = now;
+            self.db.save_node(&node).await.map_err(|e| {
+                storage(
+                    e,
+                    || format!("node {} not found", node.id),
+                    |c| format!("cannot re-register: {c} is taken"),
+                )
+            })?;
+            if let Some(key) = consume {
+                self.db.mark_preauth_key_used(key).await?;
+            }
+            let id = node.id;
+            (node, Change::node_changed(id))
+        } else {
+            let (ipv4, ipv6) = alloc
+                .allocate()
+                .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+            let base = GivenName::sanitize(&adm.hostname);
+            let given_name = GivenName::unique(&base, |n| snap.given_name_taken(n, None));
+            let draft = Node {
+                id: NodeId(0),
+                machine_key: adm.machine_key,
+                node_key: adm.node_key,
+                disco_key: DiscoKey::zero(),
+                hostname: adm.hostname.clone(),
+                given_name,
+                user_id: adm.user_id,
+                ipv4,
+                ipv6,
+                endpoints: Vec::new(),
+                hostinfo: adm.hostinfo.clone(),
+                tags,
+                expiry,
+                last_seen: None,
+                ephemeral: adm.ephemeral,
+                register_method: adm.register_method,
+                auth_key_id: adm.auth_key.as_ref().map(|k| k.id),
+                created_at: now,
+                updated_at: now,
+            };
+            let node = match self.db.insert_node(&NewNode { node: draft }, consume).await {
+                Ok(node) => node,
+                Err(e) => {
+                    alloc.release(ipv4, ipv6);
+                    return Err(storage(
+                        e,
+                        || "node not found".into(),
+                        |c| format!("cannot register: {c} is taken"),
+                    ));
+                }
+            };
+            let id = node.id;
+            (node, Change::node_added(id))
+        };
+        let id = node.id;
+        self.nodes.replace(snap.with_node(node));
+        if !adm.advertised_routes.is_empty() || !self.snapshot().routes(id).is_empty() {
+            self.store_routes(id, Some(&adm.advertised_routes), None)
+                .await?;
+        }
+        drop(alloc);
+        let node = self
+            .snapshot()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("node {id} vanished")))?;
+        Ok((node, change))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_ids_accept_old_and_new_forms() {
+        let id = RegistrationId::generate();
+        assert!(id.as_str().starts_with("hskey-authreq-"));
+        assert_eq!(RegistrationId::parse(id.as_str()), Some(id.clone()));
+        let bare = &id.as_str()[RegistrationId::PREFIX.len()..];
+        assert_eq!(RegistrationId::parse(bare), Some(id));
+        assert_eq!(RegistrationId::parse("nodekey:abc"), None);
+        assert_eq!(RegistrationId::parse("hskey-authreq-short"), None);
+    }
+}

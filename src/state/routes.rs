@@ -1,0 +1,282 @@
+//! Routes: what nodes advertise, what admins approve, and which router is
+//! primary for a prefix. Approving either exit route approves both.
+
+use super::{Change, Error, NodeView, Result, State};
+use crate::types::route::is_exit_prefix;
+use crate::types::{NodeId, Route, RouteId};
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+
+/// A route with its node, for the 0.18–0.25 route API.
+#[derive(Clone, Debug)]
+pub struct RouteView {
+    pub route: Route,
+    pub node: NodeView,
+    pub is_primary: bool,
+}
+
+const EXIT_V4: &str = "0.0.0.0/0";
+const EXIT_V6: &str = "::/0";
+
+/// Parses route text strictly: host bits set is an error that names the network.
+pub(crate) fn parse_prefix(text: &str) -> Result<IpNet> {
+    let text = text.trim();
+    let net: IpNet = text.parse().map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{text:?} is not an IP prefix (expected e.g. 192.168.100.0/24)"
+        ))
+    })?;
+    if net.trunc() != net {
+        return Err(Error::InvalidArgument(format!(
+            "{text} has host bits set; did you mean {}?",
+            net.trunc()
+        )));
+    }
+    Ok(net)
+}
+
+fn exit_pair() -> [IpNet; 2] {
+    [
+        EXIT_V4.parse().expect("valid"),
+        EXIT_V6.parse().expect("valid"),
+    ]
+}
+
+impl State {
+    /// Replaces a node's advertised and/or approved prefixes (`None` keeps them).
+    /// The caller holds the write lock.
+    pub(super) async fn store_routes(
+        &self,
+        id: NodeId,
+        advertised: Option<&[IpNet]>,
+        approved: Option<&[IpNet]>,
+    ) -> Result<Vec<Route>> {
+        let snap = self.snapshot();
+        let current = snap.routes(id);
+        let pick = |given: Option<&[IpNet]>, flag: fn(&Route) -> bool| -> Vec<IpNet> {
+            let set: BTreeSet<IpNet> = match given {
+                Some(list) => list.iter().map(IpNet::trunc).collect(),
+                None => current
+                    .iter()
+                    .filter(|r| flag(r))
+                    .map(|r| r.prefix)
+                    .collect(),
+            };
+            set.into_iter().collect()
+        };
+        let advertised = pick(advertised, |r| r.advertised);
+        let approved = pick(approved, |r| r.approved);
+        let rows = self
+            .db
+            .set_node_routes(id, &advertised, &approved, Self::now())
+            .await?;
+        self.nodes
+            .replace(self.snapshot().with_routes(id, rows.clone()));
+        Ok(rows)
+    }
+
+    /// Records the prefixes a node announces (from its Hostinfo); approvals stay.
+    pub async fn set_advertised_routes(&self, id: NodeId, routes: &[IpNet]) -> Result<Change> {
+        let _writer = self.writer.lock().await;
+        if self.snapshot().get(id).is_none() {
+            return Err(Error::NotFound(format!("node with id {id} not found")));
+        }
+        let before = self.routing_state();
+        self.store_routes(id, Some(routes), None).await?;
+        Ok(self.routing_change(id, &before))
+    }
+
+    /// Sets the approved routes of a node. Every route must be one the node
+    /// advertises; an exit route brings its partner; an empty list clears.
+    pub async fn set_approved_routes(
+        &self,
+        id: NodeId,
+        routes: &[String],
+    ) -> Result<(NodeView, Change)> {
+        let mut wanted: BTreeSet<IpNet> = BTreeSet::new();
+        for text in routes
+            .iter()
+            .flat_map(|r| r.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
+            wanted.insert(parse_prefix(text)?);
+        }
+        let _writer = self.writer.lock().await;
+        let snap = self.snapshot();
+        if snap.get(id).is_none() {
+            return Err(Error::NotFound(format!("node with id {id} not found")));
+        }
+        let advertised: BTreeSet<IpNet> = snap
+            .routes(id)
+            .iter()
+            .filter(|r| r.advertised)
+            .map(|r| r.prefix)
+            .collect();
+        for prefix in &wanted {
+            if !advertised.contains(prefix) {
+                let offer = if advertised.is_empty() {
+                    "it advertises no routes".to_owned()
+                } else {
+                    format!(
+                        "it advertises {}",
+                        advertised
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                return Err(Error::InvalidArgument(format!(
+                    "node {id} does not advertise {prefix}, so it cannot be approved ({offer})"
+                )));
+            }
+        }
+        if wanted.iter().any(is_exit_prefix) {
+            wanted.extend(exit_pair().into_iter().filter(|p| advertised.contains(p)));
+        }
+        let before = self.routing_state();
+        let approved: Vec<IpNet> = wanted.into_iter().collect();
+        self.store_routes(id, None, Some(&approved)).await?;
+        let change = self.routing_change(id, &before);
+        drop(_writer);
+        Ok((self.node_view(id).await?, change))
+    }
+
+    /// Every route of every node with its node, for the legacy route API.
+    pub async fn list_routes(&self, node: Option<NodeId>) -> Result<Vec<RouteView>> {
+        if let Some(id) = node
+            && self.snapshot().get(id).is_none()
+        {
+            return Err(Error::NotFound(format!("node with id {id} not found")));
+        }
+        let views = self.list_nodes(None).await?;
+        let snap = self.snapshot();
+        let mut out = Vec::new();
+        for view in views
+            .into_iter()
+            .filter(|v| node.is_none_or(|id| v.node.id == id))
+        {
+            for route in &view.routes {
+                out.push(RouteView {
+                    route: route.clone(),
+                    is_primary: !route.is_exit()
+                        && snap.primary_for(&route.prefix) == Some(route.node_id),
+                    node: view.clone(),
+                });
+            }
+        }
+        out.sort_by_key(|r| r.route.id);
+        Ok(out)
+    }
+
+    fn find_route(&self, id: RouteId) -> Result<Route> {
+        self.snapshot()
+            .all_routes()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("route with id {id} not found")))
+    }
+
+    /// Approves one route by id (the 0.18–0.25 `routes enable -r <id>`).
+    pub async fn enable_route(&self, id: RouteId) -> Result<Change> {
+        let route = self.find_route(id)?;
+        let mut approved: Vec<String> = self
+            .snapshot()
+            .routes(route.node_id)
+            .iter()
+            .filter(|r| r.approved)
+            .map(|r| r.prefix.to_string())
+            .collect();
+        approved.push(route.prefix.to_string());
+        Ok(self.set_approved_routes(route.node_id, &approved).await?.1)
+    }
+
+    /// Withdraws approval of one route by id; for an exit route, of both.
+    pub async fn disable_route(&self, id: RouteId) -> Result<Change> {
+        let route = self.find_route(id)?;
+        let approved: Vec<String> = self
+            .snapshot()
+            .routes(route.node_id)
+            .iter()
+            .filter(|r| r.approved && r.prefix != route.prefix && !(route.is_exit() && r.is_exit()))
+            .map(|r| r.prefix.to_string())
+            .collect();
+        Ok(self.set_approved_routes(route.node_id, &approved).await?.1)
+    }
+
+    /// Forgets one route row; a node that still advertises it reports it again.
+    pub async fn delete_route(&self, id: RouteId) -> Result<Change> {
+        let route = self.find_route(id)?;
+        let _writer = self.writer.lock().await;
+        let before = self.routing_state();
+        let keep = |r: &&Route| r.id != id;
+        let snap = self.snapshot();
+        let advertised: Vec<IpNet> = snap
+            .routes(route.node_id)
+            .iter()
+            .filter(keep)
+            .filter(|r| r.advertised)
+            .map(|r| r.prefix)
+            .collect();
+        let approved: Vec<IpNet> = snap
+            .routes(route.node_id)
+            .iter()
+            .filter(keep)
+            .filter(|r| r.approved)
+            .map(|r| r.prefix)
+            .collect();
+        self.store_routes(route.node_id, Some(&advertised), Some(&approved))
+            .await?;
+        Ok(self.routing_change(route.node_id, &before))
+    }
+
+    /// Which node serves each approved prefix, to compare before and after a change.
+    fn routing_state(&self) -> Vec<(IpNet, Option<NodeId>)> {
+        let snap = self.snapshot();
+        let prefixes: BTreeSet<IpNet> = snap.all_routes().map(|r| r.prefix).collect();
+        prefixes
+            .into_iter()
+            .map(|p| (p, snap.primary_for(&p)))
+            .collect()
+    }
+
+    /// The node itself changed; every router whose primary status moved changed too.
+    fn routing_change(&self, id: NodeId, before: &[(IpNet, Option<NodeId>)]) -> Change {
+        let mut change = Change::node_changed(id);
+        let after = self.routing_state();
+        for (prefix, was) in before {
+            let now = after
+                .iter()
+                .find(|(p, _)| p == prefix)
+                .and_then(|(_, n)| *n);
+            if now != *was {
+                for node in [now, *was].into_iter().flatten() {
+                    change.merge(Change::node_changed(node));
+                }
+            }
+        }
+        for (_, now) in after
+            .iter()
+            .filter(|(p, _)| !before.iter().any(|(b, _)| b == p))
+        {
+            if let Some(node) = now {
+                change.merge(Change::node_changed(*node));
+            }
+        }
+        change
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_must_be_networks() {
+        assert!(parse_prefix("192.168.100.0/24").is_ok());
+        let err = parse_prefix("192.168.100.1/24").unwrap_err().to_string();
+        assert!(err.contains("192.168.100.0/24"), "{err}");
+        assert!(parse_prefix("banana").is_err());
+    }
+}
