@@ -1,0 +1,1 @@
+//! The `headway` CLI end to end (written after the CLI lands).

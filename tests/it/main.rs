@@ -1,0 +1,12 @@
+//! headway's integration tests: one binary that spawns the real `headway`
+//! server on port 0 in a temp directory and drives it through the CLI, a gRPC
+//! client and Headscale's own CLI, as users and tools would.
+
+mod support;
+
+mod cli;
+mod config_errors;
+mod grpc_admin;
+mod headscale_cli;
+mod persistence;
+mod tidy;

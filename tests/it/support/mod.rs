@@ -1,0 +1,285 @@
+//! Test support: spawning a real server, running the real CLI, a gRPC client.
+
+use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+
+/// Path of the `headway` binary under test.
+pub fn headway_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_headway"))
+}
+
+/// A config file for a test server: everything inside `dir`, HTTP on port 0.
+pub fn test_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "server_url: http://127.0.0.1:8080\n\
+         listen_addr: 127.0.0.1:0\n\
+         metrics_listen_addr: \"\"\n\
+         noise:\n  private_key_path: {d}/noise_private.key\n\
+         prefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n\
+         database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n\
+         unix_socket: {d}/headway.sock\n\
+         unix_socket_permission: \"0770\"\n\
+         dns:\n  magic_dns: true\n  base_domain: tailnet.test\n\
+         {extra}",
+        d = dir.display()
+    )
+}
+
+/// What a CLI run printed and how it ended.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the whole output unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Panics unless the command failed.
+    #[track_caller]
+    pub fn failed(self) -> Run {
+        assert_ne!(self.code, 0, "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+/// A running `headway serve`, killed when dropped.
+pub struct TestServer {
+    pub dir: TempDir,
+    pub config_path: Option<PathBuf>,
+    pub socket: PathBuf,
+    pub http_addr: String,
+    child: Child,
+    log_path: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// How to start a server.
+#[derive(Default)]
+pub struct Spawn {
+    /// YAML appended to the generated test config.
+    pub extra_config: String,
+    /// A complete config file instead of the generated one (`{dir}` is replaced).
+    pub config_file: Option<String>,
+    /// Start with no config file at all (embedded defaults) in the temp dir.
+    pub no_config: bool,
+    pub env: Vec<(String, String)>,
+    /// Reuse this directory (restart after a kill).
+    pub dir: Option<TempDir>,
+}
+
+impl TestServer {
+    pub fn spawn() -> TestServer {
+        Self::spawn_with(Spawn::default())
+    }
+
+    pub fn spawn_with(opts: Spawn) -> TestServer {
+        let dir = opts.dir.unwrap_or_else(|| tempfile::Builder::new().prefix("hw").tempdir().unwrap());
+        let path = dir.path();
+        let config_path = if opts.no_config {
+            None
+        } else {
+            let text = match &opts.config_file {
+                Some(text) => text.replace("{dir}", &path.display().to_string()),
+                None => test_config(path, &opts.extra_config),
+            };
+            let p = path.join("config.yaml");
+            std::fs::write(&p, text).unwrap();
+            Some(p)
+        };
+        let socket = if opts.no_config {
+            path.join("headway-data/headway.sock")
+        } else {
+            let text = std::fs::read_to_string(config_path.as_ref().unwrap()).unwrap();
+            socket_from_config(&text, path)
+        };
+        let log_path = path.join(format!("server-{}.log", std::process::id() ^ rand_suffix()));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut cmd = Command::new(headway_bin());
+        cmd.current_dir(path).env("HOME", path).env("NO_COLOR", "1").env_remove("HEADWAY_CONFIG");
+        cmd.env_remove("HEADSCALE_CONFIG");
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        if let Some(cfg) = &config_path {
+            cmd.arg("-c").arg(cfg);
+        }
+        let child = cmd
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn headway serve");
+        let mut server =
+            TestServer { dir, config_path, socket, http_addr: String::new(), child, log_path, env: opts.env };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("headway serve exited early ({status}):\n{}", self.log());
+            }
+            let log = self.log();
+            if let Some(addr) = field_after(&log, "serving HTTP", "addr=")
+                && std::os::unix::net::UnixStream::connect(&self.socket).is_ok()
+            {
+                self.http_addr = addr;
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready after 30 s:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            let _ = f.read_to_string(&mut text);
+        }
+        strip_ansi(&text)
+    }
+
+    /// Runs `headway [-c config] args…` with the server's environment.
+    pub fn cli(&self, args: &[&str]) -> Run {
+        self.cli_as(&headway_bin(), args)
+    }
+
+    /// Runs a CLI binary (`headway` under another name, or Headscale's) against this server.
+    pub fn cli_as(&self, bin: &Path, args: &[&str]) -> Run {
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(self.dir.path()).env("HOME", self.dir.path()).env("NO_COLOR", "1");
+        cmd.env_remove("HEADWAY_CONFIG").env_remove("HEADSCALE_CONFIG");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        if let Some(cfg) = &self.config_path {
+            cmd.arg("-c").arg(cfg);
+        }
+        Run::from(cmd.args(args).stdin(Stdio::null()).output().expect("run CLI"))
+    }
+
+    /// A gRPC client over the admin socket.
+    pub async fn grpc(&self) -> HeadscaleServiceClient<Channel> {
+        grpc_over_socket(&self.socket).await
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit code.
+    pub fn terminate(mut self) -> i32 {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "server ignored SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn socket_from_config(text: &str, dir: &Path) -> PathBuf {
+    let line = text.lines().find(|l| l.starts_with("unix_socket:")).expect("config names unix_socket");
+    let value = line["unix_socket:".len()..].trim().trim_matches('"');
+    let p = PathBuf::from(value);
+    if p.is_absolute() { p } else { dir.join(p) }
+}
+
+/// The value after `key` on the first line containing `marker`.
+pub fn field_after(log: &str, marker: &str, key: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let rest = &line[line.find(key)? + key.len()..];
+    Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+}
+
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for n in chars.by_ref() {
+                if n.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub async fn grpc_over_socket(path: &Path) -> HeadscaleServiceClient<Channel> {
+    let path = path.to_owned();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .expect("connect to the admin socket");
+    HeadscaleServiceClient::new(channel)
+}
+
+/// Headscale v0.29.2's CLI, installed by `scripts/install-test-deps`.
+pub fn headscale_bin() -> PathBuf {
+    let path = std::env::var_os("HEADWAY_TEST_HEADSCALE").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("HEADWAY_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/headway-tools")
+        });
+        cache.join("headscale-v0.29.2/headscale")
+    });
+    assert!(
+        path.exists(),
+        "Headscale's CLI is not installed at {}: run scripts/install-test-deps (it needs Go)",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,86 @@
+//! Code-shape invariants: every source file says what it owns, ARCHITECTURE.md
+//! names every module, and modules import only what sits below them.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn every_file_opens_with_a_module_doc() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src"), &mut files);
+    rust_files(&root().join("tests"), &mut files);
+    files.push(root().join("build.rs"));
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+}
+
+#[test]
+fn architecture_names_every_module() {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for entry in std::fs::read_dir(root().join("src")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "lib.rs" || name == "main.rs" {
+            continue;
+        }
+        let heading = if path.is_dir() { format!("### `{name}/`") } else { format!("### `{name}`") };
+        assert!(arch.contains(&heading), "ARCHITECTURE.md has no `{heading}` section");
+    }
+}
+
+/// Each module and the crate modules it may import (ARCHITECTURE.md's layering).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("types", &["types"]),
+    ("config", &["config", "types"]),
+    ("db", &["db", "types", "config"]),
+    ("state", &["state", "db", "types", "config"]),
+    ("grpc", &["grpc", "state", "types"]),
+    ("http", &["http", "state", "types", "config"]),
+    ("cli", &["cli", "grpc", "config", "types", "server"]),
+];
+
+#[test]
+fn modules_import_only_what_sits_below_them() {
+    let mut violations = Vec::new();
+    for (module, allowed) in LAYERS {
+        let mut files = Vec::new();
+        let dir = root().join("src").join(module);
+        if dir.is_dir() {
+            rust_files(&dir, &mut files);
+        } else {
+            files.push(root().join("src").join(format!("{module}.rs")));
+        }
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let mut rest = line;
+                while let Some(pos) = rest.find("crate::") {
+                    rest = &rest[pos + "crate::".len()..];
+                    let target: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    if !allowed.contains(&target.as_str()) {
+                        violations.push(format!("{}:{}: {module} imports crate::{target}", file.display(), n + 1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+}
