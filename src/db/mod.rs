@@ -11,6 +11,19 @@ use crate::types::{
     UserId, UserName,
 };
 use ipnet::IpNet;
+use sqlx::sqlite::SqlitePool;
+
+mod api_keys;
+mod nodes;
+mod policy;
+mod preauth_keys;
+mod routes;
+mod rows;
+mod sqlite;
+mod users;
+
+#[cfg(test)]
+mod tests;
 
 /// Storage failures. `NotFound` and `Conflict` are meant for users; the others are logged.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +43,9 @@ pub enum Error {
     /// A stored value could not be read back (corrupt row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// The configuration asks for something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -77,40 +93,52 @@ pub struct NewApiKey {
 /// A handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
-    // filled in by the implementation
+    /// Several connections for reads; in WAL mode they never wait for the writer.
+    reader: SqlitePool,
+    /// Exactly one connection: every write queues here, never on SQLite's lock.
+    writer: SqlitePool,
 }
 
 impl Db {
     /// Opens (creating the file if missing, accepting an empty file) and migrates.
     pub async fn open(config: &config::Database) -> Result<Db> {
-        let _ = config;
-        todo!()
+        match config {
+            config::Database::Sqlite {
+                path,
+                write_ahead_log,
+                wal_autocheckpoint,
+            } => sqlite::open(path, *write_ahead_log, *wal_autocheckpoint).await,
+            config::Database::Postgres(_) => Err(Error::Unsupported(
+                "PostgreSQL support is not available yet in this build; use database.type: sqlite"
+                    .to_owned(),
+            )),
+        }
     }
 
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> bool {
-        todo!()
+        let stmt = sea_query::Query::select()
+            .expr(sea_query::Expr::val(1))
+            .to_owned();
+        rows::fetch_one(&self.reader, &stmt).await.is_ok()
     }
 
     // ---- users
 
     /// Conflict("users.name") when the name is taken.
     pub async fn insert_user(&self, new: &NewUser) -> Result<User> {
-        let _ = new;
-        todo!()
+        users::insert(self, new).await
     }
     pub async fn list_users(&self) -> Result<Vec<User>> {
-        todo!()
+        users::list(self).await
     }
     /// NotFound("user"), Conflict("users.name").
     pub async fn rename_user(&self, id: UserId, name: &UserName, now: Timestamp) -> Result<User> {
-        let _ = (id, name, now);
-        todo!()
+        users::rename(self, id, name, now).await
     }
     /// NotFound("user"). Deletes the user's pre-auth keys with it.
     pub async fn delete_user(&self, id: UserId) -> Result<()> {
-        let _ = id;
-        todo!()
+        users::delete(self, id).await
     }
 
     // ---- nodes
@@ -118,41 +146,40 @@ impl Db {
     /// Inserts `new.node` (its `id` is ignored) and returns it with its id.
     /// When `consume_key` is given, marks that pre-auth key used in the same transaction.
     /// Conflict("nodes.node_key" | "nodes.given_name" | "nodes.ipv4" | "nodes.ipv6").
+    /// Also Conflict("pre_auth_keys.used") when `consume_key` is single-use and already used
+    /// (so two registrations racing with one key cannot both succeed), and
+    /// NotFound("user" | "pre-auth key") when a referenced row is gone; nothing is written then.
     pub async fn insert_node(
         &self,
         new: &NewNode,
         consume_key: Option<PreAuthKeyId>,
     ) -> Result<Node> {
-        let _ = (new, consume_key);
-        todo!()
+        nodes::insert(self, new, consume_key).await
     }
-    /// Writes every column of an existing node. NotFound("node"), Conflict as above.
+    /// Writes every column of an existing node. NotFound("node"), Conflict as above,
+    /// NotFound("user" | "pre-auth key") when a referenced row is gone.
     pub async fn save_node(&self, node: &Node) -> Result<()> {
-        let _ = node;
-        todo!()
+        nodes::save(self, node).await
     }
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
-        todo!()
+        nodes::list(self).await
     }
     /// NotFound("node"). Deletes the node's routes with it.
     pub async fn delete_node(&self, id: NodeId) -> Result<()> {
-        let _ = id;
-        todo!()
+        nodes::delete(self, id).await
     }
 
     // ---- pre-auth keys
 
-    /// Conflict("pre_auth_keys.prefix").
+    /// Conflict("pre_auth_keys.prefix"), NotFound("user") when `user_id` names no user.
     pub async fn insert_preauth_key(&self, new: &NewPreAuthKey) -> Result<PreAuthKey> {
-        let _ = new;
-        todo!()
+        preauth_keys::insert(self, new).await
     }
     pub async fn list_preauth_keys(&self) -> Result<Vec<PreAuthKey>> {
-        todo!()
+        preauth_keys::list(self).await
     }
     pub async fn find_preauth_key_by_prefix(&self, prefix: &str) -> Result<Option<PreAuthKey>> {
-        let _ = prefix;
-        todo!()
+        preauth_keys::find_by_prefix(self, prefix).await
     }
     /// Marks a single-use key as used (re-login with a key). NotFound("pre-auth key").
     pub async fn mark_preauth_key_used(&self, id: PreAuthKeyId) -> Result<()> {
@@ -161,54 +188,48 @@ impl Db {
     }
     /// Sets `expiration` to `now`. NotFound("pre-auth key").
     pub async fn expire_preauth_key(&self, id: PreAuthKeyId, now: Timestamp) -> Result<()> {
-        let _ = (id, now);
-        todo!()
+        preauth_keys::expire(self, id, now).await
     }
     /// NotFound("pre-auth key"). Nodes that used it keep existing (their `auth_key_id` becomes NULL).
     pub async fn delete_preauth_key(&self, id: PreAuthKeyId) -> Result<()> {
-        let _ = id;
-        todo!()
+        preauth_keys::delete(self, id).await
     }
 
     // ---- API keys
 
     /// Conflict("api_keys.prefix").
     pub async fn insert_api_key(&self, new: &NewApiKey) -> Result<ApiKey> {
-        let _ = new;
-        todo!()
+        api_keys::insert(self, new).await
     }
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>> {
-        todo!()
+        api_keys::list(self).await
     }
     pub async fn find_api_key_by_prefix(&self, prefix: &str) -> Result<Option<ApiKey>> {
-        let _ = prefix;
-        todo!()
+        api_keys::find_by_prefix(self, prefix).await
     }
     /// Sets `expiration` to `now`. NotFound("API key").
     pub async fn expire_api_key(&self, id: ApiKeyId, now: Timestamp) -> Result<()> {
-        let _ = (id, now);
-        todo!()
+        api_keys::expire(self, id, now).await
     }
     /// NotFound("API key").
     pub async fn delete_api_key(&self, id: ApiKeyId) -> Result<()> {
-        let _ = id;
-        todo!()
+        api_keys::delete(self, id).await
     }
-    /// Records a successful authentication.
+    /// Records a successful authentication (sets `last_seen`). NotFound("API key").
     pub async fn touch_api_key(&self, id: ApiKeyId, now: Timestamp) -> Result<()> {
-        let _ = (id, now);
-        todo!()
+        api_keys::touch(self, id, now).await
     }
 
     // ---- routes
 
     /// Every route of every node, ordered by id.
     pub async fn list_routes(&self) -> Result<Vec<Route>> {
-        todo!()
+        routes::list(self).await
     }
     /// Replaces one node's routes in one transaction so that exactly the union of
     /// `advertised` and `approved` has rows, each flagged accordingly. Rows for
     /// prefixes that stay keep their id and `created_at`. Returns the node's rows.
+    /// Prefixes are stored canonically (host bits cleared). NotFound("node").
     pub async fn set_node_routes(
         &self,
         node_id: NodeId,
@@ -216,22 +237,19 @@ impl Db {
         approved: &[IpNet],
         now: Timestamp,
     ) -> Result<Vec<Route>> {
-        let _ = (node_id, advertised, approved, now);
-        todo!()
+        routes::set_for_node(self, node_id, advertised, approved, now).await
     }
     /// NotFound("route").
     pub async fn delete_route(&self, id: RouteId) -> Result<()> {
-        let _ = id;
-        todo!()
+        routes::delete(self, id).await
     }
 
     // ---- policy (for `policy.mode: database`)
 
     pub async fn get_policy(&self) -> Result<Option<(String, Timestamp)>> {
-        todo!()
+        policy::get(self).await
     }
     pub async fn set_policy(&self, text: &str, now: Timestamp) -> Result<()> {
-        let _ = (text, now);
-        todo!()
+        policy::set(self, text, now).await
     }
 }

@@ -1,0 +1,123 @@
+//! The `api_keys` table.
+
+use super::rows::{self, RowReader};
+use super::{Db, Error, NewApiKey, Result};
+use crate::types::{ApiKey, ApiKeyId, Timestamp};
+use sea_query::{Expr, ExprTrait, Iden, Order, Query};
+use sqlx::sqlite::SqliteRow;
+
+#[derive(Clone, Copy, Iden)]
+pub(super) enum ApiKeys {
+    Table,
+    Id,
+    Prefix,
+    Hash,
+    Expiration,
+    LastSeen,
+    CreatedAt,
+}
+
+const COLUMNS: [ApiKeys; 6] = [
+    ApiKeys::Id,
+    ApiKeys::Prefix,
+    ApiKeys::Hash,
+    ApiKeys::Expiration,
+    ApiKeys::LastSeen,
+    ApiKeys::CreatedAt,
+];
+
+/// The one place an `api_keys` row becomes an `ApiKey`.
+fn from_row(row: &SqliteRow) -> Result<ApiKey> {
+    let r = RowReader::new(row, "api_keys");
+    Ok(ApiKey {
+        id: ApiKeyId(r.id(ApiKeys::Id)?),
+        prefix: r.text(ApiKeys::Prefix)?,
+        hash: r.text(ApiKeys::Hash)?,
+        expiration: r.opt_time(ApiKeys::Expiration)?,
+        created_at: r.time(ApiKeys::CreatedAt)?,
+        last_seen: r.opt_time(ApiKeys::LastSeen)?,
+    })
+}
+
+fn select() -> sea_query::SelectStatement {
+    Query::select()
+        .columns(COLUMNS)
+        .from(ApiKeys::Table)
+        .to_owned()
+}
+
+fn by_id(id: ApiKeyId) -> Expr {
+    Expr::col(ApiKeys::Id).eq(rows::id(id.0))
+}
+
+pub(super) async fn insert(db: &Db, new: &NewApiKey) -> Result<ApiKey> {
+    let stmt = Query::insert()
+        .into_table(ApiKeys::Table)
+        .columns([
+            ApiKeys::Prefix,
+            ApiKeys::Hash,
+            ApiKeys::Expiration,
+            ApiKeys::CreatedAt,
+        ])
+        .values_panic([
+            new.prefix.as_str().into(),
+            new.hash.as_str().into(),
+            rows::opt_time(new.expiration),
+            rows::time(new.created_at),
+        ])
+        .returning(Query::returning().columns(COLUMNS))
+        .to_owned();
+    from_row(&rows::fetch_one(&db.writer, &stmt).await?)
+}
+
+pub(super) async fn list(db: &Db) -> Result<Vec<ApiKey>> {
+    let stmt = select().order_by(ApiKeys::Id, Order::Asc).to_owned();
+    rows::fetch_all(&db.reader, &stmt)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+pub(super) async fn find_by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKey>> {
+    let stmt = select()
+        .and_where(Expr::col(ApiKeys::Prefix).eq(prefix))
+        .to_owned();
+    rows::fetch_optional(&db.reader, &stmt)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Sets one timestamp column of one key.
+async fn set_time(db: &Db, id: ApiKeyId, column: ApiKeys, now: Timestamp) -> Result<()> {
+    let stmt = Query::update()
+        .table(ApiKeys::Table)
+        .value(column, rows::time(now))
+        .and_where(by_id(id))
+        .to_owned();
+    match rows::execute(&db.writer, &stmt).await? {
+        0 => Err(Error::NotFound("API key")),
+        _ => Ok(()),
+    }
+}
+
+pub(super) async fn expire(db: &Db, id: ApiKeyId, now: Timestamp) -> Result<()> {
+    set_time(db, id, ApiKeys::Expiration, now).await
+}
+
+pub(super) async fn touch(db: &Db, id: ApiKeyId, now: Timestamp) -> Result<()> {
+    set_time(db, id, ApiKeys::LastSeen, now).await
+}
+
+pub(super) async fn delete(db: &Db, id: ApiKeyId) -> Result<()> {
+    let stmt = Query::delete()
+        .from_table(ApiKeys::Table)
+        .and_where(by_id(id))
+        .to_owned();
+    match rows::execute(&db.writer, &stmt).await? {
+        0 => Err(Error::NotFound("API key")),
+        _ => Ok(()),
+    }
+}

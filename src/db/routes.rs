@@ -1,0 +1,194 @@
+//! The `routes` table: one row per prefix of a node, flagged advertised and/or approved.
+
+use super::rows::{self, RowReader};
+use super::{Db, Error, Result, nodes};
+use crate::types::{NodeId, Route, RouteId, Timestamp};
+use ipnet::IpNet;
+use sea_query::{Expr, ExprTrait, Iden, Order, Query};
+use sqlx::sqlite::SqliteRow;
+
+#[derive(Clone, Copy, Iden)]
+pub(super) enum Routes {
+    Table,
+    Id,
+    NodeId,
+    Prefix,
+    Advertised,
+    Approved,
+    CreatedAt,
+    UpdatedAt,
+}
+
+const COLUMNS: [Routes; 7] = [
+    Routes::Id,
+    Routes::NodeId,
+    Routes::Prefix,
+    Routes::Advertised,
+    Routes::Approved,
+    Routes::CreatedAt,
+    Routes::UpdatedAt,
+];
+
+/// The one place a `routes` row becomes a `Route`.
+fn from_row(row: &SqliteRow) -> Result<Route> {
+    let r = RowReader::new(row, "routes");
+    Ok(Route {
+        id: RouteId(r.id(Routes::Id)?),
+        node_id: NodeId(r.id(Routes::NodeId)?),
+        prefix: r.parse(Routes::Prefix)?,
+        advertised: r.flag(Routes::Advertised)?,
+        approved: r.flag(Routes::Approved)?,
+        created_at: r.time(Routes::CreatedAt)?,
+        updated_at: r.time(Routes::UpdatedAt)?,
+    })
+}
+
+/// The stored form of a prefix: host bits cleared, e.g. `10.0.0.1/24` → `10.0.0.0/24`,
+/// so one network never gets two rows.
+fn canonical(prefix: &IpNet) -> IpNet {
+    prefix.trunc()
+}
+
+fn by_id(id: RouteId) -> Expr {
+    Expr::col(Routes::Id).eq(rows::id(id.0))
+}
+
+pub(super) async fn list(db: &Db) -> Result<Vec<Route>> {
+    let stmt = Query::select()
+        .columns(COLUMNS)
+        .from(Routes::Table)
+        .order_by(Routes::Id, Order::Asc)
+        .to_owned();
+    rows::fetch_all(&db.reader, &stmt)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+async fn list_for_node(conn: &mut sqlx::SqliteConnection, node_id: NodeId) -> Result<Vec<Route>> {
+    let stmt = Query::select()
+        .columns(COLUMNS)
+        .from(Routes::Table)
+        .and_where(Expr::col(Routes::NodeId).eq(rows::id(node_id.0)))
+        .order_by(Routes::Id, Order::Asc)
+        .to_owned();
+    rows::fetch_all(conn, &stmt)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// One prefix the node should have a row for, and whether that row exists yet.
+struct Wanted {
+    prefix: IpNet,
+    advertised: bool,
+    approved: bool,
+    has_row: bool,
+}
+
+pub(super) async fn set_for_node(
+    db: &Db,
+    node_id: NodeId,
+    advertised: &[IpNet],
+    approved: &[IpNet],
+    now: Timestamp,
+) -> Result<Vec<Route>> {
+    // The union of both lists in first-seen order, so new rows get ids in that order.
+    let mut wanted: Vec<Wanted> = Vec::new();
+    let flagged = advertised
+        .iter()
+        .map(|p| (p, true))
+        .chain(approved.iter().map(|p| (p, false)));
+    for (prefix, is_advertised) in flagged {
+        let prefix = canonical(prefix);
+        let index = match wanted.iter().position(|w| w.prefix == prefix) {
+            Some(index) => index,
+            None => {
+                wanted.push(Wanted {
+                    prefix,
+                    advertised: false,
+                    approved: false,
+                    has_row: false,
+                });
+                wanted.len() - 1
+            }
+        };
+        if is_advertised {
+            wanted[index].advertised = true;
+        } else {
+            wanted[index].approved = true;
+        }
+    }
+
+    let mut tx = db.begin_write().await?;
+    if !nodes::exists(&mut tx, node_id).await? {
+        return Err(Error::NotFound("node"));
+    }
+
+    for route in list_for_node(&mut tx, node_id).await? {
+        let prefix = canonical(&route.prefix);
+        let keep = wanted.iter_mut().find(|w| w.prefix == prefix && !w.has_row);
+        match keep {
+            Some(w) => {
+                w.has_row = true;
+                if route.advertised != w.advertised || route.approved != w.approved {
+                    let stmt = Query::update()
+                        .table(Routes::Table)
+                        .value(Routes::Advertised, w.advertised)
+                        .value(Routes::Approved, w.approved)
+                        .value(Routes::UpdatedAt, rows::time(now))
+                        .and_where(by_id(route.id))
+                        .to_owned();
+                    rows::execute(&mut *tx, &stmt).await?;
+                }
+            }
+            None => {
+                let stmt = Query::delete()
+                    .from_table(Routes::Table)
+                    .and_where(by_id(route.id))
+                    .to_owned();
+                rows::execute(&mut *tx, &stmt).await?;
+            }
+        }
+    }
+
+    for w in wanted.iter().filter(|w| !w.has_row) {
+        let stmt = Query::insert()
+            .into_table(Routes::Table)
+            .columns([
+                Routes::NodeId,
+                Routes::Prefix,
+                Routes::Advertised,
+                Routes::Approved,
+                Routes::CreatedAt,
+                Routes::UpdatedAt,
+            ])
+            .values_panic([
+                rows::id(node_id.0),
+                w.prefix.to_string().into(),
+                w.advertised.into(),
+                w.approved.into(),
+                rows::time(now),
+                rows::time(now),
+            ])
+            .to_owned();
+        rows::execute(&mut *tx, &stmt).await?;
+    }
+
+    let routes = list_for_node(&mut tx, node_id).await?;
+    tx.commit().await.map_err(rows::from_sqlx)?;
+    Ok(routes)
+}
+
+pub(super) async fn delete(db: &Db, id: RouteId) -> Result<()> {
+    let stmt = Query::delete()
+        .from_table(Routes::Table)
+        .and_where(by_id(id))
+        .to_owned();
+    match rows::execute(&db.writer, &stmt).await? {
+        0 => Err(Error::NotFound("route")),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,254 @@
+//! The few things every table module shares: running a sea-query statement,
+//! turning SQLite errors into `Error`, and reading or writing column values.
+//!
+//! This is the only file that knows how a timestamp, an id, a flag or a list
+//! looks on disk. It knows nothing about any particular table.
+
+use super::{Error, Result};
+use crate::types::Timestamp;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sea_query::{Expr, Iden, SqliteQueryBuilder};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{AssertSqlSafe, Row, SqliteExecutor};
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Renders a statement for SQLite. A PostgreSQL build would pass its own builder here.
+fn build(stmt: &impl SqlxBinder) -> (String, SqlxValues) {
+    stmt.build_sqlx(SqliteQueryBuilder)
+}
+
+pub(super) async fn fetch_all<'c>(
+    exec: impl SqliteExecutor<'c>,
+    stmt: &impl SqlxBinder,
+) -> Result<Vec<SqliteRow>> {
+    let (sql, values) = build(stmt);
+    sqlx::query_with(AssertSqlSafe(sql), values)
+        .fetch_all(exec)
+        .await
+        .map_err(from_sqlx)
+}
+
+pub(super) async fn fetch_optional<'c>(
+    exec: impl SqliteExecutor<'c>,
+    stmt: &impl SqlxBinder,
+) -> Result<Option<SqliteRow>> {
+    let (sql, values) = build(stmt);
+    sqlx::query_with(AssertSqlSafe(sql), values)
+        .fetch_optional(exec)
+        .await
+        .map_err(from_sqlx)
+}
+
+pub(super) async fn fetch_one<'c>(
+    exec: impl SqliteExecutor<'c>,
+    stmt: &impl SqlxBinder,
+) -> Result<SqliteRow> {
+    let (sql, values) = build(stmt);
+    sqlx::query_with(AssertSqlSafe(sql), values)
+        .fetch_one(exec)
+        .await
+        .map_err(from_sqlx)
+}
+
+/// Runs a statement and returns how many rows it changed.
+pub(super) async fn execute<'c>(
+    exec: impl SqliteExecutor<'c>,
+    stmt: &impl SqlxBinder,
+) -> Result<u64> {
+    let (sql, values) = build(stmt);
+    let done = sqlx::query_with(AssertSqlSafe(sql), values)
+        .execute(exec)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(done.rows_affected())
+}
+
+/// Turns a broken UNIQUE rule into `Conflict("<table>.<column>")`; anything else stays a
+/// database error.
+///
+/// SQLite words it as "UNIQUE constraint failed: users.name" (columns joined by ", "
+/// when the rule spans several).
+pub(super) fn from_sqlx(err: sqlx::Error) -> Error {
+    if let sqlx::Error::Database(db_err) = &err
+        && db_err.kind() == ErrorKind::UniqueViolation
+        && let Some(columns) = db_err.message().strip_prefix("UNIQUE constraint failed: ")
+    {
+        return Error::Conflict(columns.to_owned());
+    }
+    Error::Sqlx(err)
+}
+
+/// Whether a statement failed because a FOREIGN KEY rule refused it.
+///
+/// SQLite does not say which key, so callers only use this where one key is possible.
+/// An `ON DELETE RESTRICT` refusal comes with the extended code SQLITE_CONSTRAINT_TRIGGER
+/// rather than SQLITE_CONSTRAINT_FOREIGNKEY, hence the message check.
+pub(super) fn is_foreign_key_violation(err: &Error) -> bool {
+    matches!(err, Error::Sqlx(sqlx::Error::Database(db_err))
+        if db_err.kind() == ErrorKind::ForeignKeyViolation
+            || db_err.message() == "FOREIGN KEY constraint failed")
+}
+
+// ---- values written
+
+/// Fixed-width RFC 3339 in UTC with nanoseconds, so text order is time order and a
+/// timestamp reads back exactly as it was given.
+pub(super) fn time_text(t: Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+pub(super) fn time(t: Timestamp) -> Expr {
+    time_text(t).into()
+}
+
+pub(super) fn opt_time(t: Option<Timestamp>) -> Expr {
+    t.map(time_text).into()
+}
+
+/// Ids are `u64` in `types` and INTEGER (`i64`) in SQLite. An id above `i64::MAX` was never
+/// handed out, so it wraps to a negative number that matches no row.
+pub(super) fn id_int(id: u64) -> i64 {
+    id as i64
+}
+
+pub(super) fn id(id: u64) -> Expr {
+    id_int(id).into()
+}
+
+pub(super) fn opt_id(id: Option<u64>) -> Expr {
+    id.map(id_int).into()
+}
+
+/// A list of strings as a JSON text array.
+pub(super) fn json_list<S: AsRef<str>>(items: &[S]) -> Expr {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&items)
+        .expect("a list of strings always serializes to JSON")
+        .into()
+}
+
+// ---- values read
+
+/// Reads one row of `table`; every failure names the table and column.
+pub(super) struct RowReader<'r> {
+    pub row: &'r SqliteRow,
+    pub table: &'static str,
+}
+
+impl<'r> RowReader<'r> {
+    pub fn new(row: &'r SqliteRow, table: &'static str) -> Self {
+        Self { row, table }
+    }
+
+    pub fn corrupt(&self, column: impl Iden + Copy, detail: impl Display) -> Error {
+        Error::Corrupt {
+            table: self.table,
+            detail: format!("column {}: {detail}", column.unquoted()),
+        }
+    }
+
+    pub fn get<T>(&self, column: impl Iden + Copy) -> Result<T>
+    where
+        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        self.row
+            .try_get::<T, _>(column.unquoted())
+            .map_err(|e| self.corrupt(column, e))
+    }
+
+    pub fn text(&self, column: impl Iden + Copy) -> Result<String> {
+        self.get(column)
+    }
+
+    pub fn opt_text(&self, column: impl Iden + Copy) -> Result<Option<String>> {
+        self.get(column)
+    }
+
+    pub fn flag(&self, column: impl Iden + Copy) -> Result<bool> {
+        match self.get::<i64>(column)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(self.corrupt(column, format!("expected 0 or 1, got {other}"))),
+        }
+    }
+
+    pub fn id(&self, column: impl Iden + Copy) -> Result<u64> {
+        let raw: i64 = self.get(column)?;
+        u64::try_from(raw).map_err(|_| self.corrupt(column, format!("negative id {raw}")))
+    }
+
+    pub fn opt_id(&self, column: impl Iden + Copy) -> Result<Option<u64>> {
+        let raw: Option<i64> = self.get(column)?;
+        raw.map(|raw| {
+            u64::try_from(raw).map_err(|_| self.corrupt(column, format!("negative id {raw}")))
+        })
+        .transpose()
+    }
+
+    /// A value kept in its `FromStr`/`Display` text form (keys, addresses, prefixes).
+    pub fn parse<T>(&self, column: impl Iden + Copy) -> Result<T>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        let text = self.text(column)?;
+        self.parse_text(column, &text)
+    }
+
+    pub fn opt_parse<T>(&self, column: impl Iden + Copy) -> Result<Option<T>>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.opt_text(column)?
+            .map(|text| self.parse_text(column, &text))
+            .transpose()
+    }
+
+    fn parse_text<T>(&self, column: impl Iden + Copy, text: &str) -> Result<T>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        text.parse()
+            .map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    pub fn time(&self, column: impl Iden + Copy) -> Result<Timestamp> {
+        let text = self.text(column)?;
+        self.time_from_text(column, &text)
+    }
+
+    pub fn opt_time(&self, column: impl Iden + Copy) -> Result<Option<Timestamp>> {
+        self.opt_text(column)?
+            .map(|text| self.time_from_text(column, &text))
+            .transpose()
+    }
+
+    fn time_from_text(&self, column: impl Iden + Copy, text: &str) -> Result<Timestamp> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    /// A JSON text array of strings.
+    pub fn json_list(&self, column: impl Iden + Copy) -> Result<Vec<String>> {
+        let text = self.text(column)?;
+        serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("{text:?}: {e}")))
+    }
+
+    /// A JSON text array of strings, each parsed with `FromStr`.
+    pub fn json_parsed_list<T>(&self, column: impl Iden + Copy) -> Result<Vec<T>>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        self.json_list(column)?
+            .iter()
+            .map(|item| self.parse_text(column, item))
+            .collect()
+    }
+}

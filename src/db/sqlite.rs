@@ -1,0 +1,110 @@
+//! Opening a SQLite database: the file, the pragmas, the two pools and the migrations.
+//!
+//! Reads share a small pool; every write goes through a pool of exactly one
+//! connection, so writers wait their turn in the pool's queue instead of
+//! racing for SQLite's lock and failing with "database is locked".
+
+use super::{Db, Error, Result};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use std::path::Path;
+use std::time::Duration;
+
+/// The SQLite schema, embedded at build time (see `migrations/README.md`).
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for SQLite's lock (held by another process, or by a
+/// reader while a rollback-journal commit needs the file to itself) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a caller waits for the writer (or a reader) connection. Writes are short,
+/// so a queue this long means something is stuck.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Readers run concurrently in WAL mode; a handful covers the admin API and map builds.
+const READERS: u32 = 4;
+
+pub(super) async fn open(
+    path: &Path,
+    write_ahead_log: bool,
+    wal_autocheckpoint: u32,
+) -> Result<Db> {
+    let open_error = |source: sqlx::Error| Error::Open {
+        path: path.display().to_string(),
+        source,
+    };
+
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+    }
+
+    // Per-connection settings; the journal mode is the database's and is set once, by the writer.
+    let mut common = SqliteConnectOptions::new()
+        .filename(path)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    common = if write_ahead_log {
+        // NORMAL is durable against application crashes in WAL mode; only a power
+        // loss can undo the last commits, and never corrupts the file.
+        common
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("wal_autocheckpoint", wal_autocheckpoint.to_string())
+    } else {
+        common.synchronous(SqliteSynchronous::Full)
+    };
+
+    let journal_mode = if write_ahead_log {
+        SqliteJournalMode::Wal
+    } else {
+        SqliteJournalMode::Delete
+    };
+    // An empty file (e.g. made with `touch`) is a valid, empty SQLite database.
+    let writer_options = common
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(journal_mode);
+    let writer = SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(writer_options)
+        .await
+        .map_err(open_error)?;
+
+    // Reading the schema fails with "file is not a database" for anything that is not SQLite,
+    // which is clearer under `Error::Open` than as a migration failure.
+    sqlx::query("SELECT count(*) FROM sqlite_schema")
+        .fetch_one(&writer)
+        .await
+        .map_err(open_error)?;
+
+    MIGRATOR.run(&writer).await?;
+
+    // `query_only` makes an accidental write through a reader fail loudly instead of
+    // competing with the writer for the lock.
+    let reader_options = common.pragma("query_only", "ON");
+    let reader = SqlitePoolOptions::new()
+        .max_connections(READERS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(reader_options)
+        .await
+        .map_err(open_error)?;
+
+    Ok(Db { reader, writer })
+}
+
+impl Db {
+    /// Starts a write transaction on the writer connection.
+    ///
+    /// `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a transaction that
+    /// reads and then writes never has to upgrade its lock halfway (which SQLite may
+    /// refuse at once, without waiting, if another process holds it).
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(super::rows::from_sqlx)
+    }
+}

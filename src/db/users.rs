@@ -1,0 +1,133 @@
+//! The `users` table.
+
+use super::rows::{self, RowReader};
+use super::{Db, Error, NewUser, Result};
+use crate::types::{Timestamp, User, UserId, UserName};
+use sea_query::{Expr, ExprTrait, Iden, Order, Query};
+use sqlx::sqlite::SqliteRow;
+
+#[derive(Clone, Copy, Iden)]
+pub(super) enum Users {
+    Table,
+    Id,
+    Name,
+    DisplayName,
+    Email,
+    Provider,
+    ProviderIdentifier,
+    ProfilePicUrl,
+    CreatedAt,
+    UpdatedAt,
+}
+
+const COLUMNS: [Users; 9] = [
+    Users::Id,
+    Users::Name,
+    Users::DisplayName,
+    Users::Email,
+    Users::Provider,
+    Users::ProviderIdentifier,
+    Users::ProfilePicUrl,
+    Users::CreatedAt,
+    Users::UpdatedAt,
+];
+
+/// The one place a `users` row becomes a `User`.
+fn from_row(row: &SqliteRow) -> Result<User> {
+    let r = RowReader::new(row, "users");
+    Ok(User {
+        id: UserId(r.id(Users::Id)?),
+        // Names were validated on the way in.
+        name: UserName::from_trusted(r.text(Users::Name)?),
+        display_name: r.text(Users::DisplayName)?,
+        email: r.text(Users::Email)?,
+        provider: r.text(Users::Provider)?,
+        provider_id: r.text(Users::ProviderIdentifier)?,
+        profile_pic_url: r.text(Users::ProfilePicUrl)?,
+        created_at: r.time(Users::CreatedAt)?,
+        updated_at: r.time(Users::UpdatedAt)?,
+    })
+}
+
+pub(super) async fn insert(db: &Db, new: &NewUser) -> Result<User> {
+    let stmt = Query::insert()
+        .into_table(Users::Table)
+        .columns([
+            Users::Name,
+            Users::DisplayName,
+            Users::Email,
+            Users::Provider,
+            Users::ProviderIdentifier,
+            Users::ProfilePicUrl,
+            Users::CreatedAt,
+            Users::UpdatedAt,
+        ])
+        .values_panic([
+            new.name.as_str().into(),
+            new.display_name.as_str().into(),
+            new.email.as_str().into(),
+            new.provider.as_str().into(),
+            new.provider_id.as_str().into(),
+            new.profile_pic_url.as_str().into(),
+            rows::time(new.created_at),
+            rows::time(new.created_at),
+        ])
+        .returning(Query::returning().columns(COLUMNS))
+        .to_owned();
+    from_row(&rows::fetch_one(&db.writer, &stmt).await?)
+}
+
+pub(super) async fn list(db: &Db) -> Result<Vec<User>> {
+    let stmt = Query::select()
+        .columns(COLUMNS)
+        .from(Users::Table)
+        .order_by(Users::Id, Order::Asc)
+        .to_owned();
+    rows::fetch_all(&db.reader, &stmt)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+pub(super) async fn rename(db: &Db, id: UserId, name: &UserName, now: Timestamp) -> Result<User> {
+    let stmt = Query::update()
+        .table(Users::Table)
+        .value(Users::Name, name.as_str())
+        .value(Users::UpdatedAt, rows::time(now))
+        .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
+        .returning(Query::returning().columns(COLUMNS))
+        .to_owned();
+    match rows::fetch_optional(&db.writer, &stmt).await? {
+        Some(row) => from_row(&row),
+        None => Err(Error::NotFound("user")),
+    }
+}
+
+pub(super) async fn delete(db: &Db, id: UserId) -> Result<()> {
+    // One statement: SQLite deletes the user's pre-auth keys (ON DELETE CASCADE) and
+    // refuses the whole delete while a node still belongs to the user (ON DELETE RESTRICT).
+    let stmt = Query::delete()
+        .from_table(Users::Table)
+        .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
+        .to_owned();
+    match rows::execute(&db.writer, &stmt).await {
+        Ok(0) => Err(Error::NotFound("user")),
+        Ok(_) => Ok(()),
+        // `nodes.user_id` is the only RESTRICT rule pointing at users.
+        Err(err) if rows::is_foreign_key_violation(&err) => {
+            Err(Error::Conflict("nodes.user_id".to_owned()))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether a user with this id exists, seen from inside a write transaction.
+pub(super) async fn exists(conn: &mut sqlx::SqliteConnection, id: UserId) -> Result<bool> {
+    let stmt = Query::select()
+        .column(Users::Id)
+        .from(Users::Table)
+        .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
+        .to_owned();
+    Ok(rows::fetch_optional(conn, &stmt).await?.is_some())
+}
