@@ -158,8 +158,10 @@ impl Db {
     }
     /// Writes every column of an existing node. NotFound("node"), Conflict as above,
     /// NotFound("user" | "pre-auth key") when a referenced row is gone.
-    pub async fn save_node(&self, node: &Node) -> Result<()> {
-        nodes::save(self, node).await
+    /// When `consume_key` is given, marks that pre-auth key used in the same
+    /// transaction (re-login with a single-use key), as `insert_node` does.
+    pub async fn save_node(&self, node: &Node, consume_key: Option<PreAuthKeyId>) -> Result<()> {
+        nodes::save(self, node, consume_key).await
     }
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
         nodes::list(self).await
@@ -180,11 +182,6 @@ impl Db {
     }
     pub async fn find_preauth_key_by_prefix(&self, prefix: &str) -> Result<Option<PreAuthKey>> {
         preauth_keys::find_by_prefix(self, prefix).await
-    }
-    /// Marks a single-use key as used (re-login with a key). NotFound("pre-auth key").
-    pub async fn mark_preauth_key_used(&self, id: PreAuthKeyId) -> Result<()> {
-        let _ = id;
-        todo!()
     }
     /// Sets `expiration` to `now`. NotFound("pre-auth key").
     pub async fn expire_preauth_key(&self, id: PreAuthKeyId, now: Timestamp) -> Result<()> {

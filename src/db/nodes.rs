@@ -148,10 +148,13 @@ pub(super) async fn insert(
     Ok(node)
 }
 
-pub(super) async fn save(db: &Db, node: &Node) -> Result<()> {
+pub(super) async fn save(db: &Db, node: &Node, consume_key: Option<PreAuthKeyId>) -> Result<()> {
     let mut tx = db.begin_write().await?;
     if !exists(&mut tx, node.id).await? {
         return Err(Error::NotFound("node"));
+    }
+    if let Some(key_id) = consume_key {
+        preauth_keys::consume(&mut tx, key_id).await?;
     }
     check_references(&mut tx, node).await?;
     let stmt = Query::update()

@@ -451,7 +451,7 @@ async fn save_node_writes_every_column() {
         id: node.id,
         ..changed
     };
-    db.save_node(&node).await.unwrap();
+    db.save_node(&node, None).await.unwrap();
     assert_eq!(db.list_nodes().await.unwrap(), vec![node.clone(), other]);
 
     // And back to empty optionals.
@@ -459,14 +459,14 @@ async fn save_node_writes_every_column() {
         id: node.id,
         ..bare_node(1).node
     };
-    db.save_node(&cleared).await.unwrap();
+    db.save_node(&cleared, None).await.unwrap();
     assert_eq!(db.list_nodes().await.unwrap()[0], cleared);
 
     let missing = Node {
         id: NodeId(999),
         ..bare_node(3).node
     };
-    assert_not_found(db.save_node(&missing).await, "node");
+    assert_not_found(db.save_node(&missing, None).await, "node");
 }
 
 #[tokio::test]
@@ -481,7 +481,7 @@ async fn save_node_reports_conflicts() {
         .await
         .unwrap();
     second.given_name = first.given_name.clone();
-    assert_conflict(db.save_node(&second).await, "nodes.given_name");
+    assert_conflict(db.save_node(&second, None).await, "nodes.given_name");
 }
 
 #[tokio::test]

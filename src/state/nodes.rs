@@ -200,7 +200,7 @@ impl State {
             }
             if updated != *node {
                 updated.updated_at = Self::now();
-                self.db.save_node(&updated).await?;
+                self.db.save_node(&updated, None).await?;
                 self.nodes.replace(self.snapshot().with_node(updated));
                 change.merge(Change::node_changed(node.id));
             }
@@ -226,7 +226,7 @@ impl State {
             )));
         }
         node.updated_at = Self::now();
-        self.db.save_node(&node).await.map_err(|e| {
+        self.db.save_node(&node, None).await.map_err(|e| {
             storage(
                 e,
                 || not_found(id).to_string(),

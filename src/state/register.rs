@@ -329,16 +329,10 @@ impl State {
             node.register_method = adm.register_method;
             node.auth_key_id = adm.auth_key.as_ref().map(|k| k.id).or(node.auth_key_id);
             node.updated_at = now;
-            self.db.save_node(&node).await.map_err(|e| {
-                storage(
-                    e,
-                    || format!("node {} not found", node.id),
-                    |c| format!("cannot re-register: {c} is taken"),
-                )
-            })?;
-            if let Some(key) = consume {
-                self.db.mark_preauth_key_used(key).await?;
-            }
+            self.db
+                .save_node(&node, consume)
+                .await
+                .map_err(admission_error)?;
             let id = node.id;
             (node, Change::node_changed(id))
         } else {
@@ -372,11 +366,7 @@ impl State {
                 Ok(node) => node,
                 Err(e) => {
                     alloc.release(ipv4, ipv6);
-                    return Err(storage(
-                        e,
-                        || "node not found".into(),
-                        |c| format!("cannot register: {c} is taken"),
-                    ));
+                    return Err(admission_error(e));
                 }
             };
             let id = node.id;
@@ -395,6 +385,21 @@ impl State {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("node {id} vanished")))?;
         Ok((node, change))
+    }
+}
+
+/// Storage refusals during admission, in words a client can act on.
+fn admission_error(err: crate::db::Error) -> Error {
+    match err {
+        crate::db::Error::Conflict(c) if c == "pre_auth_keys.used" => {
+            Error::Unauthenticated("pre-auth key refused: authkey already used".into())
+        }
+        crate::db::Error::NotFound(what) => {
+            Error::NotFound(format!("cannot register: the {what} no longer exists"))
+        }
+        other => storage(other, String::new, |c| {
+            format!("cannot register: {c} is already taken")
+        }),
     }
 }
 

@@ -18,7 +18,8 @@ fn configtest(text: &str) -> (i32, String) {
         .arg("configtest")
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -34,7 +35,9 @@ fn a_valid_config_passes() {
 
 #[test]
 fn the_shipped_example_passes_without_warnings() {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config-example.yaml")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config-example.yaml"))
+            .unwrap();
     let (code, out) = configtest(&example);
     assert_eq!(code, 0, "{out}");
     assert!(!out.to_lowercase().contains("warn"), "{out}");
@@ -42,7 +45,8 @@ fn the_shipped_example_passes_without_warnings() {
 
 #[test]
 fn broken_yaml_names_the_line() {
-    let (code, out) = configtest("server_url: http://127.0.0.1:8080\nprefixes:\n  v4: [100.64.0.0/10\n");
+    let (code, out) =
+        configtest("server_url: http://127.0.0.1:8080\nprefixes:\n  v4: [100.64.0.0/10\n");
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("line"), "{out}");
 }
@@ -68,11 +72,18 @@ fn an_unknown_key_warns_with_its_path_and_line() {
 #[test]
 fn a_bad_value_stops_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let text = test_config(dir.path(), "").replace("listen_addr: 127.0.0.1:0", "listen_addr: nowhere");
+    let text =
+        test_config(dir.path(), "").replace("listen_addr: 127.0.0.1:0", "listen_addr: nowhere");
     let path = dir.path().join("config.yaml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(headway_bin()).arg("-c").arg(&path).arg("serve").output().unwrap();
+    let out = Command::new(headway_bin())
+        .arg("-c")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen_addr"), "{text}");
 }

@@ -22,7 +22,11 @@ fn headscale_config(server: &TestServer) -> std::path::PathBuf {
     path
 }
 
-fn headscale(server: &TestServer, config: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+fn headscale(
+    server: &TestServer,
+    config: &std::path::Path,
+    args: &[&str],
+) -> (i32, String, String) {
     let out = std::process::Command::new(headscale_bin())
         .current_dir(server.dir.path())
         .env("HOME", server.dir.path())
@@ -47,7 +51,8 @@ fn headscale_cli_drives_headway() {
 
     let (code, out, err) = headscale(&server, &config, &["users", "list", "-o", "json"]);
     assert_eq!(code, 0, "users list: {out}{err}");
-    let users: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let users: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(users[0]["name"], "alice", "{out}");
     let id = users[0]["id"].as_u64().unwrap().to_string();
 
@@ -55,8 +60,19 @@ fn headscale_cli_drives_headway() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("alice"), "{out}");
 
-    let (code, out, err) =
-        headscale(&server, &config, &["preauthkeys", "create", "--user", &id, "--reusable", "-e", "24h"]);
+    let (code, out, err) = headscale(
+        &server,
+        &config,
+        &[
+            "preauthkeys",
+            "create",
+            "--user",
+            &id,
+            "--reusable",
+            "-e",
+            "24h",
+        ],
+    );
     assert_eq!(code, 0, "preauthkeys create: {out}{err}");
     assert!(out.trim().starts_with("hskey-auth-"), "{out}");
 

@@ -26,10 +26,18 @@ fn every_file_opens_with_a_module_doc() {
     files.push(root().join("build.rs"));
     let missing: Vec<_> = files
         .iter()
-        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
         .map(|f| f.strip_prefix(root()).unwrap().display().to_string())
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! line: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! line: {missing:?}"
+    );
 }
 
 #[test]
@@ -41,8 +49,15 @@ fn architecture_names_every_module() {
         if name == "lib.rs" || name == "main.rs" {
             continue;
         }
-        let heading = if path.is_dir() { format!("### `{name}/`") } else { format!("### `{name}`") };
-        assert!(arch.contains(&heading), "ARCHITECTURE.md has no `{heading}` section");
+        let heading = if path.is_dir() {
+            format!("### `{name}/`")
+        } else {
+            format!("### `{name}`")
+        };
+        assert!(
+            arch.contains(&heading),
+            "ARCHITECTURE.md has no `{heading}` section"
+        );
     }
 }
 
@@ -74,13 +89,24 @@ fn modules_import_only_what_sits_below_them() {
                 let mut rest = line;
                 while let Some(pos) = rest.find("crate::") {
                     rest = &rest[pos + "crate::".len()..];
-                    let target: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                    let target: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
                     if !allowed.contains(&target.as_str()) {
-                        violations.push(format!("{}:{}: {module} imports crate::{target}", file.display(), n + 1));
+                        violations.push(format!(
+                            "{}:{}: {module} imports crate::{target}",
+                            file.display(),
+                            n + 1
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }

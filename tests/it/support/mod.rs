@@ -50,14 +50,22 @@ impl Run {
     /// Panics with the whole output unless the command succeeded.
     #[track_caller]
     pub fn ok(self) -> Run {
-        assert_eq!(self.code, 0, "command failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     /// Panics unless the command failed.
     #[track_caller]
     pub fn failed(self) -> Run {
-        assert_ne!(self.code, 0, "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_ne!(
+            self.code, 0,
+            "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -93,7 +101,9 @@ impl TestServer {
     }
 
     pub fn spawn_with(opts: Spawn) -> TestServer {
-        let dir = opts.dir.unwrap_or_else(|| tempfile::Builder::new().prefix("hw").tempdir().unwrap());
+        let dir = opts
+            .dir
+            .unwrap_or_else(|| tempfile::Builder::new().prefix("hw").tempdir().unwrap());
         let path = dir.path();
         let config_path = if opts.no_config {
             None
@@ -115,7 +125,10 @@ impl TestServer {
         let log_path = path.join(format!("server-{}.log", std::process::id() ^ rand_suffix()));
         let log = std::fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(headway_bin());
-        cmd.current_dir(path).env("HOME", path).env("NO_COLOR", "1").env_remove("HEADWAY_CONFIG");
+        cmd.current_dir(path)
+            .env("HOME", path)
+            .env("NO_COLOR", "1")
+            .env_remove("HEADWAY_CONFIG");
         cmd.env_remove("HEADSCALE_CONFIG");
         for (k, v) in &opts.env {
             cmd.env(k, v);
@@ -130,8 +143,15 @@ impl TestServer {
             .stderr(log)
             .spawn()
             .expect("spawn headway serve");
-        let mut server =
-            TestServer { dir, config_path, socket, http_addr: String::new(), child, log_path, env: opts.env };
+        let mut server = TestServer {
+            dir,
+            config_path,
+            socket,
+            http_addr: String::new(),
+            child,
+            log_path,
+            env: opts.env,
+        };
         server.wait_ready();
         server
     }
@@ -149,7 +169,10 @@ impl TestServer {
                 self.http_addr = addr;
                 return;
             }
-            assert!(Instant::now() < deadline, "server not ready after 30 s:\n{log}");
+            assert!(
+                Instant::now() < deadline,
+                "server not ready after 30 s:\n{log}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -171,15 +194,23 @@ impl TestServer {
     /// Runs a CLI binary (`headway` under another name, or Headscale's) against this server.
     pub fn cli_as(&self, bin: &Path, args: &[&str]) -> Run {
         let mut cmd = Command::new(bin);
-        cmd.current_dir(self.dir.path()).env("HOME", self.dir.path()).env("NO_COLOR", "1");
-        cmd.env_remove("HEADWAY_CONFIG").env_remove("HEADSCALE_CONFIG");
+        cmd.current_dir(self.dir.path())
+            .env("HOME", self.dir.path())
+            .env("NO_COLOR", "1");
+        cmd.env_remove("HEADWAY_CONFIG")
+            .env_remove("HEADSCALE_CONFIG");
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         if let Some(cfg) = &self.config_path {
             cmd.arg("-c").arg(cfg);
         }
-        Run::from(cmd.args(args).stdin(Stdio::null()).output().expect("run CLI"))
+        Run::from(
+            cmd.args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("run CLI"),
+        )
     }
 
     /// A gRPC client over the admin socket.
@@ -197,13 +228,20 @@ impl TestServer {
 
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn terminate(mut self) -> i32 {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code().unwrap_or(-1);
             }
-            assert!(Instant::now() < deadline, "server ignored SIGTERM:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "server ignored SIGTERM:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -223,7 +261,10 @@ fn rand_suffix() -> u32 {
 }
 
 fn socket_from_config(text: &str, dir: &Path) -> PathBuf {
-    let line = text.lines().find(|l| l.starts_with("unix_socket:")).expect("config names unix_socket");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("unix_socket:"))
+        .expect("config names unix_socket");
     let value = line["unix_socket:".len()..].trim().trim_matches('"');
     let p = PathBuf::from(value);
     if p.is_absolute() { p } else { dir.join(p) }
@@ -260,7 +301,9 @@ pub async fn grpc_over_socket(path: &Path) -> HeadscaleServiceClient<Channel> {
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
             }
         }))
         .await
@@ -270,12 +313,17 @@ pub async fn grpc_over_socket(path: &Path) -> HeadscaleServiceClient<Channel> {
 
 /// Headscale v0.29.2's CLI, installed by `scripts/install-test-deps`.
 pub fn headscale_bin() -> PathBuf {
-    let path = std::env::var_os("HEADWAY_TEST_HEADSCALE").map(PathBuf::from).unwrap_or_else(|| {
-        let cache = std::env::var_os("HEADWAY_TOOLS").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/headway-tools")
+    let path = std::env::var_os("HEADWAY_TEST_HEADSCALE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("HEADWAY_TOOLS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                        .join(".cache/headway-tools")
+                });
+            cache.join("headscale-v0.29.2/headscale")
         });
-        cache.join("headscale-v0.29.2/headscale")
-    });
     assert!(
         path.exists(),
         "Headscale's CLI is not installed at {}: run scripts/install-test-deps (it needs Go)",
