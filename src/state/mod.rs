@@ -15,6 +15,9 @@ mod register;
 mod routes;
 mod users;
 
+#[cfg(test)]
+mod tests;
+
 pub use change::{Change, Notifier};
 pub use keys::NewCredential;
 pub use node_store::{NodeStore, Snapshot};

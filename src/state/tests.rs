@@ -1,0 +1,198 @@
+//! Rules of `State` that no admin RPC reaches yet: admission with pre-auth keys,
+//! re-login of a known machine, expiry defaults and tagged nodes.
+
+use super::*;
+use crate::config::{Allocation, Database};
+use crate::types::{MachineKey, NodeKey, RegisterMethod};
+
+async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&Database::Sqlite {
+        path: dir.path().join("db.sqlite"),
+        write_ahead_log: true,
+        wal_autocheckpoint: 1000,
+    })
+    .await
+    .unwrap();
+    let settings = Settings {
+        prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
+        prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+        allocation: Allocation::Sequential,
+        node_expiry,
+        registration_timeout: Duration::from_secs(60),
+    };
+    (dir, State::load(db, settings).await.unwrap())
+}
+
+fn admission(n: u8, user: Option<crate::types::UserId>, key: Option<PreAuthKey>) -> Admission {
+    Admission {
+        machine_key: MachineKey::from_bytes([n; 32]),
+        node_key: NodeKey::from_bytes([n + 100; 32]),
+        hostname: format!("host{n}"),
+        hostinfo: None,
+        advertised_routes: Vec::new(),
+        user_id: user,
+        tags: key.as_ref().map(|k| k.tags.clone()).unwrap_or_default(),
+        ephemeral: key.as_ref().is_some_and(|k| k.ephemeral),
+        register_method: RegisterMethod::AuthKey,
+        auth_key: key,
+        requested_expiry: None,
+    }
+}
+
+#[tokio::test]
+async fn a_single_use_key_admits_exactly_one_node() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let key = state
+        .create_preauth_key(Some(user.id), false, true, None, &[])
+        .await
+        .unwrap();
+    let found = state.authenticate_preauth_key(&key.secret).await.unwrap();
+    let (node, change) = state
+        .admit(admission(1, Some(user.id), Some(found.clone())))
+        .await
+        .unwrap();
+    assert!(node.ephemeral);
+    assert!(change.peers_changed.contains(&node.id));
+    let err = state
+        .authenticate_preauth_key(&key.secret)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    // Even a caller that skipped the check cannot use it twice.
+    let err = state
+        .admit(admission(2, Some(user.id), Some(found)))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already used"), "{err}");
+    assert_eq!(state.snapshot().len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_expired_and_forged_keys_are_refused() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let key = state
+        .create_preauth_key(Some(user.id), true, false, None, &[])
+        .await
+        .unwrap();
+    let forged = format!("{}X", &key.secret[..key.secret.len() - 1]);
+    assert!(matches!(
+        state.authenticate_preauth_key(&forged).await,
+        Err(Error::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        state.authenticate_preauth_key("nonsense").await,
+        Err(Error::Unauthenticated(_))
+    ));
+    state.expire_preauth_key(key.record.id).await.unwrap();
+    let err = state
+        .authenticate_preauth_key(&key.secret)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[tokio::test]
+async fn relogin_keeps_addresses_and_name() {
+    let (_dir, state) = state(Some(Duration::from_secs(3600))).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let (first, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    assert!(
+        first.expiry.is_some(),
+        "node.expiry applies to user-owned nodes"
+    );
+    let mut again = admission(1, Some(user.id), None);
+    again.node_key = NodeKey::from_bytes([42; 32]);
+    let (second, change) = state.admit(again).await.unwrap();
+    assert_eq!(second.id, first.id);
+    assert_eq!((second.ipv4, second.ipv6), (first.ipv4, first.ipv6));
+    assert_eq!(second.given_name, first.given_name);
+    assert_eq!(second.node_key, NodeKey::from_bytes([42; 32]));
+    assert!(change.self_changed.contains(&first.id));
+    assert_eq!(state.snapshot().len(), 1);
+    assert!(
+        state.snapshot().by_node_key(&first.node_key).is_none(),
+        "the old node key is forgotten"
+    );
+}
+
+#[tokio::test]
+async fn tagged_keys_make_ownerless_nodes_that_never_expire() {
+    let (_dir, state) = state(Some(Duration::from_secs(3600))).await;
+    let key = state
+        .create_preauth_key(None, true, false, None, &["tag:server".into()])
+        .await
+        .unwrap();
+    let found = state.authenticate_preauth_key(&key.secret).await.unwrap();
+    let (node, _) = state.admit(admission(3, None, Some(found))).await.unwrap();
+    assert_eq!(node.user_id, None);
+    assert_eq!(node.tags, ["tag:server"]);
+    assert_eq!(node.expiry, None);
+}
+
+#[tokio::test]
+async fn a_node_key_of_another_machine_is_refused() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    let mut thief = admission(2, Some(user.id), None);
+    thief.node_key = NodeKey::from_bytes([101; 32]);
+    assert!(matches!(
+        state.admit(thief).await,
+        Err(Error::AlreadyExists(_))
+    ));
+}
+
+#[tokio::test]
+async fn waiting_clients_learn_the_outcome() {
+    let (_dir, state) = state(None).await;
+    state.create_user("default", "", "", "").await.unwrap();
+    let (id, mut rx) = state.begin_registration(
+        MachineKey::from_bytes([5; 32]),
+        NodeKey::from_bytes([6; 32]),
+        "laptop",
+        None,
+        Vec::new(),
+        None,
+    );
+    let (retry_id, _) = state.begin_registration(
+        MachineKey::from_bytes([5; 32]),
+        NodeKey::from_bytes([6; 32]),
+        "laptop",
+        None,
+        Vec::new(),
+        None,
+    );
+    assert_eq!(retry_id, id, "a retrying client keeps its registration id");
+    let key = format!("nodekey:{}", hex::encode([6u8; 32]));
+    let (view, _) = state.complete_registration(&key, "default").await.unwrap();
+    rx.changed().await.unwrap();
+    assert_eq!(
+        *rx.borrow(),
+        Some(RegistrationOutcome::Registered(view.node.id))
+    );
+    assert!(state.pending_registration(&id).is_none());
+
+    let (id, mut rx) = state.begin_registration(
+        MachineKey::from_bytes([7; 32]),
+        NodeKey::from_bytes([8; 32]),
+        "x",
+        None,
+        vec![],
+        None,
+    );
+    state.reject_registration(id.as_str()).unwrap();
+    rx.changed().await.unwrap();
+    assert!(matches!(
+        &*rx.borrow(),
+        Some(RegistrationOutcome::Rejected(_))
+    ));
+}
