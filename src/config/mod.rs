@@ -3,10 +3,25 @@
 //! from `HEADWAY_*` / `HEADSCALE_*` environment variables.
 //!
 //! Knows files and environment variables; nothing about the database or the network.
+//!
+//! Loading runs in this order: `load` picks the file; `lines` indexes key lines;
+//! `keys` says which paths exist; `legacy` maps old names per source; `env`
+//! reads overrides; `apply` builds the typed `Config` and checks cross-key rules,
+//! with `values` doing every conversion and error message.
 
+mod apply;
+mod env;
+mod keys;
+mod legacy;
+mod lines;
 mod load;
+#[cfg(test)]
+mod tests;
+mod values;
 
-pub use load::{ConfigError, Loaded, Warning, load, load_from_str};
+pub use load::{
+    ConfigError, Loaded, MAX_CONFIG_BYTES, Warning, load, load_from_str, load_with, search_path,
+};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
