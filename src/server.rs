@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, ServerTlsConfig};
@@ -143,7 +144,12 @@ impl Server {
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(unix_api)
-                .serve_with_incoming_shutdown(UnixListenerStream::new(unix), unix_stop)
+                .serve_with_incoming_shutdown(
+                    // Go gRPC clients need their `:authority` fixed before h2 sees it.
+                    UnixListenerStream::new(unix)
+                        .map(|conn| conn.map(crate::grpc::authority::relay)),
+                    unix_stop,
+                )
                 .await
                 .context("admin socket failed")
         });

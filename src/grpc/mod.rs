@@ -5,6 +5,7 @@
 //! the database or the control protocol.
 
 pub mod auth;
+pub mod authority;
 pub mod convert;
 
 /// Generated protobuf types and the tonic client and server for `headscale.v1`.
