@@ -29,7 +29,13 @@ pub fn serve(config_flag: Option<&Path>) -> anyhow::Result<()> {
 fn init_logging(log: &config::Log) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only for a person at a terminal; log files and journald get plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     // `try_init`: a subscriber installed earlier (tests) wins; that is not an error.
     let _ = match log.format {
         LogFormat::Json => builder.json().try_init(),
