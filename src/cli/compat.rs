@@ -24,7 +24,8 @@ pub fn rewrite(argv: &[String]) -> Rewritten {
             notes: Vec::new(),
         };
     };
-    let tokens = split_equals(args);
+    let mut tokens = split_equals(args);
+    drop_ctl(&mut tokens);
     let name = program_name(prog);
     let mut items = scan(&tokens);
     let reasons = translate(&mut items, &name);
@@ -46,6 +47,34 @@ pub fn rewrite(argv: &[String]) -> Rewritten {
     let mut argv = vec![prog.clone()];
     argv.extend(new_args);
     Rewritten { argv, notes }
+}
+
+/// `headway ctl <command>` is the form headway's design documents use: the admin
+/// commands answer under it too. Drops `ctl` where the first command word stands.
+fn drop_ctl(tokens: &mut Vec<String>) {
+    const TAKES_VALUE: &[&str] = &[
+        "-c",
+        "--config",
+        "-o",
+        "--output",
+        "-n",
+        "--namespace",
+        "-u",
+        "--user",
+        "-user",
+    ];
+    let mut i = 0;
+    while i < tokens.len() {
+        let t = tokens[i].as_str();
+        if t == "ctl" {
+            tokens.remove(i);
+            return;
+        }
+        if !t.starts_with('-') {
+            return;
+        }
+        i += if TAKES_VALUE.contains(&t) { 2 } else { 1 };
+    }
 }
 
 /// The basename of argv[0]: `headway`, or `headscale` when installed under that name.
@@ -534,6 +563,18 @@ mod tests {
     /// (typed, expected argv, number of notes). Sources: journeys.md J2–J5, J10,
     /// headscale-surface.md §1.3, and today's spellings, which must stay as they are.
     const CASES: &[(&str, &str, usize)] = &[
+        // `ctl`: the form headway's design documents use; not an old spelling.
+        ("headway ctl users list", "headway users list", 0),
+        (
+            "headway ctl namespaces create default",
+            "headway users create default",
+            1,
+        ),
+        (
+            "headway -c x.yaml ctl nodes list",
+            "headway -c x.yaml nodes list",
+            0,
+        ),
         // J2: namespaces.
         (
             "headway namespaces create default",
