@@ -9,8 +9,6 @@
 mod api_keys;
 mod client;
 pub mod compat;
-#[cfg(test)]
-mod mock_server;
 mod nodes;
 pub mod output;
 mod policy;

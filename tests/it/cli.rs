@@ -528,3 +528,52 @@ fn version_generate_and_configtest() {
     );
     server.cli(&["health"]).ok();
 }
+
+/// `cli.address` + `cli.api_key` (here from the environment) reach the TCP listener.
+#[test]
+fn the_cli_works_remotely_with_an_api_key() {
+    let server = TestServer::spawn_with(Spawn {
+        extra_config: "grpc_listen_addr: 127.0.0.1:0\ngrpc_allow_insecure: true\n".into(),
+        ..Spawn::default()
+    });
+    let tcp = crate::support::field_after(&server.log(), "admin API on TCP", "addr=")
+        .expect("TCP listener logged");
+    server.cli(&["users", "create", "remote"]).ok();
+    let key = server
+        .cli(&["apikeys", "create", "-e", "1h"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("hskey-api-"), "{key}");
+
+    let remote = |key: &str, args: &[&str]| {
+        let mut cmd = std::process::Command::new(headway_bin());
+        cmd.current_dir(server.dir.path())
+            .env("HOME", server.dir.path())
+            .env("HEADWAY_CLI_ADDRESS", &tcp)
+            .env("HEADWAY_CLI_API_KEY", key)
+            .env("HEADWAY_CLI_INSECURE", "true")
+            // A config without a socket: only the remote address can answer.
+            .env("HEADWAY_UNIX_SOCKET", server.dir.path().join("absent.sock"))
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let ok = remote(&key, &["users", "list", "-o", "json"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        json(&String::from_utf8_lossy(&ok.stdout))[0]["name"],
+        "remote"
+    );
+    let bad = remote("hskey-api-AAAAAAAAAAAA-wrong", &["users", "list"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("API key"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
