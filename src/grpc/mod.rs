@@ -14,7 +14,7 @@ pub mod pb {
     tonic::include_proto!("headscale.v1");
 }
 
-use crate::state::{Change, State, UserFilter};
+use crate::state::{self, Change, NodeView, State, UserFilter};
 use crate::types::{ApiKeyId, NodeId, PreAuthKeyId, RouteId, UserId};
 use pb::headscale_service_server::{HeadscaleService, HeadscaleServiceServer};
 use std::sync::Arc;
@@ -41,6 +41,22 @@ impl AdminApi {
 
     fn publish(&self, change: Change) {
         self.state.notifier().publish(change);
+    }
+
+    /// Publishes what a node mutation changed and converts the node for the reply.
+    fn node_changed(
+        &self,
+        result: state::Result<(NodeView, Change)>,
+    ) -> Result<Option<pb::Node>, Status> {
+        let (view, change) = result.map_err(convert::status)?;
+        self.publish(change);
+        Ok(Some(convert::node(&view)))
+    }
+
+    /// Publishes what a mutation without a reply body changed.
+    fn changed(&self, result: state::Result<Change>) -> Result<(), Status> {
+        self.publish(result.map_err(convert::status)?);
+        Ok(())
     }
 }
 
@@ -98,8 +114,7 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::DeleteUserRequest>,
     ) -> Reply<pb::DeleteUserResponse> {
         let id = UserId(required("id", req.into_inner().id)?);
-        let change = self.state.delete_user(id).await.map_err(convert::status)?;
-        self.publish(change);
+        self.changed(self.state.delete_user(id).await)?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
@@ -247,15 +262,8 @@ impl HeadscaleService for AdminApi {
     async fn set_tags(&self, req: Request<pb::SetTagsRequest>) -> Reply<pb::SetTagsResponse> {
         let r = req.into_inner();
         let id = NodeId(required("node_id", r.node_id)?);
-        let (view, change) = self
-            .state
-            .set_tags(id, &r.tags)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::SetTagsResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node = self.node_changed(self.state.set_tags(id, &r.tags).await)?;
+        Ok(Response::new(pb::SetTagsResponse { node }))
     }
 
     async fn set_approved_routes(
@@ -264,15 +272,8 @@ impl HeadscaleService for AdminApi {
     ) -> Reply<pb::SetApprovedRoutesResponse> {
         let r = req.into_inner();
         let id = NodeId(required("node_id", r.node_id)?);
-        let (view, change) = self
-            .state
-            .set_approved_routes(id, &r.routes)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::SetApprovedRoutesResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node = self.node_changed(self.state.set_approved_routes(id, &r.routes).await)?;
+        Ok(Response::new(pb::SetApprovedRoutesResponse { node }))
     }
 
     async fn register_node(
@@ -280,15 +281,8 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::RegisterNodeRequest>,
     ) -> Reply<pb::RegisterNodeResponse> {
         let r = req.into_inner();
-        let (view, change) = self
-            .state
-            .complete_registration(&r.key, &r.user)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::RegisterNodeResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node = self.node_changed(self.state.complete_registration(&r.key, &r.user).await)?;
+        Ok(Response::new(pb::RegisterNodeResponse { node }))
     }
 
     async fn delete_node(
@@ -296,8 +290,7 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::DeleteNodeRequest>,
     ) -> Reply<pb::DeleteNodeResponse> {
         let id = NodeId(required("node_id", req.into_inner().node_id)?);
-        let change = self.state.delete_node(id).await.map_err(convert::status)?;
-        self.publish(change);
+        self.changed(self.state.delete_node(id).await)?;
         Ok(Response::new(pb::DeleteNodeResponse {}))
     }
 
@@ -312,15 +305,8 @@ impl HeadscaleService for AdminApi {
             .as_ref()
             .map(|t| convert::from_timestamp("expiry", t))
             .transpose()?;
-        let (view, change) = self
-            .state
-            .expire_node(id, expiry, r.disable_expiry)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::ExpireNodeResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node = self.node_changed(self.state.expire_node(id, expiry, r.disable_expiry).await)?;
+        Ok(Response::new(pb::ExpireNodeResponse { node }))
     }
 
     async fn rename_node(
@@ -329,15 +315,8 @@ impl HeadscaleService for AdminApi {
     ) -> Reply<pb::RenameNodeResponse> {
         let r = req.into_inner();
         let id = NodeId(required("node_id", r.node_id)?);
-        let (view, change) = self
-            .state
-            .rename_node(id, &r.new_name)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::RenameNodeResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node = self.node_changed(self.state.rename_node(id, &r.new_name).await)?;
+        Ok(Response::new(pb::RenameNodeResponse { node }))
     }
 
     async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Reply<pb::ListNodesResponse> {
@@ -370,15 +349,9 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::AuthRegisterRequest>,
     ) -> Reply<pb::AuthRegisterResponse> {
         let r = req.into_inner();
-        let (view, change) = self
-            .state
-            .complete_registration(&r.auth_id, &r.user)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
-        Ok(Response::new(pb::AuthRegisterResponse {
-            node: Some(convert::node(&view)),
-        }))
+        let node =
+            self.node_changed(self.state.complete_registration(&r.auth_id, &r.user).await)?;
+        Ok(Response::new(pb::AuthRegisterResponse { node }))
     }
 
     async fn auth_approve(
@@ -498,8 +471,7 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::EnableRouteRequest>,
     ) -> Reply<pb::EnableRouteResponse> {
         let id = RouteId(required("route_id", req.into_inner().route_id)?);
-        let change = self.state.enable_route(id).await.map_err(convert::status)?;
-        self.publish(change);
+        self.changed(self.state.enable_route(id).await)?;
         Ok(Response::new(pb::EnableRouteResponse {}))
     }
 
@@ -508,12 +480,7 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::DisableRouteRequest>,
     ) -> Reply<pb::DisableRouteResponse> {
         let id = RouteId(required("route_id", req.into_inner().route_id)?);
-        let change = self
-            .state
-            .disable_route(id)
-            .await
-            .map_err(convert::status)?;
-        self.publish(change);
+        self.changed(self.state.disable_route(id).await)?;
         Ok(Response::new(pb::DisableRouteResponse {}))
     }
 
@@ -537,8 +504,7 @@ impl HeadscaleService for AdminApi {
         req: Request<pb::DeleteRouteRequest>,
     ) -> Reply<pb::DeleteRouteResponse> {
         let id = RouteId(required("route_id", req.into_inner().route_id)?);
-        let change = self.state.delete_route(id).await.map_err(convert::status)?;
-        self.publish(change);
+        self.changed(self.state.delete_route(id).await)?;
         Ok(Response::new(pb::DeleteRouteResponse {}))
     }
 
