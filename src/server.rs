@@ -67,6 +67,12 @@ impl Server {
 
         let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
 
+        if config.tls.cert_path.is_some() {
+            tracing::warn!(
+                "tls_cert_path is set: this headway version uses it for remote gRPC only; \
+                 listen_addr serves plain HTTP (put a TLS proxy in front until HTTPS lands)"
+            );
+        }
         let grpc_tcp = match config.grpc_listen_addr {
             None => None,
             Some(addr) => {

@@ -645,3 +645,66 @@ async fn remote_grpc_stays_off_without_tls_or_opt_in() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn remote_grpc_uses_tls_when_given_a_certificate() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
+    let server = TestServer::spawn_with(Spawn {
+        extra_config: format!(
+            "grpc_listen_addr: 127.0.0.1:0\ngrpc_allow_insecure: false\ntls_cert_path: {d}/tls.crt\ntls_key_path: {d}/tls.key\n",
+            d = dir.path().display()
+        ),
+        dir: Some(dir),
+        ..Spawn::default()
+    });
+    let log = server.log();
+    let addr = field_after(&log, "admin API on TCP", "addr=").expect("TCP listener logged");
+    assert!(log.contains("tls=true"), "{log}");
+    let key = server
+        .grpc()
+        .await
+        .create_api_key(pb::CreateApiKeyRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .api_key;
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(cert.cert.pem()))
+        .domain_name("localhost");
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS handshake with the configured certificate");
+    let mut client =
+        HeadscaleServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            Ok(req)
+        });
+    client
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .expect("authenticated call over TLS");
+
+    // Plaintext gRPC is not served on that port.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut client = HeadscaleServiceClient::new(channel);
+        assert!(
+            client
+                .list_users(pb::ListUsersRequest::default())
+                .await
+                .is_err()
+        );
+    }
+}
