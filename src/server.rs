@@ -128,6 +128,8 @@ impl Server {
             }
         };
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+        // Ephemeral clean-up and key-expiry announcements.
+        self.state.spawn_lifecycle();
 
         let router = crate::http::router(self.state.clone());
         let http = self.http.tap_io(|tcp| {

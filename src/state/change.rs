@@ -5,7 +5,7 @@
 //! control plane's job.
 
 use crate::types::{NodeId, UserId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use tokio::sync::Notify;
 
@@ -19,6 +19,11 @@ pub struct Change {
     pub peers_changed: BTreeSet<NodeId>,
     /// Nodes that peers must forget.
     pub peers_removed: BTreeSet<NodeId>,
+    /// Nodes whose endpoints, home DERP or disco key changed: peers get a light
+    /// patch instead of the whole node.
+    pub patched: BTreeSet<NodeId>,
+    /// Nodes whose online state flipped, with the new state.
+    pub online: BTreeMap<NodeId, bool>,
     /// Nodes that must be told they are logged out (deleted or expired).
     pub logged_out: BTreeSet<NodeId>,
     /// Users whose profile (name, display name) changed.
@@ -66,6 +71,22 @@ impl Change {
         }
     }
 
+    /// A node's endpoints, home DERP or disco key changed.
+    pub fn node_patched(id: NodeId) -> Self {
+        Self {
+            patched: [id].into(),
+            ..Self::default()
+        }
+    }
+
+    /// A node came online or went offline.
+    pub fn node_online(id: NodeId, online: bool) -> Self {
+        Self {
+            online: [(id, online)].into(),
+            ..Self::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
@@ -75,12 +96,20 @@ impl Change {
         self.self_changed.extend(other.self_changed);
         self.peers_changed.extend(other.peers_changed);
         self.peers_removed.extend(other.peers_removed);
+        self.patched.extend(other.patched);
+        self.online.extend(other.online);
         self.logged_out.extend(other.logged_out);
         self.users_changed.extend(other.users_changed);
         self.full |= other.full;
         for removed in &self.peers_removed {
             self.peers_changed.remove(removed);
             self.self_changed.remove(removed);
+            self.patched.remove(removed);
+            self.online.remove(removed);
+        }
+        // A whole node supersedes a patch of it.
+        for changed in &self.peers_changed {
+            self.patched.remove(changed);
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod node_store;
 
 mod keys;
 mod nodes;
+mod presence;
 mod register;
 mod routes;
 mod users;
@@ -21,6 +22,7 @@ mod tests;
 pub use change::{Change, Notifier};
 pub use keys::NewCredential;
 pub use node_store::{NodeStore, Snapshot};
+pub use presence::Presence;
 pub use register::{Admission, PendingRegistration, RegistrationId, RegistrationOutcome};
 pub use routes::RouteView;
 pub use users::UserFilter;
@@ -68,6 +70,8 @@ pub struct Settings {
     pub node_expiry: Option<Duration>,
     /// How long an interactive registration waits for an admin.
     pub registration_timeout: Duration,
+    /// How long a disconnected ephemeral node lives on.
+    pub ephemeral_inactivity_timeout: Duration,
 }
 
 impl Settings {
@@ -78,6 +82,7 @@ impl Settings {
             allocation: config.prefixes.allocation,
             node_expiry: config.node.expiry,
             registration_timeout: Duration::from_secs(15 * 60),
+            ephemeral_inactivity_timeout: config.node.ephemeral_inactivity_timeout,
         }
     }
 }
@@ -125,7 +130,7 @@ pub struct State {
     /// Interactive registrations waiting for an admin. std Mutex: short, no await.
     pending: Mutex<HashMap<RegistrationId, PendingRegistration>>,
     /// Open map sessions per node; a node is online while its count is above zero.
-    sessions: Mutex<HashMap<NodeId, u32>>,
+    sessions: Mutex<HashMap<NodeId, presence::Sessions>>,
     notifier: Notifier,
 }
 
@@ -183,7 +188,7 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
-            .is_some_and(|n| *n > 0)
+            .is_some_and(|s| s.open > 0)
     }
 
     fn now() -> Timestamp {

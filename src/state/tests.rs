@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::{Allocation, Database};
 use crate::types::{MachineKey, NodeKey, RegisterMethod};
+use std::sync::Arc;
 
 async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
     let dir = tempfile::tempdir().unwrap();
@@ -20,6 +21,7 @@ async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
         allocation: Allocation::Sequential,
         node_expiry,
         registration_timeout: Duration::from_secs(60),
+        ephemeral_inactivity_timeout: Duration::from_millis(300),
     };
     (dir, State::load(db, settings).await.unwrap())
 }
@@ -201,4 +203,183 @@ async fn waiting_clients_learn_the_outcome() {
         &*rx.borrow(),
         Some(RegistrationOutcome::Rejected(_))
     ));
+}
+
+#[tokio::test]
+async fn sessions_drive_online_state_and_last_seen() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let (node, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        state.session_opened(node.id).online.get(&node.id),
+        Some(&true)
+    );
+    assert!(
+        state.session_opened(node.id).is_empty(),
+        "a second session changes nothing"
+    );
+    assert!(state.is_online(node.id));
+    assert!(
+        state.session_closed(node.id).await.is_empty(),
+        "one session is still open"
+    );
+    let offline = state.session_closed(node.id).await;
+    assert_eq!(offline.online.get(&node.id), Some(&false));
+    assert!(!state.is_online(node.id));
+    assert!(state.snapshot().get(node.id).unwrap().last_seen.is_some());
+}
+
+#[tokio::test]
+async fn ephemeral_nodes_go_after_the_timeout_unless_they_return() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let key = state
+        .create_preauth_key(Some(user.id), true, true, None, &[])
+        .await
+        .unwrap()
+        .record;
+    let (gone, _) = state
+        .admit(admission(1, Some(user.id), Some(key.clone())))
+        .await
+        .unwrap();
+    let (back, _) = state
+        .admit(admission(2, Some(user.id), Some(key)))
+        .await
+        .unwrap();
+    for id in [gone.id, back.id] {
+        state.session_opened(id);
+        state.session_closed(id).await;
+    }
+    state.session_opened(back.id);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        state.snapshot().get(gone.id).is_none(),
+        "removed after the inactivity timeout"
+    );
+    assert!(
+        state.snapshot().get(back.id).is_some(),
+        "a reconnect cancels the removal"
+    );
+    let removed = state.notifier().try_take().unwrap();
+    assert!(removed.peers_removed.contains(&gone.id));
+}
+
+#[tokio::test]
+async fn reports_patch_peers_and_never_erase_known_values() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let (node, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    let endpoint: std::net::SocketAddr = "192.0.2.1:41641".parse().unwrap();
+    let report = Presence {
+        endpoints: Some(vec![endpoint]),
+        disco_key: Some(crate::types::DiscoKey::from_bytes([9; 32])),
+        ..Presence::default()
+    };
+    let change = state
+        .report_presence(node.id, report.clone())
+        .await
+        .unwrap();
+    assert!(change.patched.contains(&node.id) && change.peers_changed.is_empty());
+    assert!(
+        state
+            .report_presence(node.id, report)
+            .await
+            .unwrap()
+            .is_empty(),
+        "repeats are not news"
+    );
+    let blank = Presence {
+        endpoints: Some(vec![]),
+        disco_key: Some(crate::types::DiscoKey::zero()),
+        ..Presence::default()
+    };
+    assert!(
+        state
+            .report_presence(node.id, blank)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let stored = state.snapshot().get(node.id).cloned().unwrap();
+    assert_eq!(stored.endpoints, [endpoint]);
+    assert_eq!(
+        stored.disco_key,
+        crate::types::DiscoKey::from_bytes([9; 32])
+    );
+
+    let routes = Presence {
+        advertised_routes: Some(vec!["10.0.0.0/24".parse().unwrap()]),
+        ..Presence::default()
+    };
+    assert!(
+        !state
+            .report_presence(node.id, routes)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(state.snapshot().routes(node.id).len(), 1);
+}
+
+#[tokio::test]
+async fn node_keys_are_checked_against_the_machine() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let (node, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        state
+            .node_for(&node.node_key, &node.machine_key)
+            .unwrap()
+            .id,
+        node.id
+    );
+    assert!(matches!(
+        state.node_for(&node.node_key, &MachineKey::from_bytes([7; 32])),
+        Err(Error::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        state.node_for(&NodeKey::from_bytes([3; 32]), &node.machine_key),
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn logout_expires_normal_nodes_and_removes_ephemeral_ones() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let key = state
+        .create_preauth_key(Some(user.id), true, true, None, &[])
+        .await
+        .unwrap()
+        .record;
+    let (normal, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    let (ephemeral, _) = state
+        .admit(admission(2, Some(user.id), Some(key)))
+        .await
+        .unwrap();
+    let change = state.logout(normal.id).await.unwrap();
+    assert!(change.logged_out.contains(&normal.id));
+    assert!(
+        state
+            .snapshot()
+            .get(normal.id)
+            .unwrap()
+            .is_expired(chrono::Utc::now())
+    );
+    state.logout(ephemeral.id).await.unwrap();
+    assert!(state.snapshot().get(ephemeral.id).is_none());
 }

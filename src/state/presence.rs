@@ -1,0 +1,240 @@
+//! Presence: which nodes have open map sessions, what clients report about
+//! themselves (endpoints, disco key, Hostinfo, advertised routes), logout, and
+//! the timers that announce expired keys and remove departed ephemeral nodes.
+
+use super::{Change, Error, Result, State};
+use crate::types::{DiscoKey, MachineKey, Node, NodeId, NodeKey, Timestamp};
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a client told us about itself in a map request; `None` = not reported.
+#[derive(Clone, Debug, Default)]
+pub struct Presence {
+    pub endpoints: Option<Vec<SocketAddr>>,
+    pub disco_key: Option<DiscoKey>,
+    /// Hostinfo JSON, already merged with the previous NetInfo by the caller.
+    pub hostinfo: Option<String>,
+    pub advertised_routes: Option<Vec<IpNet>>,
+}
+
+/// Open sessions of one node, and a generation that a reconnect bumps so that a
+/// pending ephemeral removal knows it was overtaken.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Sessions {
+    pub open: u32,
+    pub generation: u64,
+}
+
+/// How often key expiries are checked.
+const EXPIRY_CHECK: Duration = Duration::from_secs(5);
+
+impl State {
+    /// The node that `node_key` names, provided it belongs to `machine_key`: any
+    /// machine can open a Noise session, so the key alone proves nothing.
+    pub fn node_for(&self, node_key: &NodeKey, machine_key: &MachineKey) -> Result<Arc<Node>> {
+        let node = self
+            .snapshot()
+            .by_node_key(node_key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound("node not found".into()))?;
+        if node.machine_key != *machine_key {
+            return Err(Error::Unauthenticated(
+                "node key in request does not match the one associated with this machine key"
+                    .into(),
+            ));
+        }
+        Ok(node)
+    }
+
+    /// A map session of `id` opened; the first one brings the node online.
+    pub fn session_opened(&self, id: NodeId) -> Change {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = sessions.entry(id).or_default();
+        entry.open += 1;
+        entry.generation += 1;
+        if entry.open == 1 {
+            Change::node_online(id, true)
+        } else {
+            Change::none()
+        }
+    }
+
+    /// A map session of `id` ended; the last one takes the node offline, records
+    /// when it was last seen, and starts the ephemeral countdown.
+    pub async fn session_closed(self: &Arc<Self>, id: NodeId) -> Change {
+        let generation = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(entry) = sessions.get_mut(&id) else {
+                return Change::none();
+            };
+            entry.open = entry.open.saturating_sub(1);
+            if entry.open > 0 {
+                return Change::none();
+            }
+            entry.generation
+        };
+        let now = Self::now();
+        match self
+            .edit_presence(id, |node| node.last_seen = Some(now))
+            .await
+        {
+            Ok(Some(node)) if node.ephemeral => self.remove_when_still_gone(id, generation),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(node = %id, %err, "could not record last seen"),
+        }
+        Change::node_online(id, false)
+    }
+
+    /// Stores what a client reported. Empty endpoints and a zero disco key never
+    /// replace known ones (a stream's copy may be stale).
+    pub async fn report_presence(&self, id: NodeId, report: Presence) -> Result<Change> {
+        let before = self
+            .snapshot()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound("node not found".into()))?;
+        let mut change = Change::none();
+        let endpoints = report
+            .endpoints
+            .filter(|e| !e.is_empty() && *e != before.endpoints);
+        let disco = report
+            .disco_key
+            .filter(|d| !d.is_zero() && *d != before.disco_key);
+        let hostinfo = report
+            .hostinfo
+            .filter(|h| Some(h) != before.hostinfo.as_ref());
+        if endpoints.is_some() || disco.is_some() {
+            change.merge(Change::node_patched(id));
+        }
+        if hostinfo.is_some() {
+            change.merge(Change::node_changed(id));
+        }
+        if endpoints.is_some() || disco.is_some() || hostinfo.is_some() {
+            self.edit_presence(id, |node| {
+                if let Some(e) = endpoints {
+                    node.endpoints = e;
+                }
+                if let Some(d) = disco {
+                    node.disco_key = d;
+                }
+                if let Some(h) = hostinfo {
+                    node.hostinfo = Some(h);
+                }
+            })
+            .await?;
+        }
+        if let Some(routes) = report.advertised_routes {
+            let current: std::collections::BTreeSet<IpNet> = self
+                .snapshot()
+                .routes(id)
+                .iter()
+                .filter(|r| r.advertised)
+                .map(|r| r.prefix)
+                .collect();
+            let wanted: std::collections::BTreeSet<IpNet> =
+                routes.iter().map(IpNet::trunc).collect();
+            if current != wanted {
+                change.merge(self.set_advertised_routes(id, &routes).await?);
+            }
+        }
+        Ok(change)
+    }
+
+    /// `tailscale logout`: an ephemeral node is removed, any other node's key expires now.
+    pub async fn logout(&self, id: NodeId) -> Result<Change> {
+        let node = self
+            .snapshot()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound("node not found".into()))?;
+        if node.ephemeral {
+            return self.delete_node(id).await;
+        }
+        Ok(self.expire_node(id, None, false).await?.1)
+    }
+
+    /// Applies `edit` to node `id` under the write lock; `None` when the node is gone.
+    async fn edit_presence(
+        &self,
+        id: NodeId,
+        edit: impl FnOnce(&mut Node),
+    ) -> Result<Option<Node>> {
+        let _writer = self.writer.lock().await;
+        let snap = self.snapshot();
+        let Some(current) = snap.get(id) else {
+            return Ok(None);
+        };
+        let mut node = (**current).clone();
+        edit(&mut node);
+        self.db.save_node(&node, None).await?;
+        self.nodes.replace(snap.with_node(node.clone()));
+        Ok(Some(node))
+    }
+
+    fn sessions_generation(&self, id: NodeId) -> Option<Sessions> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Removes ephemeral node `id` after the inactivity timeout unless it reconnected.
+    fn remove_when_still_gone(self: &Arc<Self>, id: NodeId, generation: u64) {
+        let state = Arc::clone(self);
+        let timeout = self.settings.ephemeral_inactivity_timeout;
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let current = state.sessions_generation(id).unwrap_or_default();
+            if current.open > 0 || current.generation != generation {
+                return;
+            }
+            if state.snapshot().get(id).is_none_or(|n| !n.ephemeral) {
+                return;
+            }
+            match state.delete_node(id).await {
+                Ok(change) => {
+                    tracing::info!(node = %id, "removed ephemeral node after inactivity");
+                    state.notifier().publish(change);
+                }
+                Err(err) => tracing::warn!(node = %id, %err, "could not remove ephemeral node"),
+            }
+        });
+    }
+
+    /// Starts the background rules: every ephemeral node that is offline now (after a
+    /// restart, all of them) gets its countdown, and key expiries are announced as
+    /// they pass. Runs until the state is dropped.
+    pub fn spawn_lifecycle(self: &Arc<Self>) {
+        let offline_ephemeral: Vec<NodeId> = self
+            .snapshot()
+            .nodes()
+            .filter(|n| n.ephemeral && !self.is_online(n.id))
+            .map(|n| n.id)
+            .collect();
+        for id in offline_ephemeral {
+            let generation = self.sessions_generation(id).unwrap_or_default().generation;
+            self.remove_when_still_gone(id, generation);
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut last: Timestamp = Self::now();
+            let mut tick = tokio::time::interval(EXPIRY_CHECK);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                let now = Self::now();
+                let mut change = Change::none();
+                for node in state.snapshot().nodes() {
+                    if node.expiry.is_some_and(|e| e > last && e <= now) {
+                        change.merge(Change::node_expired(node.id));
+                    }
+                }
+                state.notifier().publish(change);
+                last = now;
+            }
+        });
+    }
+}
