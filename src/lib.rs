@@ -18,6 +18,8 @@ pub mod config;
 pub mod db;
 pub mod state;
 
+pub mod control;
+
 pub mod grpc;
 pub mod http;
 
