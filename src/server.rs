@@ -39,6 +39,7 @@ pub struct Server {
     unix: UnixListener,
     socket_path: PathBuf,
     grpc_tcp: Option<(TcpListener, Option<ServerTlsConfig>)>,
+    server_url: String,
 }
 
 impl Server {
@@ -103,6 +104,7 @@ impl Server {
             unix,
             socket_path: config.unix_socket.clone(),
             grpc_tcp,
+            server_url: config.server_url.clone(),
         })
     }
 
@@ -131,7 +133,7 @@ impl Server {
         // Ephemeral clean-up and key-expiry announcements.
         self.state.spawn_lifecycle();
 
-        let router = crate::http::router(self.state.clone());
+        let router = crate::http::router(self.state.clone(), &self.server_url);
         let http = self.http.tap_io(|tcp| {
             // Small map updates must not wait for Nagle's algorithm.
             let _ = tcp.set_nodelay(true);

@@ -23,7 +23,9 @@ pub fn encode(json: &[u8]) -> Bytes {
             Some(c) => c,
             None => slot.insert(zstd::bulk::Compressor::new(LEVEL).expect("zstd level 1 is valid")),
         };
-        compressor.compress(json).expect("compressing into a growable buffer cannot fail")
+        compressor
+            .compress(json)
+            .expect("compressing into a growable buffer cannot fail")
     });
     let mut out = Vec::with_capacity(4 + compressed.len());
     out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
@@ -34,7 +36,9 @@ pub fn encode(json: &[u8]) -> Bytes {
 /// `{"KeepAlive":true}`, framed once and shared by every session.
 pub fn keep_alive() -> Bytes {
     static FRAME: OnceLock<Bytes> = OnceLock::new();
-    FRAME.get_or_init(|| encode(br#"{"KeepAlive":true}"#)).clone()
+    FRAME
+        .get_or_init(|| encode(br#"{"KeepAlive":true}"#))
+        .clone()
 }
 
 /// Decodes one framed message (tests and the load generator).
@@ -55,7 +59,11 @@ mod tests {
         let frame = encode(json);
         let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
-        assert_eq!(&frame[4..8], &[0x28, 0xb5, 0x2f, 0xfd], "a standard zstd frame");
+        assert_eq!(
+            &frame[4..8],
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            "a standard zstd frame"
+        );
         assert_eq!(decode(&frame).unwrap(), (json.to_vec(), frame.len()));
         assert_eq!(decode(&keep_alive()).unwrap().0, br#"{"KeepAlive":true}"#);
     }

@@ -50,8 +50,17 @@ impl Hub {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let resync = Arc::new(AtomicBool::new(false));
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
-        self.lock().entry(node).or_default().push(Outlet { session, tx, resync: resync.clone() });
-        Inlet { node, session, rx, resync }
+        self.lock().entry(node).or_default().push(Outlet {
+            session,
+            tx,
+            resync: resync.clone(),
+        });
+        Inlet {
+            node,
+            session,
+            rx,
+            resync,
+        }
     }
 
     /// Forgets a session (its stream ended).

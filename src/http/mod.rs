@@ -3,8 +3,10 @@
 //!
 //! Knows `state` for health checks; nothing of gRPC or the CLI.
 
+pub mod pages;
+
 use crate::state::State;
-use axum::extract::{DefaultBodyLimit, State as Shared};
+use axum::extract::{DefaultBodyLimit, FromRef, State as Shared};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -14,14 +16,36 @@ use std::sync::Arc;
 /// Request bodies larger than this are refused before they are read.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// What the public pages need: the coordinator and the URL clients use.
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub state: Arc<State>,
+    /// `server_url`, as clients and set-up pages show it.
+    pub server_url: String,
+}
+
+impl FromRef<Site> for Arc<State> {
+    fn from_ref(site: &Site) -> Arc<State> {
+        site.state.clone()
+    }
+}
+
 /// The router for `listen_addr`.
-pub fn router(state: Arc<State>) -> Router {
+pub fn router(state: Arc<State>, server_url: &str) -> Router {
+    let site = Site {
+        state,
+        server_url: server_url.trim_end_matches('/').to_owned(),
+    };
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
+        .route("/register/{id}", get(pages::register))
+        .route("/apple", get(pages::apple))
+        .route("/apple/{platform}", get(pages::apple_profile))
+        .route("/windows", get(pages::windows))
         .route("/", get(index))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(site)
 }
 
 /// `GET /health`: `{"status":"pass"}` while the database answers, else 503 `fail`.

@@ -8,5 +8,6 @@ mod cli;
 mod config_errors;
 mod grpc_admin;
 mod headscale_cli;
+mod pages;
 mod persistence;
 mod tidy;

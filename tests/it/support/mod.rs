@@ -331,3 +331,26 @@ pub fn headscale_bin() -> PathBuf {
     );
     path
 }
+
+/// A plain HTTP/1.1 GET: (status, lower-cased headers, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::Write;
+    let mut conn = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_lowercase(), body.to_owned())
+}
