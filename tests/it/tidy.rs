@@ -67,6 +67,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config", "types"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
+    (
+        "control",
+        &["control", "state", "types", "config", "tailcfg", "derp"],
+    ),
     ("grpc", &["grpc", "state", "types"]),
     ("http", &["http", "state", "types", "config"]),
     ("cli", &["cli", "grpc", "config", "types", "server"]),
