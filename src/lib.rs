@@ -7,6 +7,7 @@
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
+//! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
 //! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.

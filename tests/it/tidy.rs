@@ -72,7 +72,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["control", "state", "types", "config", "tailcfg", "derp"],
     ),
     ("grpc", &["grpc", "state", "types"]),
-    ("http", &["http", "state", "types", "config"]),
+    ("http", &["http", "control", "state", "types", "config"]),
     ("cli", &["cli", "grpc", "config", "types", "server"]),
 ];
 
