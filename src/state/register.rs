@@ -167,6 +167,15 @@ impl State {
         Ok(reg)
     }
 
+    /// A receiver for the outcome of pending registration `id`, if it is still waiting
+    /// (a client's follow-up request waits on it).
+    pub fn watch_registration(
+        &self,
+        id: &RegistrationId,
+    ) -> Option<watch::Receiver<Option<RegistrationOutcome>>> {
+        self.pending_registration(id).map(|p| p.outcome.subscribe())
+    }
+
     /// The pending registration with this id, if it is still waiting.
     pub fn pending_registration(&self, id: &RegistrationId) -> Option<PendingRegistration> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
