@@ -4,6 +4,7 @@
 //! Modules in reading order; each may import only the ones listed before it
 //! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
+//! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
@@ -12,6 +13,7 @@
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
 
+pub mod tailcfg;
 pub mod types;
 
 pub mod config;
