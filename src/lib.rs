@@ -6,6 +6,7 @@
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
+//! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
 //! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
@@ -18,6 +19,7 @@ pub mod types;
 
 pub mod config;
 pub mod db;
+pub mod derp;
 pub mod state;
 
 pub mod grpc;

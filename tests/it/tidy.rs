@@ -66,6 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("config", &["config", "types"]),
+    ("derp", &["derp", "tailcfg", "config", "types"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
     ("grpc", &["grpc", "state", "types"]),
