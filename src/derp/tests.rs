@@ -197,6 +197,16 @@ fn region_ids_must_be_positive_and_consistent() {
         err.to_string().contains("region 900 says regionid 901"),
         "{err}"
     );
+    let numeric = map::parse_yaml(
+        path,
+        "regions:\n  900:\n    regioncode: 900\n    nodes:\n      - name: 1\n        hostname: 192.0.2.1\n",
+    )
+    .unwrap();
+    let region = numeric.regions[&900].as_ref().unwrap();
+    assert_eq!(
+        (region.region_code.as_str(), region.nodes[0].name.as_str()),
+        ("900", "1")
+    );
     let empty = map::parse_yaml(path, "\n").unwrap();
     assert!(empty.regions.is_empty());
 }

@@ -177,6 +177,13 @@ mod tests {
     }
 
     #[test]
+    fn reads_from_a_json_value_too() {
+        let hi: Hostinfo = serde_json::from_value(serde_json::json!({"Hostname": "v"})).unwrap();
+        assert_eq!(hi.hostname(), "v");
+        assert_eq!(hi.as_json(), r#"{"Hostname":"v"}"#);
+    }
+
+    #[test]
     fn nulls_read_as_empty() {
         let hi = Hostinfo::from_json(
             r#"{"Hostname":null,"RoutableIPs":null,"RequestTags":null,"NetInfo":null}"#,
