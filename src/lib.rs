@@ -4,7 +4,9 @@
 //! Modules in reading order; each may import only the ones listed before it
 //! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
+//! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
+//! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
 //! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
@@ -13,10 +15,12 @@
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
 
+pub mod tailcfg;
 pub mod types;
 
 pub mod config;
 pub mod db;
+pub mod derp;
 pub mod state;
 
 pub mod control;

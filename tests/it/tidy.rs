@@ -64,7 +64,9 @@ fn architecture_names_every_module() {
 /// Each module and the crate modules it may import (ARCHITECTURE.md's layering).
 const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
+    ("tailcfg", &["tailcfg", "types"]),
     ("config", &["config", "types"]),
+    ("derp", &["derp", "tailcfg", "config", "types"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
     (
