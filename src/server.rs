@@ -4,6 +4,8 @@
 //! The only module that imports everything; it owns no rules of its own.
 
 use crate::config::{Config, Database};
+use crate::control::map::MapSettings;
+use crate::control::{Control, ServerKey};
 use crate::db::Db;
 use crate::grpc::AdminApi;
 use crate::grpc::auth::ApiKeyLayer;
@@ -40,18 +42,22 @@ pub struct Server {
     socket_path: PathBuf,
     grpc_tcp: Option<(TcpListener, Option<ServerTlsConfig>)>,
     server_url: String,
+    control: Control,
+    noise_key: Arc<ServerKey>,
+    derp_config: crate::config::Derp,
 }
 
 impl Server {
     /// Opens the database, loads state and binds every listener, so that errors
     /// (a taken port, a bad database path) surface before anything is served.
     pub async fn build(config: Config) -> Result<Server> {
-        load_or_create_private_key(&config.noise_private_key_path).with_context(|| {
-            format!(
-                "noise.private_key_path {}",
-                config.noise_private_key_path.display()
-            )
-        })?;
+        let noise_key =
+            load_or_create_private_key(&config.noise_private_key_path).with_context(|| {
+                format!(
+                    "noise.private_key_path {}",
+                    config.noise_private_key_path.display()
+                )
+            })?;
 
         let db = Db::open(&config.database)
             .await
@@ -60,6 +66,13 @@ impl Server {
             tracing::info!(path = %path.display(), "database ready");
         }
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
+        let derp = crate::derp::load(&config.derp).await.context("derp")?;
+        let control = Control::new(
+            state.clone(),
+            derp,
+            MapSettings::from_config(&config),
+            &config.server_url,
+        );
 
         let http = TcpListener::bind(config.listen_addr)
             .await
@@ -105,6 +118,9 @@ impl Server {
             socket_path: config.unix_socket.clone(),
             grpc_tcp,
             server_url: config.server_url.clone(),
+            control,
+            noise_key: Arc::new(ServerKey::from_private(&noise_key)),
+            derp_config: config.derp.clone(),
         })
     }
 
@@ -132,8 +148,27 @@ impl Server {
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         // Ephemeral clean-up and key-expiry announcements.
         self.state.spawn_lifecycle();
+        // Changes reach map sessions through the dispatcher.
+        self.control.spawn_dispatcher();
+        // A new DERP map reaches every client as a full map.
+        let _ = self
+            .control
+            .derp
+            .spawn_refresh(&self.derp_config, stopped());
+        let mut derp_updates = self.control.derp.subscribe();
+        let notify_state = self.state.clone();
+        tokio::spawn(async move {
+            while derp_updates.changed().await.is_ok() {
+                notify_state.notifier().publish(crate::state::Change {
+                    full: true,
+                    ..Default::default()
+                });
+            }
+        });
 
-        let router = crate::http::router(self.state.clone(), &self.server_url);
+        let control_routes =
+            crate::control::public_routes(self.noise_key.clone(), self.control.machine_routes());
+        let router = crate::http::router(self.state.clone(), &self.server_url, control_routes);
         let http = self.http.tap_io(|tcp| {
             // Small map updates must not wait for Nagle's algorithm.
             let _ = tcp.set_nodelay(true);

@@ -31,7 +31,8 @@ impl FromRef<Site> for Arc<State> {
 }
 
 /// The router for `listen_addr`.
-pub fn router(state: Arc<State>, server_url: &str) -> Router {
+/// `control` holds the TS2021 routes (`/key`, `/ts2021`), mounted beside the pages.
+pub fn router(state: Arc<State>, server_url: &str, control: Router) -> Router {
     let site = Site {
         state,
         server_url: server_url.trim_end_matches('/').to_owned(),
@@ -44,8 +45,9 @@ pub fn router(state: Arc<State>, server_url: &str) -> Router {
         .route("/apple/{platform}", get(pages::apple_profile))
         .route("/windows", get(pages::windows))
         .route("/", get(index))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(site)
+        .merge(control)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
 /// `GET /health`: `{"status":"pass"}` while the database answers, else 503 `fail`.

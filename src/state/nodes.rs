@@ -123,6 +123,36 @@ impl State {
         Ok((self.node_view(id).await?, change))
     }
 
+    /// Replaces the node key of a logged-in node that proved itself with its previous
+    /// key (`OldNodeKey` in a register request); addresses and name stay.
+    pub async fn rotate_node_key(
+        &self,
+        id: NodeId,
+        new_key: crate::types::NodeKey,
+    ) -> Result<(Arc<Node>, Change)> {
+        if self
+            .snapshot()
+            .by_node_key(&new_key)
+            .is_some_and(|n| n.id != id)
+        {
+            return Err(Error::AlreadyExists(
+                "this node key is already registered".into(),
+            ));
+        }
+        let change = self
+            .update_node(id, |node| {
+                node.node_key = new_key;
+                Ok(())
+            })
+            .await?;
+        let node = self
+            .snapshot()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(id))?;
+        Ok((node, change))
+    }
+
     /// Replaces a node's tags (`tag:name` each); an empty list clears them.
     pub async fn set_tags(&self, id: NodeId, tags: &[String]) -> Result<(NodeView, Change)> {
         let tags = super::keys::validate_tags(tags)?;

@@ -5,6 +5,7 @@
 mod support;
 
 mod cli;
+mod clients;
 mod config_errors;
 mod grpc_admin;
 mod headscale_cli;

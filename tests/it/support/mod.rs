@@ -1,5 +1,7 @@
 //! Test support: spawning a real server, running the real CLI, a gRPC client.
 
+pub mod tailscale;
+
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -93,6 +95,8 @@ pub struct Spawn {
     pub env: Vec<(String, String)>,
     /// Reuse this directory (restart after a kill).
     pub dir: Option<TempDir>,
+    /// Listen on this port with a matching `server_url`, as real clients need.
+    pub port: Option<u16>,
 }
 
 impl TestServer {
@@ -111,6 +115,18 @@ impl TestServer {
             let text = match &opts.config_file {
                 Some(text) => text.replace("{dir}", &path.display().to_string()),
                 None => test_config(path, &opts.extra_config),
+            };
+            let text = match opts.port {
+                Some(port) => text
+                    .replace(
+                        "listen_addr: 127.0.0.1:0",
+                        &format!("listen_addr: 127.0.0.1:{port}"),
+                    )
+                    .replace(
+                        "server_url: http://127.0.0.1:8080",
+                        &format!("server_url: http://127.0.0.1:{port}"),
+                    ),
+                None => text,
             };
             let p = path.join("config.yaml");
             std::fs::write(&p, text).unwrap();
@@ -175,6 +191,11 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The URL clients use (`--login-server`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
     }
 
     /// Everything the server logged so far.

@@ -1,0 +1,300 @@
+//! Builds `MapResponse`s: pure functions of a node snapshot, the users, who is
+//! online, the DERP map and the map settings. No IO, no locks held.
+
+use crate::config::Config;
+use crate::state::Snapshot;
+use crate::tailcfg::{
+    self, DERPMap, DNSConfig, FilterRule, MapResponse, PeerChange, Resolver, UserProfile,
+};
+use crate::types::{Node, NodeId, Timestamp, User, UserId};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::collections::{BTreeSet, HashMap};
+
+/// The user id clients see for nodes owned by no user (tagged nodes), as Headscale uses.
+pub const TAGGED_USER_ID: u64 = 2_147_455_555;
+const TAGGED_USER_NAME: &str = "tagged-devices";
+
+/// Everything about maps that comes from the configuration, computed once.
+#[derive(Clone, Debug)]
+pub struct MapSettings {
+    /// The MagicDNS suffix; node names are `<given name>.<base_domain>.`.
+    pub base_domain: String,
+    /// `Domain`: the tailnet's display name (the server URL's host, as Headscale sends).
+    pub domain: String,
+    pub dns: Option<DNSConfig>,
+    pub disable_log_tail: bool,
+    pub taildrop: bool,
+    /// `randomize_client_port` as a node attribute.
+    pub randomize_client_port: bool,
+}
+
+impl MapSettings {
+    pub fn from_config(config: &Config) -> MapSettings {
+        let domain = host_of(&config.server_url);
+        MapSettings {
+            base_domain: config.dns.base_domain.trim_matches('.').to_owned(),
+            domain,
+            dns: dns_config(config),
+            disable_log_tail: !config.logtail_enabled,
+            taildrop: config.taildrop_enabled,
+            randomize_client_port: config.randomize_client_port,
+        }
+    }
+}
+
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = host.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6).to_owned();
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+        .to_owned()
+}
+
+/// The client DNS configuration from `dns.*`, or `None` when there is nothing to say.
+fn dns_config(config: &Config) -> Option<DNSConfig> {
+    let dns = &config.dns;
+    let resolvers: Vec<Resolver> = dns.nameservers_global.iter().map(Resolver::new).collect();
+    let mut out = DNSConfig::default();
+    if dns.override_local_dns {
+        out.resolvers = resolvers;
+    } else {
+        out.fallback_resolvers = resolvers;
+    }
+    for (domain, servers) in &dns.nameservers_split {
+        out.routes
+            .insert(domain.clone(), servers.iter().map(Resolver::new).collect());
+    }
+    let base = dns.base_domain.trim_matches('.');
+    if dns.magic_dns && !base.is_empty() {
+        out.proxied = true;
+        out.domains.push(base.to_owned());
+        // The MagicDNS zone is answered by 100.100.100.100 only.
+        out.routes.entry(base.to_owned()).or_default();
+    }
+    out.domains.extend(
+        dns.search_domains
+            .iter()
+            .filter(|d| d.as_str() != base)
+            .cloned(),
+    );
+    out.extra_records = dns
+        .extra_records
+        .iter()
+        .map(|r| tailcfg::DNSRecord {
+            name: r.name.clone(),
+            r#type: r.record_type.clone(),
+            value: r.value.clone(),
+        })
+        .collect();
+    (out != DNSConfig::default()).then_some(out)
+}
+
+/// Inputs shared by every message built in one go.
+pub struct MapInputs<'a> {
+    pub snapshot: &'a Snapshot,
+    pub users: &'a HashMap<UserId, User>,
+    pub online: &'a dyn Fn(NodeId) -> bool,
+    pub settings: &'a MapSettings,
+    pub now: Timestamp,
+}
+
+impl MapInputs<'_> {
+    /// A node as peers see it.
+    pub fn peer(&self, node: &Node) -> tailcfg::Node {
+        let online = (self.online)(node.id);
+        let mut out = self.base_node(node);
+        out.online = Some(online);
+        if !online {
+            out.last_seen = node.last_seen;
+        }
+        out
+    }
+
+    /// A node as it sees itself.
+    pub fn self_node(&self, node: &Node) -> tailcfg::Node {
+        let mut out = self.base_node(node);
+        out.online = Some(true);
+        let mut caps = tailcfg::CapMap::new();
+        caps.insert("https://tailscale.com/cap/is-admin".into(), vec![]);
+        caps.insert("https://tailscale.com/cap/ssh".into(), vec![]);
+        if self.settings.taildrop {
+            caps.insert("https://tailscale.com/cap/file-sharing".into(), vec![]);
+        }
+        if self.settings.randomize_client_port {
+            caps.insert("randomize-client-port".into(), vec![]);
+        }
+        caps.insert(
+            "default-auto-update".into(),
+            vec![serde_json::Value::Bool(false)],
+        );
+        out.cap_map = caps;
+        out
+    }
+
+    fn base_node(&self, node: &Node) -> tailcfg::Node {
+        let expired = node.is_expired(self.now);
+        let addresses: Vec<IpNet> = node
+            .ipv4
+            .map(|ip| IpNet::V4(Ipv4Net::from(ip)))
+            .into_iter()
+            .chain(node.ipv6.map(|ip| IpNet::V6(Ipv6Net::from(ip))))
+            .collect();
+        let primary = self.snapshot.primary_routes(node.id);
+        let exits: Vec<IpNet> = self
+            .snapshot
+            .routes(node.id)
+            .iter()
+            .filter(|r| r.is_exit() && r.advertised && r.approved)
+            .map(|r| r.prefix)
+            .collect();
+        let mut allowed: Vec<IpNet> = addresses.clone();
+        allowed.extend(primary.iter().copied());
+        allowed.extend(exits);
+        let hostinfo = node
+            .hostinfo
+            .as_deref()
+            .and_then(|h| tailcfg::Hostinfo::from_json(h).ok());
+        let home_derp = hostinfo
+            .as_ref()
+            .and_then(tailcfg::Hostinfo::preferred_derp)
+            .unwrap_or(0);
+        tailcfg::Node {
+            id: node.id.0,
+            stable_id: node.id.to_string(),
+            name: self.fqdn(node),
+            user: node.user_id.map_or(TAGGED_USER_ID, |u| u.0),
+            key: node.node_key,
+            key_expiry: node.expiry,
+            machine: node.machine_key,
+            disco_key: node.disco_key,
+            addresses,
+            allowed_ips: Some(allowed),
+            endpoints: node.endpoints.clone(),
+            home_derp,
+            hostinfo,
+            created: Some(node.created_at),
+            tags: node.tags.clone(),
+            primary_routes: primary,
+            machine_authorized: !expired,
+            expired,
+            ..tailcfg::Node::default()
+        }
+    }
+
+    fn fqdn(&self, node: &Node) -> String {
+        if self.settings.base_domain.is_empty() {
+            format!("{}.", node.given_name)
+        } else {
+            format!("{}.{}.", node.given_name, self.settings.base_domain)
+        }
+    }
+
+    /// Profiles of the users behind `nodes`.
+    pub fn user_profiles<'n>(&self, nodes: impl Iterator<Item = &'n Node>) -> Vec<UserProfile> {
+        let ids: BTreeSet<Option<UserId>> = nodes.map(|n| n.user_id).collect();
+        ids.into_iter()
+            .filter_map(|id| match id {
+                None => Some(UserProfile {
+                    id: TAGGED_USER_ID,
+                    login_name: TAGGED_USER_NAME.into(),
+                    display_name: TAGGED_USER_NAME.into(),
+                    ..UserProfile::default()
+                }),
+                Some(id) => self.users.get(&id).map(profile),
+            })
+            .collect()
+    }
+
+    /// The first message of a stream, or the answer to a one-shot request.
+    pub fn full(&self, self_id: NodeId, derp: &DERPMap) -> Option<MapResponse> {
+        let me = self.snapshot.get(self_id)?;
+        let peers: Vec<&Node> = self
+            .snapshot
+            .nodes()
+            .filter(|n| n.id != self_id)
+            .map(|n| &**n)
+            .collect();
+        Some(MapResponse {
+            node: Some(self.self_node(me)),
+            derp_map: Some(derp.clone()),
+            peers: peers.iter().map(|n| self.peer(n)).collect(),
+            dns_config: self.settings.dns.clone(),
+            domain: self.settings.domain.clone(),
+            // Allow-all until the policy engine lands.
+            packet_filters: MapResponse::base_filter(vec![FilterRule::allow_all()]),
+            user_profiles: self.user_profiles(std::iter::once(&**me).chain(peers.iter().copied())),
+            control_time: Some(self.now),
+            debug: self.settings.disable_log_tail.then_some(tailcfg::Debug {
+                disable_log_tail: true,
+            }),
+            ..MapResponse::default()
+        })
+    }
+
+    /// A light patch for a node whose endpoints, home DERP or disco key changed.
+    pub fn patch(&self, node: &Node) -> PeerChange {
+        let home_derp = node
+            .hostinfo
+            .as_deref()
+            .and_then(|h| tailcfg::Hostinfo::from_json(h).ok())
+            .and_then(|h| h.preferred_derp())
+            .unwrap_or(0);
+        PeerChange {
+            node_id: node.id.0,
+            derp_region: home_derp,
+            endpoints: Some(node.endpoints.clone()),
+            disco_key: (!node.disco_key.is_zero()).then_some(node.disco_key),
+            ..PeerChange::default()
+        }
+    }
+
+    /// A patch for a node that came online or went offline.
+    pub fn presence(&self, node: &Node, online: bool) -> PeerChange {
+        PeerChange {
+            node_id: node.id.0,
+            online: Some(online),
+            last_seen: if online {
+                None
+            } else {
+                node.last_seen.or(Some(self.now))
+            },
+            ..PeerChange::default()
+        }
+    }
+}
+
+pub fn profile(user: &User) -> UserProfile {
+    UserProfile {
+        id: user.id.0,
+        login_name: user.name.to_string(),
+        display_name: if user.display_name.is_empty() {
+            user.name.to_string()
+        } else {
+            user.display_name.clone()
+        },
+        profile_pic_url: user.profile_pic_url.clone(),
+    }
+}
+
+/// Serialises a message; our types cannot fail to serialise.
+pub fn to_json(message: &MapResponse) -> Vec<u8> {
+    serde_json::to_vec(message).expect("map responses always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_server_urls() {
+        assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1");
+        assert_eq!(host_of("https://hs.example.com/"), "hs.example.com");
+        assert_eq!(host_of("http://[::1]:8080"), "::1");
+        assert_eq!(host_of("https://example.com"), "example.com");
+    }
+}

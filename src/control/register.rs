@@ -1,0 +1,262 @@
+//! `POST /machine/register`: pre-auth keys, interactive registration (an auth URL,
+//! then a follow-up request that waits for the admin), restarts with a known key,
+//! node-key rotation, logout and expired keys. Every outcome is HTTP 200 with a
+//! `RegisterResponse`; only `Error` text reaches the user (`backend error: …`).
+
+use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer};
+use crate::state::{self, Admission, RegistrationId, RegistrationOutcome};
+use crate::tailcfg::{Login, RegisterRequest, RegisterResponse, User};
+use crate::types::{Node, RegisterMethod};
+use axum::Extension;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+
+/// `POST /machine/register`.
+pub async fn register(
+    State(ctl): State<Control>,
+    Extension(peer): Extension<NoisePeer>,
+    body: Bytes,
+) -> Response {
+    let req: RegisterRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(err) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("invalid register request: {err}\n"),
+            )
+                .into_response();
+        }
+    };
+    if req.version < u32::from(MIN_CAPABILITY_VERSION) {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("unsupported client version {}\n", req.version),
+        )
+            .into_response();
+    }
+    let response = match handle(&ctl, &peer, &req).await {
+        Ok(response) => response,
+        Err(err) => {
+            if let state::Error::Internal(cause) = &err {
+                tracing::error!(%cause, "registration failed");
+            }
+            RegisterResponse::error(err.to_string())
+        }
+    };
+    Json(response).into_response()
+}
+
+async fn handle(
+    ctl: &Control,
+    peer: &NoisePeer,
+    req: &RegisterRequest,
+) -> state::Result<RegisterResponse> {
+    let state = &ctl.state;
+    let now = chrono::Utc::now();
+    let known = state.snapshot().by_node_key(&req.node_key).cloned();
+    if let Some(node) = &known
+        && node.machine_key != peer.machine_key
+    {
+        return Ok(RegisterResponse::error(
+            "node exists with a different machine key",
+        ));
+    }
+
+    // Logout: a past expiry wins over everything else.
+    if req.is_logout(now) {
+        let Some(node) = known else {
+            // Unknown key: answer 200 so that `tailscale logout` completes.
+            return Ok(RegisterResponse {
+                node_key_expired: true,
+                ..RegisterResponse::default()
+            });
+        };
+        let change = state.logout(node.id).await?;
+        state.notifier().publish(change);
+        return Ok(RegisterResponse {
+            node_key_expired: true,
+            ..ctl.node_state(&node).await
+        });
+    }
+
+    if let Some(key_text) = req.auth_key() {
+        // A restart of a still-valid node (containers run `up --authkey` every time)
+        // needs no key check: a spent single-use key keeps working for it.
+        if let Some(node) = &known
+            && !node.is_expired(now)
+        {
+            return Ok(ctl.node_state(node).await);
+        }
+        let key = state.authenticate_preauth_key(key_text).await?;
+        let hostinfo = req.hostinfo.as_ref();
+        let admission = Admission {
+            machine_key: peer.machine_key,
+            node_key: req.node_key,
+            hostname: hostinfo
+                .map(|h| h.hostname().to_owned())
+                .unwrap_or_default(),
+            hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
+            advertised_routes: hostinfo
+                .map(|h| h.routable_ips().to_vec())
+                .unwrap_or_default(),
+            user_id: key.user_id,
+            tags: key.tags.clone(),
+            ephemeral: key.ephemeral,
+            register_method: RegisterMethod::AuthKey,
+            requested_expiry: req.expiry.filter(|e| *e > now),
+            auth_key: Some(key),
+        };
+        let (node, change) = state.admit(admission).await?;
+        state.notifier().publish(change);
+        return Ok(ctl.node_state(&node).await);
+    }
+
+    if let Some(url) = req.followup() {
+        return follow_up(ctl, peer, req, url).await;
+    }
+
+    if let Some(node) = known {
+        if node.is_expired(now) {
+            return Ok(RegisterResponse {
+                node_key_expired: true,
+                machine_authorized: false,
+                ..RegisterResponse::default()
+            });
+        }
+        if req.expiry.is_some_and(|e| e > now) {
+            return Ok(RegisterResponse::error("extending key is not allowed"));
+        }
+        return Ok(ctl.node_state(&node).await);
+    }
+
+    // Node-key rotation: the machine proves itself with its previous key.
+    if let Some(old) = req.old_node_key
+        && let Some(node) = state.snapshot().by_node_key(&old).cloned()
+        && node.machine_key == peer.machine_key
+        && !node.is_expired(now)
+    {
+        let (node, change) = state.rotate_node_key(node.id, req.node_key).await?;
+        state.notifier().publish(change);
+        return Ok(ctl.node_state(&node).await);
+    }
+
+    Ok(RegisterResponse::auth_url(begin_interactive(
+        ctl, peer, req,
+    )))
+}
+
+/// Queues an interactive registration and returns the URL the client shows.
+fn begin_interactive(ctl: &Control, peer: &NoisePeer, req: &RegisterRequest) -> String {
+    let hostinfo = req.hostinfo.as_ref();
+    let (id, _) = ctl.state.begin_registration(
+        peer.machine_key,
+        req.node_key,
+        hostinfo.map(|h| h.hostname()).unwrap_or_default(),
+        hostinfo.map(|h| h.as_json().to_owned()),
+        hostinfo
+            .map(|h| h.routable_ips().to_vec())
+            .unwrap_or_default(),
+        req.expiry.filter(|e| *e > chrono::Utc::now()),
+    );
+    format!("{}/register/{id}", ctl.server_url)
+}
+
+/// The client waits on its auth URL: block until an admin registers or rejects it.
+async fn follow_up(
+    ctl: &Control,
+    peer: &NoisePeer,
+    req: &RegisterRequest,
+    url: &str,
+) -> state::Result<RegisterResponse> {
+    let id = url
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .and_then(RegistrationId::parse);
+    let Some(id) = id else {
+        return Ok(RegisterResponse::error("invalid followup URL"));
+    };
+    let Some(mut outcome) = ctl.state.watch_registration(&id) else {
+        // Unknown or expired: start over with a fresh URL.
+        return Ok(RegisterResponse::auth_url(begin_interactive(
+            ctl, peer, req,
+        )));
+    };
+    loop {
+        let current = outcome.borrow_and_update().clone();
+        match current {
+            Some(RegistrationOutcome::Registered(node_id)) => {
+                let node = ctl.state.snapshot().get(node_id).cloned();
+                return Ok(match node {
+                    Some(node) => ctl.node_state(&node).await,
+                    None => RegisterResponse::error(
+                        "the node was removed before it finished logging in",
+                    ),
+                });
+            }
+            Some(RegistrationOutcome::Rejected(reason)) => {
+                return Ok(RegisterResponse::error(reason));
+            }
+            None => {}
+        }
+        if outcome.changed().await.is_err() {
+            // The registration expired unanswered: hand out a new URL.
+            return Ok(RegisterResponse::auth_url(begin_interactive(
+                ctl, peer, req,
+            )));
+        }
+    }
+}
+
+impl Control {
+    /// The logged-in answer for `node`: authorised, with its user and login.
+    async fn node_state(&self, node: &Arc<Node>) -> RegisterResponse {
+        let expired = node.is_expired(chrono::Utc::now());
+        let user = match node.user_id {
+            Some(id) => self.state.get_user(id).await.ok(),
+            None => None,
+        };
+        let (id, name, display, pic, created) = match &user {
+            Some(u) => (
+                u.id.0,
+                u.name.to_string(),
+                if u.display_name.is_empty() {
+                    u.name.to_string()
+                } else {
+                    u.display_name.clone()
+                },
+                u.profile_pic_url.clone(),
+                Some(u.created_at),
+            ),
+            None => (
+                super::map::TAGGED_USER_ID,
+                "tagged-devices".into(),
+                "tagged-devices".into(),
+                String::new(),
+                None,
+            ),
+        };
+        RegisterResponse {
+            user: User {
+                id,
+                display_name: display.clone(),
+                profile_pic_url: pic.clone(),
+                created,
+            },
+            login: Login {
+                id,
+                provider: "headway".into(),
+                login_name: name,
+                display_name: display,
+                profile_pic_url: pic,
+            },
+            node_key_expired: expired,
+            machine_authorized: !expired,
+            ..RegisterResponse::default()
+        }
+    }
+}
