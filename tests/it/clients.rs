@@ -310,3 +310,36 @@ fn clients_come_back_by_themselves_after_the_server_is_killed() {
         );
     }
 }
+
+#[test]
+fn an_ephemeral_node_disappears_after_the_inactivity_timeout() {
+    for version in versions() {
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(free_port()),
+            // The shortest timeout headway accepts.
+            extra_config: "node:\n  ephemeral:\n    inactivity_timeout: 65s\n".into(),
+            ..Spawn::default()
+        });
+        let key = key(&server, &["--ephemeral"]);
+        let client = Client::start(&version, "short-lived");
+        assert_logged_in(&client, &client.up_with_key(&server.url(), &key));
+        let nodes = |server: &TestServer| -> serde_json::Value {
+            serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap()
+        };
+        assert_eq!(
+            nodes(&server)[0]["pre_auth_key"]["ephemeral"],
+            true,
+            "the key that admitted it is ephemeral"
+        );
+        drop(client);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while !nodes(&server).as_array().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{version}: the ephemeral node stayed:\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
