@@ -27,7 +27,13 @@ pub use upgrade::{HANDSHAKE_HEADER, NoisePeer, UPGRADE_PROTOCOL, public_routes};
 
 /// The oldest client served: capability version 113 is Tailscale v1.80, the
 /// floor Headscale 0.29 enforces ("the latest 10 minor versions").
+/// Older clients still complete the Noise handshake, so that registration can tell
+/// them in words (`backend error: …`) to update, where Headscale closes the connection.
 pub const MIN_CAPABILITY_VERSION: u16 = 113;
+
+/// Below this, clients do not speak Noise over an arbitrary port (capability 39):
+/// their connection is closed after the handshake computation.
+pub const MIN_NOISE_VERSION: u16 = 39;
 
 /// Request bodies inside Noise are capped (as Headscale does): any machine key
 /// can open a Noise connection, so these requests are unauthenticated.

@@ -50,6 +50,16 @@ pub async fn register(
     Json(response).into_response()
 }
 
+/// The answer for a client older than Tailscale v1.80, in words it prints.
+fn version_refusal(version: u32) -> Option<RegisterResponse> {
+    (version < u32::from(MIN_CAPABILITY_VERSION)).then(|| {
+        RegisterResponse::error(format!(
+            "this Tailscale client is too old for this server (capability version {version}): \
+             headway needs Tailscale v1.80 or newer (capability version {MIN_CAPABILITY_VERSION}); please update Tailscale"
+        ))
+    })
+}
+
 async fn handle(
     ctl: &Control,
     peer: &NoisePeer,
@@ -209,6 +219,24 @@ async fn follow_up(
                 ctl, peer, req,
             )));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_clients_are_told_to_update() {
+        let refusal = version_refusal(112).expect("v1.78 is refused");
+        assert!(
+            refusal.error.contains("v1.80 or newer"),
+            "{}",
+            refusal.error
+        );
+        assert!(refusal.auth_url.is_empty() && !refusal.machine_authorized);
+        assert!(version_refusal(113).is_none());
+        assert!(version_refusal(142).is_none());
     }
 }
 

@@ -328,10 +328,17 @@ async fn request_bodies_inside_noise_are_capped_at_one_mebibyte() {
 }
 
 #[tokio::test]
-async fn clients_older_than_v1_80_get_the_101_and_then_eof() {
+async fn clients_too_old_for_noise_get_the_101_and_then_eof() {
     let server = spawn_server().await;
     let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-    let err = connect_on(&mut tcp, &server, &PrivateKey::generate(), 112)
+    // v1.78 (112) completes the handshake: registration tells it to update.
+    assert!(
+        connect_on(&mut tcp, &server, &PrivateKey::generate(), 112)
+            .await
+            .is_ok()
+    );
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    let err = connect_on(&mut tcp, &server, &PrivateKey::generate(), 38)
         .await
         .err()
         .unwrap();

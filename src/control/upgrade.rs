@@ -7,7 +7,7 @@
 
 use super::key::ServerKey;
 use super::noise;
-use super::{MIN_CAPABILITY_VERSION, NOISE_BODY_LIMIT};
+use super::{MIN_NOISE_VERSION, NOISE_BODY_LIMIT};
 use crate::types::MachineKey;
 use axum::Router;
 use axum::body::Body;
@@ -169,12 +169,12 @@ async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared
         machine_key: accepted.peer(),
         protocol_version: accepted.protocol_version(),
     };
-    if peer.protocol_version < MIN_CAPABILITY_VERSION {
-        // As Headscale does: the handshake is computed, its response never sent.
+    if peer.protocol_version < MIN_NOISE_VERSION {
+        // Too old to speak this transport at all: the response is never sent.
         tracing::info!(
             machine_key = %peer.machine_key,
             version = peer.protocol_version,
-            "refused a Tailscale client older than v1.80 (capability version {MIN_CAPABILITY_VERSION})"
+            "refused a Tailscale client too old for the Noise protocol (capability version {MIN_NOISE_VERSION})"
         );
         return;
     }
