@@ -31,12 +31,8 @@ pub async fn register(
                 .into_response();
         }
     };
-    if req.version < u32::from(MIN_CAPABILITY_VERSION) {
-        return (
-            StatusCode::BAD_REQUEST,
-            format!("unsupported client version {}\n", req.version),
-        )
-            .into_response();
+    if let Some(refusal) = version_refusal(req.version) {
+        return Json(refusal).into_response();
     }
     let response = match handle(&ctl, &peer, &req).await {
         Ok(response) => response,
@@ -222,24 +218,6 @@ async fn follow_up(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn old_clients_are_told_to_update() {
-        let refusal = version_refusal(112).expect("v1.78 is refused");
-        assert!(
-            refusal.error.contains("v1.80 or newer"),
-            "{}",
-            refusal.error
-        );
-        assert!(refusal.auth_url.is_empty() && !refusal.machine_authorized);
-        assert!(version_refusal(113).is_none());
-        assert!(version_refusal(142).is_none());
-    }
-}
-
 impl Control {
     /// The logged-in answer for `node`: authorised, with its user and login.
     async fn node_state(&self, node: &Arc<Node>) -> RegisterResponse {
@@ -286,5 +264,23 @@ impl Control {
             machine_authorized: !expired,
             ..RegisterResponse::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_clients_are_told_to_update() {
+        let refusal = version_refusal(112).expect("v1.78 is refused");
+        assert!(
+            refusal.error.contains("v1.80 or newer"),
+            "{}",
+            refusal.error
+        );
+        assert!(refusal.auth_url.is_empty() && !refusal.machine_authorized);
+        assert!(version_refusal(113).is_none());
+        assert!(version_refusal(142).is_none());
     }
 }
