@@ -28,11 +28,15 @@ struct TestServer {
 }
 
 async fn spawn_server() -> TestServer {
-    let key = Arc::new(ServerKey::from_private(&PrivateKey::generate()));
     let inner = Router::new().route("/machine/whoami", post(whoami)).route(
         "/machine/length",
         post(|body: Bytes| async move { body.len().to_string() }),
     );
+    spawn_server_with(inner).await
+}
+
+async fn spawn_server_with(inner: Router) -> TestServer {
+    let key = Arc::new(ServerKey::from_private(&PrivateKey::generate()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let listener = listener.tap_io(|tcp| {
@@ -395,4 +399,215 @@ async fn garbage_on_one_connection_closes_only_that_connection() {
 
     let (status, _) = send_post(&mut healthy, "/machine/whoami", "{}").await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// The real `/machine/*` routes over a temp database, behind the real transport.
+mod protocol {
+    use super::*;
+    use crate::config::{Allocation, Database};
+    use crate::db::Db;
+    use crate::derp::DerpMaps;
+    use crate::state::{Settings, State};
+    use crate::tailcfg::DERPMap;
+    use crate::types::NodeKey;
+
+    struct Rig {
+        server: TestServer,
+        state: Arc<State>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn rig() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&Database::Sqlite {
+            path: dir.path().join("db.sqlite"),
+            write_ahead_log: true,
+            wal_autocheckpoint: 1000,
+        })
+        .await
+        .unwrap();
+        let settings = Settings {
+            prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
+            prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+            allocation: Allocation::Sequential,
+            node_expiry: None,
+            registration_timeout: Duration::from_secs(60),
+            ephemeral_inactivity_timeout: Duration::from_secs(120),
+        };
+        let state = Arc::new(State::load(db, settings).await.unwrap());
+        let map_settings = map::MapSettings {
+            base_domain: "tailnet.test".into(),
+            domain: "127.0.0.1".into(),
+            dns: None,
+            disable_log_tail: true,
+            taildrop: true,
+            randomize_client_port: false,
+        };
+        let control = Control::new(
+            state.clone(),
+            DerpMaps::fixed(DERPMap::default()),
+            map_settings,
+            "http://127.0.0.1:1",
+        );
+        control.spawn_dispatcher();
+        let server = spawn_server_with(control.machine_routes()).await;
+        Rig {
+            server,
+            state,
+            _dir: dir,
+        }
+    }
+
+    fn register_body(node_key: &NodeKey, auth_key: &str, hostname: &str) -> String {
+        serde_json::json!({
+            "Version": 142,
+            "NodeKey": node_key.to_string(),
+            "OldNodeKey": NodeKey::zero().to_string(),
+            "Auth": {"AuthKey": auth_key},
+            "Expiry": "0001-01-01T00:00:00Z",
+            "Hostinfo": {"Hostname": hostname, "OS": "linux"},
+        })
+        .to_string()
+    }
+
+    fn map_body(node_key: &NodeKey, stream: bool) -> String {
+        serde_json::json!({
+            "Version": 142, "Compress": "zstd", "KeepAlive": true, "Stream": stream,
+            "NodeKey": node_key.to_string(),
+            "DiscoKey": format!("discokey:{}", "ab".repeat(32)),
+            "Endpoints": ["192.0.2.1:41641"],
+            "Hostinfo": {"Hostname": "x", "OS": "linux"},
+        })
+        .to_string()
+    }
+
+    /// Reads one framed map message from a streaming body.
+    async fn next_message(
+        body: &mut hyper::body::Incoming,
+        pending: &mut Vec<u8>,
+    ) -> serde_json::Value {
+        loop {
+            if let Some((json, used)) = frame::decode(pending) {
+                pending.drain(..used);
+                return serde_json::from_slice(&json).unwrap();
+            }
+            let frame = tokio::time::timeout(WAIT, body.frame())
+                .await
+                .expect("a map message in time")
+                .unwrap()
+                .unwrap();
+            if let Ok(data) = frame.into_data() {
+                pending.extend_from_slice(&data);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn bad_requests_get_clear_answers_and_valid_ones_a_map() {
+        let rig = rig().await;
+        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
+        let key = rig
+            .state
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap()
+            .secret;
+        let machine = PrivateKey::generate();
+        let mut sender = connect(&rig.server, &machine, 142).await;
+        let node_key = NodeKey::from_bytes([7; 32]);
+
+        let (status, _) = send_post(&mut sender, "/machine/register", "{not json").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, "hskey-auth-nope", "a"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "register errors are 200 with Error");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(
+            body["Error"]
+                .as_str()
+                .unwrap()
+                .contains("invalid pre-auth key"),
+            "{body}"
+        );
+
+        let (_, body) = send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, &key, "laptop"),
+        )
+        .await;
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (body["MachineAuthorized"].clone(), body["Error"].clone()),
+            (true.into(), "".into()),
+            "{body}"
+        );
+
+        let (status, body) = send_post(
+            &mut sender,
+            "/machine/map",
+            map_body(&NodeKey::from_bytes([9; 32]), false),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "unknown node key: {body:?}");
+        let (status, _) = send_post(&mut sender, "/machine/map", "[]").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+
+        // Another machine may not use this node's key.
+        let mut intruder = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let (status, body) =
+            send_post(&mut intruder, "/machine/map", map_body(&node_key, false)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            String::from_utf8_lossy(&body).contains("does not match"),
+            "{body:?}"
+        );
+
+        // The stream: a full map first, then the delta for a node that joins.
+        let request = hyper::Request::post("https://unused/machine/map")
+            .body(Full::new(Bytes::from(map_body(&node_key, true))))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let first = next_message(&mut body, &mut pending).await;
+        assert_eq!(first["Node"]["Name"], "laptop.tailnet.test.");
+        assert_eq!(
+            first["Node"]["Addresses"],
+            serde_json::json!(["100.64.0.1/32", "fd7a:115c:a1e0::1/128"])
+        );
+        assert_eq!(first["Node"]["MachineAuthorized"], true);
+        assert!(first.get("Peers").is_none(), "no empty Peers: {first}");
+        assert_eq!(
+            first["PacketFilters"]["base"][0]["SrcIPs"],
+            serde_json::json!(["*"])
+        );
+        assert!(first["DERPMap"].is_object() && first["ControlTime"].is_string());
+        assert_eq!(first["Debug"]["DisableLogTail"], true);
+
+        let mut second = connect(&rig.server, &PrivateKey::generate(), 113).await;
+        let other_key = NodeKey::from_bytes([8; 32]);
+        send_post(
+            &mut second,
+            "/machine/register",
+            register_body(&other_key, &key, "desktop"),
+        )
+        .await;
+        let delta = loop {
+            let message = next_message(&mut body, &mut pending).await;
+            if message.get("PeersChanged").is_some() {
+                break message;
+            }
+        };
+        assert_eq!(delta["PeersChanged"][0]["Name"], "desktop.tailnet.test.");
+        assert!(
+            delta.get("Node").is_none() && delta.get("Peers").is_none(),
+            "a delta, not a full map: {delta}"
+        );
+    }
 }
