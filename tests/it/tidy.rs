@@ -89,7 +89,12 @@ fn modules_import_only_what_sits_below_them() {
         } else {
             files.push(root().join("src").join(format!("{module}.rs")));
         }
-        for file in files {
+        // Test files may build lower layers to set up a fixture (a `control` test
+        // opens a database); the rule is about what production code depends on.
+        for file in files
+            .into_iter()
+            .filter(|f| f.file_name().is_none_or(|n| n != "tests.rs"))
+        {
             let text = std::fs::read_to_string(&file).unwrap();
             for (n, line) in text.lines().enumerate() {
                 let mut rest = line;
