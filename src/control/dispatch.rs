@@ -23,6 +23,7 @@ pub async fn run(ctl: Control) {
 
 impl Control {
     pub async fn deliver(&self, change: Change) {
+        self.forget_peers(change.peers_removed.iter().copied());
         let connected: BTreeSet<NodeId> = self.hub.connected().into_iter().collect();
         if connected.is_empty() {
             return;

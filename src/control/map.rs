@@ -212,6 +212,19 @@ impl MapInputs<'_> {
 
     /// The first message of a stream, or the answer to a one-shot request.
     pub fn full(&self, self_id: NodeId, derp: &DERPMap) -> Option<MapResponse> {
+        let mut message = self.full_without_peers(self_id, derp)?;
+        message.peers = self
+            .snapshot
+            .nodes()
+            .filter(|n| n.id != self_id)
+            .map(|n| self.peer(n))
+            .collect();
+        Some(message)
+    }
+
+    /// [`MapInputs::full`] with `Peers` left out, for callers that splice in peers
+    /// serialised earlier (see [`splice_peers`]).
+    pub fn full_without_peers(&self, self_id: NodeId, derp: &DERPMap) -> Option<MapResponse> {
         let me = self.snapshot.get(self_id)?;
         let peers: Vec<&Node> = self
             .snapshot
@@ -222,7 +235,6 @@ impl MapInputs<'_> {
         Some(MapResponse {
             node: Some(self.self_node(me)),
             derp_map: Some(derp.clone()),
-            peers: peers.iter().map(|n| self.peer(n)).collect(),
             dns_config: self.settings.dns.clone(),
             domain: self.settings.domain.clone(),
             // Allow-all until the policy engine lands.
@@ -234,6 +246,17 @@ impl MapInputs<'_> {
             }),
             ..MapResponse::default()
         })
+    }
+
+    /// What a peer's JSON depends on, to know when a cached copy is still right.
+    pub fn peer_version(&self, node: &std::sync::Arc<Node>) -> PeerVersion {
+        PeerVersion {
+            node: node.clone(),
+            routes: self.snapshot.routes(node.id).to_vec(),
+            primary: self.snapshot.primary_routes(node.id),
+            online: (self.online)(node.id),
+            expired: node.is_expired(self.now),
+        }
     }
 
     /// A light patch for a node whose endpoints, home DERP or disco key changed.
@@ -266,6 +289,47 @@ impl MapInputs<'_> {
             ..PeerChange::default()
         }
     }
+}
+
+/// The inputs of one peer's JSON. Holding the node's `Arc` keeps its address from
+/// being reused, so pointer equality means "the same version of the node".
+#[derive(Clone, Debug)]
+pub struct PeerVersion {
+    node: std::sync::Arc<Node>,
+    routes: Vec<crate::types::Route>,
+    primary: Vec<IpNet>,
+    online: bool,
+    expired: bool,
+}
+
+impl PartialEq for PeerVersion {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.node, &other.node)
+            && self.routes == other.routes
+            && self.primary == other.primary
+            && self.online == other.online
+            && self.expired == other.expired
+    }
+}
+
+/// Appends `"Peers":[…]` made of already serialised peers to a serialised message.
+pub fn splice_peers(mut json: Vec<u8>, peers: &[std::sync::Arc<str>]) -> Vec<u8> {
+    if peers.is_empty() || json.last() != Some(&b'}') {
+        return json;
+    }
+    json.pop();
+    if json.len() > 1 {
+        json.push(b',');
+    }
+    json.extend_from_slice(br#""Peers":["#);
+    for (i, peer) in peers.iter().enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        json.extend_from_slice(peer.as_bytes());
+    }
+    json.extend_from_slice(b"]}");
+    json
 }
 
 pub fn profile(user: &User) -> UserProfile {

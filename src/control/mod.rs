@@ -57,7 +57,13 @@ pub struct Control {
     pub settings: Arc<map::MapSettings>,
     /// `server_url` without a trailing slash, for auth URLs.
     pub server_url: Arc<str>,
+    /// Each peer's JSON, serialised once per version of the peer and shared by
+    /// every full map (std Mutex: lookups and inserts only, never across an await).
+    peer_json: Arc<std::sync::Mutex<PeerJsonCache>>,
 }
+
+/// Serialised peers by node, each with the version it was made from.
+type PeerJsonCache = HashMap<NodeId, (map::PeerVersion, Arc<str>)>;
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -80,6 +86,7 @@ impl Control {
             derp,
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
+            peer_json: Arc::default(),
         }
     }
 
@@ -125,14 +132,50 @@ impl Control {
         }
     }
 
-    /// A framed full map for `node`, or `None` if it no longer exists.
+    /// A framed full map for `node`, or `None` if it no longer exists. Peers come
+    /// from the JSON cache, so a node joining a tailnet of N costs N lookups, not N
+    /// serialisations.
     async fn full_map(&self, node: NodeId) -> Option<Bytes> {
+        let json = self.full_map_json(node).await?;
+        Some(frame::encode(&json))
+    }
+
+    async fn full_map_json(&self, node: NodeId) -> Option<Vec<u8>> {
         let users = self.users().await;
         let snapshot = self.state.snapshot();
         let online = |id| self.state.is_online(id);
         let derp = self.derp.current();
-        let message = self.inputs(&snapshot, &users, &online).full(node, &derp)?;
-        Some(frame::encode(&map::to_json(&message)))
+        let inputs = self.inputs(&snapshot, &users, &online);
+        let message = inputs.full_without_peers(node, &derp)?;
+        let peers: Vec<Arc<str>> = snapshot
+            .nodes()
+            .filter(|n| n.id != node)
+            .map(|peer| self.peer_json(&inputs, peer))
+            .collect();
+        Some(map::splice_peers(map::to_json(&message), &peers))
+    }
+
+    fn peer_json(&self, inputs: &map::MapInputs<'_>, peer: &Arc<crate::types::Node>) -> Arc<str> {
+        let version = inputs.peer_version(peer);
+        let cache = || self.peer_json.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, json)) = cache().get(&peer.id)
+            && *cached == version
+        {
+            return json.clone();
+        }
+        let json: Arc<str> = serde_json::to_string(&inputs.peer(peer))
+            .expect("nodes always serialise")
+            .into();
+        cache().insert(peer.id, (version, json.clone()));
+        json
+    }
+
+    /// Drops cached JSON of nodes that no longer exist.
+    fn forget_peers(&self, removed: impl IntoIterator<Item = NodeId>) {
+        let mut cache = self.peer_json.lock().unwrap_or_else(|e| e.into_inner());
+        for id in removed {
+            cache.remove(&id);
+        }
     }
 }
 

@@ -414,6 +414,7 @@ mod protocol {
     struct Rig {
         server: TestServer,
         state: Arc<State>,
+        control: Control,
         _dir: tempfile::TempDir,
     }
 
@@ -454,6 +455,7 @@ mod protocol {
         Rig {
             server,
             state,
+            control,
             _dir: dir,
         }
     }
@@ -500,6 +502,73 @@ mod protocol {
                 pending.extend_from_slice(&data);
             }
         }
+    }
+
+    #[tokio::test]
+    async fn cached_peers_make_the_same_full_map_and_never_a_stale_one() {
+        let rig = rig().await;
+        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
+        let key = rig
+            .state
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap()
+            .record;
+        let mut ids = Vec::new();
+        for n in 1..=4u8 {
+            let admission = crate::state::Admission {
+                machine_key: MachineKey::from_bytes([n; 32]),
+                node_key: NodeKey::from_bytes([n + 50; 32]),
+                hostname: format!("host{n}"),
+                hostinfo: None,
+                advertised_routes: Vec::new(),
+                user_id: Some(user.id),
+                tags: Vec::new(),
+                ephemeral: false,
+                register_method: crate::types::RegisterMethod::AuthKey,
+                auth_key: Some(key.clone()),
+                requested_expiry: None,
+            };
+            ids.push(rig.state.admit(admission).await.unwrap().0.id);
+        }
+        rig.state.session_opened(ids[1]);
+        let fresh = |rig: &Rig| {
+            let snapshot = rig.state.snapshot();
+            let users = std::collections::HashMap::from([(user.id, user.clone())]);
+            let online = |id| rig.state.is_online(id);
+            let mut value = serde_json::to_value(
+                rig.control
+                    .inputs(&snapshot, &users, &online)
+                    .full(ids[0], &DERPMap::default())
+                    .unwrap(),
+            )
+            .unwrap();
+            value.as_object_mut().unwrap().remove("ControlTime");
+            value
+        };
+        let cached = |json: Vec<u8>| {
+            let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            value.as_object_mut().unwrap().remove("ControlTime");
+            value
+        };
+        let first = cached(rig.control.full_map_json(ids[0]).await.unwrap());
+        assert_eq!(first, fresh(&rig));
+        assert_eq!(first["Peers"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            cached(rig.control.full_map_json(ids[0]).await.unwrap()),
+            first,
+            "served from the cache"
+        );
+
+        rig.state.rename_node(ids[2], "renamed").await.unwrap();
+        rig.state.session_closed(ids[1]).await;
+        let after = cached(rig.control.full_map_json(ids[0]).await.unwrap());
+        assert_eq!(after, fresh(&rig));
+        assert_eq!(after["Peers"][1]["Name"], "renamed.tailnet.test.");
+        assert_eq!(
+            after["Peers"][0]["Online"], false,
+            "online state is part of the version"
+        );
     }
 
     #[tokio::test]
