@@ -237,6 +237,16 @@ fn admin_actions_reach_connected_clients() {
             })
         });
 
+        // A namespace rename reaches the clients' user profiles.
+        server
+            .cli(&["namespace", "rename", "default", "renamed"])
+            .ok();
+        a.wait_status("the new user name", Duration::from_secs(15), |s| {
+            s["User"]
+                .as_object()
+                .is_some_and(|users| users.values().any(|u| u["LoginName"] == "renamed"))
+        });
+
         server.cli(&["nodes", "expire", "-i", "1"]).ok();
         a.wait_status("NeedsLogin", Duration::from_secs(15), |s| {
             s["BackendState"] == "NeedsLogin"
@@ -249,7 +259,7 @@ fn admin_actions_reach_connected_clients() {
         };
         let c = Client::start(&version, "node-c");
         let key = server
-            .cli(&["preauthkeys", "create", "--user", "default"])
+            .cli(&["preauthkeys", "create", "--user", "renamed"])
             .ok()
             .stdout
             .trim()
