@@ -96,10 +96,9 @@ impl State {
         } else {
             Some(expiry.unwrap_or(now))
         };
-        let change = self
+        let (_, change) = self
             .update_node(id, |node| {
                 node.expiry = expiry;
-                Ok(())
             })
             .await?;
         let change = if expiry.is_some_and(|e| e <= now) {
@@ -114,10 +113,9 @@ impl State {
     pub async fn rename_node(&self, id: NodeId, new_name: &str) -> Result<(NodeView, Change)> {
         let label = GivenName::parse(&new_name.trim().to_ascii_lowercase())
             .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let change = self
+        let (_, change) = self
             .update_node(id, |node| {
-                node.given_name = label.clone();
-                Ok(())
+                node.given_name = label;
             })
             .await?;
         Ok((self.node_view(id).await?, change))
@@ -139,31 +137,19 @@ impl State {
                 "this node key is already registered".into(),
             ));
         }
-        let change = self
-            .update_node(id, |node| {
-                node.node_key = new_key;
-                Ok(())
-            })
-            .await?;
-        let node = self
-            .snapshot()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| not_found(id))?;
-        Ok((node, change))
+        self.update_node(id, |node| node.node_key = new_key).await
     }
 
     /// Replaces a node's tags (`tag:name` each); an empty list clears them.
     pub async fn set_tags(&self, id: NodeId, tags: &[String]) -> Result<(NodeView, Change)> {
         let tags = super::keys::validate_tags(tags)?;
-        let change = self
+        let (_, change) = self
             .update_node(id, |node| {
-                node.tags = tags.clone();
+                node.tags = tags;
                 if !node.tags.is_empty() {
                     // Tagged nodes never expire, as in Tailscale and Headscale.
                     node.expiry = None;
                 }
-                Ok(())
             })
             .await?;
         Ok((self.node_view(id).await?, change))
@@ -240,15 +226,15 @@ impl State {
 
     /// Applies `edit` to a copy of node `id`, stores it and swaps it in.
     /// Runs under the write lock so concurrent edits never lose each other.
-    async fn update_node(
+    pub(super) async fn update_node(
         &self,
         id: NodeId,
-        edit: impl FnOnce(&mut Node) -> Result<()>,
-    ) -> Result<Change> {
+        edit: impl FnOnce(&mut Node),
+    ) -> Result<(Arc<Node>, Change)> {
         let _writer = self.writer.lock().await;
         let snap = self.snapshot();
         let mut node = (**snap.get(id).ok_or_else(|| not_found(id))?).clone();
-        edit(&mut node)?;
+        edit(&mut node);
         if snap.given_name_taken(node.given_name.as_str(), Some(id)) {
             return Err(Error::AlreadyExists(format!(
                 "the name {:?} is already used by another node",
@@ -263,8 +249,10 @@ impl State {
                 |c| format!("{c} is already used by another node"),
             )
         })?;
-        self.nodes.replace(snap.with_node(node));
-        Ok(Change::node_changed(id))
+        let next = snap.with_node(node);
+        let stored = next.get(id).cloned().ok_or_else(|| not_found(id))?;
+        self.nodes.replace(next);
+        Ok((stored, Change::node_changed(id)))
     }
 
     /// Forgets the open sessions of a node that no longer exists.

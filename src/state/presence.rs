@@ -155,22 +155,17 @@ impl State {
         Ok(self.expire_node(id, None, false).await?.1)
     }
 
-    /// Applies `edit` to node `id` under the write lock; `None` when the node is gone.
+    /// Applies `edit` to node `id` as `update_node` does; `None` when the node is gone.
     async fn edit_presence(
         &self,
         id: NodeId,
         edit: impl FnOnce(&mut Node),
-    ) -> Result<Option<Node>> {
-        let _writer = self.writer.lock().await;
-        let snap = self.snapshot();
-        let Some(current) = snap.get(id) else {
-            return Ok(None);
-        };
-        let mut node = (**current).clone();
-        edit(&mut node);
-        self.db.save_node(&node, None).await?;
-        self.nodes.replace(snap.with_node(node.clone()));
-        Ok(Some(node))
+    ) -> Result<Option<Arc<Node>>> {
+        match self.update_node(id, edit).await {
+            Ok((node, _)) => Ok(Some(node)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     fn sessions_generation(&self, id: NodeId) -> Option<Sessions> {
