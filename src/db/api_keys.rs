@@ -1,7 +1,7 @@
 //! The `api_keys` table.
 
 use super::rows::{self, RowReader};
-use super::{Db, Error, NewApiKey, Result};
+use super::{Db, NewApiKey, Result};
 use crate::types::{ApiKey, ApiKeyId, Timestamp};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
 use sqlx::sqlite::SqliteRow;
@@ -97,10 +97,7 @@ async fn set_time(db: &Db, id: ApiKeyId, column: ApiKeys, now: Timestamp) -> Res
         .value(column, rows::time(now))
         .and_where(by_id(id))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("API key")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "API key").await
 }
 
 pub(super) async fn expire(db: &Db, id: ApiKeyId, now: Timestamp) -> Result<()> {
@@ -116,8 +113,5 @@ pub(super) async fn delete(db: &Db, id: ApiKeyId) -> Result<()> {
         .from_table(ApiKeys::Table)
         .and_where(by_id(id))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("API key")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "API key").await
 }

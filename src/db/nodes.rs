@@ -185,10 +185,7 @@ pub(super) async fn delete(db: &Db, id: NodeId) -> Result<()> {
         .from_table(Nodes::Table)
         .and_where(Expr::col(Nodes::Id).eq(rows::id(id.0)))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("node")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "node").await
 }
 
 /// Whether a node with this id exists, seen from inside a write transaction.

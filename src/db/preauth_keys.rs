@@ -123,10 +123,7 @@ pub(super) async fn expire(db: &Db, id: PreAuthKeyId, now: Timestamp) -> Result<
         .value(PreAuthKeys::Expiration, rows::time(now))
         .and_where(by_id(id))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("pre-auth key")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "pre-auth key").await
 }
 
 pub(super) async fn delete(db: &Db, id: PreAuthKeyId) -> Result<()> {
@@ -135,10 +132,7 @@ pub(super) async fn delete(db: &Db, id: PreAuthKeyId) -> Result<()> {
         .from_table(PreAuthKeys::Table)
         .and_where(by_id(id))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("pre-auth key")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "pre-auth key").await
 }
 
 /// Marks a key used inside the caller's write transaction.

@@ -187,8 +187,5 @@ pub(super) async fn delete(db: &Db, id: RouteId) -> Result<()> {
         .from_table(Routes::Table)
         .and_where(by_id(id))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await? {
-        0 => Err(Error::NotFound("route")),
-        _ => Ok(()),
-    }
+    rows::execute_on_one(&db.writer, &stmt, "route").await
 }

@@ -66,6 +66,19 @@ pub(super) async fn execute<'c>(
     Ok(done.rows_affected())
 }
 
+/// Runs a statement meant to change one row; changing none means there is no
+/// such row: `NotFound(noun)`.
+pub(super) async fn execute_on_one<'c>(
+    exec: impl SqliteExecutor<'c>,
+    stmt: &impl SqlxBinder,
+    noun: &'static str,
+) -> Result<()> {
+    match execute(exec, stmt).await? {
+        0 => Err(Error::NotFound(noun)),
+        _ => Ok(()),
+    }
+}
+
 /// Turns a broken UNIQUE rule into `Conflict("<table>.<column>")`; anything else stays a
 /// database error.
 ///
