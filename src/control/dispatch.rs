@@ -37,7 +37,7 @@ impl Control {
         for removed in &change.peers_removed {
             self.hub.disconnect(*removed);
         }
-        let users = self.users().await;
+        let users = self.state.users();
         let snapshot = self.state.snapshot();
         let online = |id| self.state.is_online(id);
         let inputs = self.inputs(&snapshot, &users, &online);

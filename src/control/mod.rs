@@ -103,20 +103,6 @@ impl Control {
         tokio::spawn(dispatch::run(self.clone()));
     }
 
-    async fn users(&self) -> HashMap<UserId, User> {
-        match self
-            .state
-            .list_users(&crate::state::UserFilter::default())
-            .await
-        {
-            Ok(users) => users.into_iter().map(|u| (u.id, u)).collect(),
-            Err(err) => {
-                tracing::warn!(%err, "could not read users for a map");
-                HashMap::new()
-            }
-        }
-    }
-
     fn inputs<'a>(
         &'a self,
         snapshot: &'a Snapshot,
@@ -135,13 +121,13 @@ impl Control {
     /// A framed full map for `node`, or `None` if it no longer exists. Peers come
     /// from the JSON cache, so a node joining a tailnet of N costs N lookups, not N
     /// serialisations.
-    async fn full_map(&self, node: NodeId) -> Option<Bytes> {
-        let json = self.full_map_json(node).await?;
+    fn full_map(&self, node: NodeId) -> Option<Bytes> {
+        let json = self.full_map_json(node)?;
         Some(frame::encode(&json))
     }
 
-    async fn full_map_json(&self, node: NodeId) -> Option<Vec<u8>> {
-        let users = self.users().await;
+    fn full_map_json(&self, node: NodeId) -> Option<Vec<u8>> {
+        let users = self.state.users();
         let snapshot = self.state.snapshot();
         let online = |id| self.state.is_online(id);
         let derp = self.derp.current();

@@ -75,7 +75,7 @@ pub async fn map(
 
     match req.kind() {
         MapRequestKind::LiteUpdate => StatusCode::OK.into_response(),
-        MapRequestKind::OneShot => match ctl.full_map(node.id).await {
+        MapRequestKind::OneShot => match ctl.full_map(node.id) {
             Some(frame) => frame.into_response(),
             None => refuse(StatusCode::NOT_FOUND, "node not found"),
         },
@@ -119,7 +119,7 @@ async fn stream(ctl: Control, node: NodeId) -> Response {
         session: inlet.session,
     };
     ctl.state.notifier().publish(ctl.state.session_opened(node));
-    let Some(first) = ctl.full_map(node).await else {
+    let Some(first) = ctl.full_map(node) else {
         return refuse(StatusCode::NOT_FOUND, "node not found");
     };
     let session = Session {
@@ -147,7 +147,7 @@ impl Session {
             if self.inlet.resync.swap(false, Ordering::AcqRel) {
                 while self.inlet.rx.try_recv().is_ok() {}
                 self.keep_alive_at = next_keep_alive();
-                return self.ctl.full_map(self.inlet.node).await;
+                return self.ctl.full_map(self.inlet.node);
             }
             tokio::select! {
                 frame = self.inlet.rx.recv() => match frame {

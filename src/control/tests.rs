@@ -551,18 +551,18 @@ mod protocol {
             value.as_object_mut().unwrap().remove("ControlTime");
             value
         };
-        let first = cached(rig.control.full_map_json(ids[0]).await.unwrap());
+        let first = cached(rig.control.full_map_json(ids[0]).unwrap());
         assert_eq!(first, fresh(&rig));
         assert_eq!(first["Peers"].as_array().unwrap().len(), 3);
         assert_eq!(
-            cached(rig.control.full_map_json(ids[0]).await.unwrap()),
+            cached(rig.control.full_map_json(ids[0]).unwrap()),
             first,
             "served from the cache"
         );
 
         rig.state.rename_node(ids[2], "renamed").await.unwrap();
         rig.state.session_closed(ids[1]).await;
-        let after = cached(rig.control.full_map_json(ids[0]).await.unwrap());
+        let after = cached(rig.control.full_map_json(ids[0]).unwrap());
         assert_eq!(after, fresh(&rig));
         assert_eq!(after["Peers"][1]["Name"], "renamed.tailnet.test.");
         assert_eq!(

@@ -29,7 +29,7 @@ pub use users::UserFilter;
 
 use crate::config::Config;
 use crate::db::{self, Db};
-use crate::types::{Node, NodeId, PreAuthKey, Route, Timestamp, User};
+use crate::types::{Node, NodeId, PreAuthKey, Route, Timestamp, User, UserId};
 use ip_alloc::IpAllocator;
 use ipnet::IpNet;
 use std::collections::HashMap;
@@ -129,6 +129,11 @@ pub struct State {
     writer: tokio::sync::Mutex<IpAllocator>,
     /// Interactive registrations waiting for an admin. std Mutex: short, no await.
     pending: Mutex<HashMap<RegistrationId, PendingRegistration>>,
+    /// Every user, kept beside the database for the map builders, which need them for
+    /// each full map and each delta. Replaced only by user mutations, which hold
+    /// `users_writer` so that two of them cannot lose each other's update.
+    users: arc_swap::ArcSwap<HashMap<UserId, User>>,
+    users_writer: tokio::sync::Mutex<()>,
     /// Open map sessions per node; a node is online while its count is above zero.
     sessions: Mutex<HashMap<NodeId, presence::Sessions>>,
     notifier: Notifier,
@@ -147,6 +152,12 @@ impl State {
     pub async fn load(db: Db, settings: Settings) -> Result<State> {
         let nodes = db.list_nodes().await?;
         let routes = db.list_routes().await?;
+        let users: HashMap<UserId, User> = db
+            .list_users()
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect();
         let mut alloc =
             IpAllocator::new(settings.prefix_v4, settings.prefix_v6, settings.allocation);
         for node in &nodes {
@@ -158,6 +169,8 @@ impl State {
             nodes: NodeStore::new(Snapshot::from_rows(nodes, routes)),
             writer: tokio::sync::Mutex::new(alloc),
             pending: Mutex::new(HashMap::new()),
+            users: arc_swap::ArcSwap::from_pointee(users),
+            users_writer: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
             notifier: Notifier::new(),
         })
@@ -166,6 +179,11 @@ impl State {
     /// Where mutations' changes are published for the map sessions.
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
+    }
+
+    /// Every user by id, as of the last user mutation (lock-free).
+    pub fn users(&self) -> Arc<HashMap<UserId, User>> {
+        self.users.load_full()
     }
 
     /// The current node snapshot (lock-free).

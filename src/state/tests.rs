@@ -383,3 +383,17 @@ async fn logout_expires_normal_nodes_and_removes_ephemeral_ones() {
     state.logout(ephemeral.id).await.unwrap();
     assert!(state.snapshot().get(ephemeral.id).is_none());
 }
+
+#[tokio::test]
+async fn the_in_memory_users_follow_every_user_mutation() {
+    let (_dir, state) = state(None).await;
+    let (alice, _) = state.create_user("alice", "", "", "").await.unwrap();
+    let (bob, _) = state.create_user("bob", "", "", "").await.unwrap();
+    assert_eq!(state.users().len(), 2);
+    state.rename_user(alice.id, "carol").await.unwrap();
+    assert_eq!(state.users()[&alice.id].name.as_str(), "carol");
+    state.delete_user(bob.id).await.unwrap();
+    assert!(!state.users().contains_key(&bob.id));
+    assert!(state.create_user("carol", "", "", "").await.is_err());
+    assert_eq!(state.users().len(), 1, "a refused mutation changes nothing");
+}

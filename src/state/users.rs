@@ -30,6 +30,7 @@ impl State {
             profile_pic_url: picture_url.trim().to_owned(),
             created_at: Self::now(),
         };
+        let _users = self.users_writer.lock().await;
         let user = self.db.insert_user(&new).await.map_err(|e| {
             storage(
                 e,
@@ -37,7 +38,19 @@ impl State {
                 |_| format!("user {name:?} already exists"),
             )
         })?;
+        self.remember_user(user.id, Some(user.clone()));
         Ok((user, Change::none()))
+    }
+
+    /// Replaces (or, with `None`, forgets) one user in the in-memory copy. The caller
+    /// holds `users_writer`.
+    fn remember_user(&self, id: UserId, user: Option<User>) {
+        let mut users = (*self.users.load_full()).clone();
+        match user {
+            Some(user) => users.insert(id, user),
+            None => users.remove(&id),
+        };
+        self.users.store(std::sync::Arc::new(users));
     }
 
     pub async fn list_users(&self, filter: &UserFilter) -> Result<Vec<User>> {
@@ -82,6 +95,7 @@ impl State {
     /// Renames a user; peers learn the new profile of its nodes.
     pub async fn rename_user(&self, id: UserId, new_name: &str) -> Result<(User, Change)> {
         let name = UserName::parse(new_name).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let _users = self.users_writer.lock().await;
         let user = self
             .db
             .rename_user(id, &name, Self::now())
@@ -93,6 +107,7 @@ impl State {
                     |_| format!("user {name:?} already exists"),
                 )
             })?;
+        self.remember_user(id, Some(user.clone()));
         let mut change = Change {
             users_changed: [id].into(),
             ..Change::none()
@@ -115,6 +130,7 @@ impl State {
                 "user with id {id} still owns {owned} node(s); delete them first (headway nodes list --user {id})"
             )));
         }
+        let _users = self.users_writer.lock().await;
         self.db.delete_user(id).await.map_err(|e| {
             storage(
                 e,
@@ -122,6 +138,7 @@ impl State {
                 |_| format!("user with id {id} still owns nodes; delete them first"),
             )
         })?;
+        self.remember_user(id, None);
         Ok(Change::none())
     }
 }
