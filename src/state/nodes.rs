@@ -2,22 +2,20 @@
 //! address backfill.
 
 use super::{Change, Error, NodeView, Result, State, storage};
-use crate::types::{GivenName, Node, NodeId, PreAuthKey, Timestamp, User};
+use crate::types::{GivenName, Node, NodeId, PreAuthKey, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 impl State {
     /// Joins nodes with their users, keys, routes and online state.
-    fn views(&self, nodes: Vec<Arc<Node>>, users: &[User], keys: &[PreAuthKey]) -> Vec<NodeView> {
+    fn views(&self, nodes: Vec<Arc<Node>>, keys: &[PreAuthKey]) -> Vec<NodeView> {
         let snap = self.snapshot();
-        let users: HashMap<_, _> = users.iter().map(|u| (u.id, u)).collect();
+        let users = self.users();
         let keys: HashMap<_, _> = keys.iter().map(|k| (k.id, k)).collect();
         nodes
             .into_iter()
             .map(|node| NodeView {
-                user: node
-                    .user_id
-                    .and_then(|id| users.get(&id).map(|u| (*u).clone())),
+                user: node.user_id.and_then(|id| users.get(&id).cloned()),
                 auth_key: node
                     .auth_key_id
                     .and_then(|id| keys.get(&id).map(|k| (*k).clone())),
@@ -36,9 +34,8 @@ impl State {
             .get(id)
             .cloned()
             .ok_or_else(|| not_found(id))?;
-        let users = self.db.list_users().await?;
         let keys = self.db.list_preauth_keys().await?;
-        Ok(self.views(vec![node], &users, &keys).remove(0))
+        Ok(self.views(vec![node], &keys).remove(0))
     }
 
     /// Every node, or those of the user named `user` (a name or an id), ordered by id.
@@ -53,9 +50,8 @@ impl State {
             .filter(|n| owner.is_none() || n.user_id == owner)
             .cloned()
             .collect();
-        let users = self.db.list_users().await?;
         let keys = self.db.list_preauth_keys().await?;
-        Ok(self.views(nodes, &users, &keys))
+        Ok(self.views(nodes, &keys))
     }
 
     /// Deletes a node: peers forget it, the node is logged out, its addresses return to the pool.
