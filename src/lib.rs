@@ -7,6 +7,7 @@
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
+//! - [`relay`]: the embedded DERP relay and STUN responder, and their TLS certificate.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
 //! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
@@ -21,6 +22,7 @@ pub mod types;
 pub mod config;
 pub mod db;
 pub mod derp;
+pub mod relay;
 pub mod state;
 
 pub mod control;

@@ -67,6 +67,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tailcfg", &["tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
+    ("relay", &["relay", "types"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
     (
