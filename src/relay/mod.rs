@@ -10,6 +10,11 @@ pub mod frame;
 pub mod routes;
 pub mod server;
 pub mod stun;
+#[cfg(test)]
+mod tests;
+
+pub use routes::routes;
+pub use server::Relay;
 
 use crate::types::NodeKey;
 

@@ -1,1 +1,149 @@
-//! (being written)
+//! The relay's HTTP surface: the `GET /derp` upgrade that hands connections to
+//! [`Relay::accept`], the latency probes `/derp/probe` and
+//! `/derp/latency-check`, and the captive-portal check `/generate_204`.
+//!
+//! Knows HTTP, not frames. Mirrors Tailscale's `derp/derpserver/handler.go`.
+
+use super::frame::PROTOCOL_VERSION;
+use super::server::Relay;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+/// The `Upgrade` token of DERP over HTTP.
+pub const UPGRADE_PROTOCOL: &str = "DERP";
+/// The response header carrying the protocol version.
+pub const VERSION_HEADER: &str = "derp-version";
+/// The response header carrying the relay's key as 64 hex digits.
+pub const PUBLIC_KEY_HEADER: &str = "derp-public-key";
+/// The captive-portal challenge a client sends to `/generate_204`…
+pub const CHALLENGE_HEADER: &str = "x-tailscale-challenge";
+/// …and the header echoing it as `response <challenge>`.
+pub const RESPONSE_HEADER: &str = "x-tailscale-response";
+/// A challenge longer than this is not echoed.
+const MAX_CHALLENGE_LEN: usize = 64;
+
+/// The relay's routes. `GET` routes answer `HEAD` too.
+pub fn routes(relay: Arc<Relay>) -> Router {
+    Router::new()
+        .route("/derp", get(derp))
+        .route("/derp/probe", get(probe))
+        .route("/derp/latency-check", get(probe))
+        .route("/generate_204", get(generate_204))
+        .with_state(relay)
+}
+
+/// `GET /derp` with `Upgrade: DERP`: answers `101 Switching Protocols` with the
+/// relay's key and runs the DERP connection on the upgraded stream.
+///
+/// Fast start (`Derp-Fast-Start: 1`, no HTTP response) is never used by clients
+/// of this relay: they ask for it only when the TLS chain has a meta
+/// certificate, and headway adds none. WebSocket (browser clients) is not served.
+async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if upgrade.eq_ignore_ascii_case("websocket") {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP over WebSocket is not supported by this server; use Upgrade: DERP\n",
+        )
+            .into_response();
+    }
+    if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
+        if !upgrade.is_empty() {
+            tracing::debug!(upgrade, "refused a /derp request for an unknown protocol");
+        }
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP requires connection upgrade\n",
+        )
+            .into_response();
+    }
+    // Only an HTTP/1.1 connection can be taken over; over HTTP/2 the request
+    // has nothing to upgrade, and a 101 would leave the client hanging.
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP requires an HTTP/1.1 connection upgrade\n",
+        )
+            .into_response();
+    };
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
+
+    let public_key = HeaderValue::from_str(&relay.public_key().untyped_hex());
+    let Ok(public_key) = public_key else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    // The connection outlives this handler; it ends when the client goes away.
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => relay.accept(TokioIo::new(upgraded), remote).await,
+            Err(err) => tracing::debug!(%remote, error = %err, "DERP upgrade failed"),
+        }
+    });
+    let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        HeaderName::from_static(VERSION_HEADER),
+        HeaderValue::from(PROTOCOL_VERSION),
+    );
+    headers.insert(HeaderName::from_static(PUBLIC_KEY_HEADER), public_key);
+    response
+}
+
+/// `GET|HEAD /derp/probe` and `/derp/latency-check`: an empty 200 that clients
+/// without UDP time to pick their nearest relay (browsers too, hence CORS).
+async fn probe() -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        )],
+    )
+}
+
+/// `GET /generate_204`: the captive-portal check. A well-formed
+/// `X-Tailscale-Challenge` is echoed as `X-Tailscale-Response: response <challenge>`,
+/// proving a real relay answered and not a portal.
+async fn generate_204(headers: HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let response_headers = response.headers_mut();
+    response_headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate, no-transform, max-age=0"),
+    );
+    let challenge = headers
+        .get(CHALLENGE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|challenge| is_valid_challenge(challenge));
+    if let Some(challenge) = challenge
+        && let Ok(value) = HeaderValue::from_str(&format!("response {challenge}"))
+    {
+        response_headers.insert(HeaderName::from_static(RESPONSE_HEADER), value);
+    }
+    response
+}
+
+/// Short, and only letters, digits and `.`, `-`, `_`, `:` (Go's set).
+fn is_valid_challenge(challenge: &str) -> bool {
+    !challenge.is_empty()
+        && challenge.len() <= MAX_CHALLENGE_LEN
+        && challenge
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
