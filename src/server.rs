@@ -9,23 +9,25 @@ use crate::control::{Control, ServerKey};
 use crate::db::Db;
 use crate::grpc::AdminApi;
 use crate::grpc::auth::ApiKeyLayer;
+use crate::relay::cert::Identity;
+use crate::relay::server::Relay;
+use crate::relay::{Admission, AdmitAll};
 use crate::state::{Settings, State};
-use crate::types::PrivateKey;
+use crate::types::{NodeKey, PrivateKey};
 use anyhow::{Context, Result, bail};
-use axum::serve::ListenerExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, UnixListener, UnixStream};
+use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::ServerTlsConfig;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, ServerTlsConfig};
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
@@ -45,6 +47,19 @@ pub struct Server {
     control: Control,
     noise_key: Arc<ServerKey>,
     derp_config: crate::config::Derp,
+    /// The certificate `listen_addr` also serves TLS with (files, or the relay's own).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The embedded DERP relay and its STUN socket, when `derp.server.enabled`.
+    relay: Option<(Arc<Relay>, Option<UdpSocket>)>,
+}
+
+/// Admits relay clients that are current nodes of this server (`verify_clients`).
+struct NodeAdmission(Arc<State>);
+
+impl Admission for NodeAdmission {
+    fn admits(&self, client: &NodeKey) -> bool {
+        self.0.is_current_node_key(client)
+    }
 }
 
 impl Server {
@@ -66,7 +81,31 @@ impl Server {
             tracing::info!(path = %path.display(), "database ready");
         }
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
-        let derp = crate::derp::load(&config.derp).await.context("derp")?;
+        let (host, port) = crate::derp::embedded::host_and_port(&config.server_url)?;
+        let identity = load_identity(&config, &host)?;
+        let relay = if config.derp.server.enabled {
+            Some(build_relay(&config, &state).await?)
+        } else {
+            None
+        };
+        let embedded_region = match &relay {
+            Some((_, stun)) if config.derp.server.automatically_add_embedded_derp_region => {
+                let at = crate::derp::embedded::Endpoint {
+                    host,
+                    port,
+                    pin: identity.as_ref().and_then(|i| i.pin.clone()),
+                    stun_port: stun
+                        .as_ref()
+                        .and_then(|s| s.local_addr().ok())
+                        .map(|a| a.port()),
+                };
+                Some(crate::derp::embedded::region(&config.derp.server, &at))
+            }
+            _ => None,
+        };
+        let derp = crate::derp::load(&config.derp, embedded_region)
+            .await
+            .context("derp")?;
         let control = Control::new(
             state.clone(),
             derp,
@@ -81,10 +120,10 @@ impl Server {
 
         let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
 
-        if config.tls.cert_path.is_some() {
+        if config.tls.letsencrypt_hostname.is_some() {
             tracing::warn!(
-                "tls_cert_path is set: this headway version uses it for remote gRPC only; \
-                 listen_addr serves plain HTTP (put a TLS proxy in front until HTTPS lands)"
+                "tls_letsencrypt_hostname is set, but this headway version cannot get ACME \
+                 certificates yet: use tls_cert_path and tls_key_path, or a TLS proxy"
             );
         }
         let grpc_tcp = match config.grpc_listen_addr {
@@ -121,6 +160,12 @@ impl Server {
             control,
             noise_key: Arc::new(ServerKey::from_private(&noise_key)),
             derp_config: config.derp.clone(),
+            tls: identity
+                .as_ref()
+                .map(Identity::server_config)
+                .transpose()
+                .context("TLS for listen_addr")?,
+            relay,
         })
     }
 
@@ -166,21 +211,29 @@ impl Server {
             }
         });
 
-        let control_routes =
+        let mut control_routes =
             crate::control::public_routes(self.noise_key.clone(), self.control.machine_routes());
+        if let Some((relay, stun)) = self.relay {
+            control_routes = control_routes.merge(crate::relay::routes::routes(relay));
+            if let Some(stun) = stun {
+                tracing::info!(addr = %stun.local_addr()?, "serving STUN");
+                let stun_stop = stopped();
+                tasks.spawn(async move {
+                    crate::relay::stun::serve(stun, stun_stop).await;
+                    Ok(())
+                });
+            }
+        }
         let router = crate::http::router(self.state.clone(), &self.server_url, control_routes);
-        let http = self.http.tap_io(|tcp| {
-            // Small map updates must not wait for Nagle's algorithm.
-            let _ = tcp.set_nodelay(true);
-        });
         let http_stop = stopped();
+        let (http, tls) = (self.http, self.tls);
+        let secure = tls.is_some();
         tasks.spawn(async move {
-            axum::serve(http, router)
-                .with_graceful_shutdown(http_stop)
+            crate::http::listener::serve(http, router, tls, http_stop)
                 .await
                 .context("HTTP listener failed")
         });
-        tracing::info!(addr = %self.http_addr, "serving HTTP");
+        tracing::info!(addr = %self.http_addr, tls = secure, "serving HTTP");
 
         let api = AdminApi::new(self.state.clone());
         let unix_stop = stopped();
@@ -275,6 +328,74 @@ pub fn load_or_create_private_key(path: &Path) -> Result<PrivateKey> {
     }
 }
 
+/// The certificate for `listen_addr`: the admin's files, or (for the embedded relay
+/// on a plain-HTTP `server_url`) a self-signed one kept beside the relay's key.
+fn load_identity(config: &Config, host: &str) -> Result<Option<Identity>> {
+    if let (Some(cert), Some(key)) = (&config.tls.cert_path, &config.tls.key_path) {
+        return Ok(Some(
+            Identity::from_files(cert, key).context("tls_cert_path / tls_key_path")?,
+        ));
+    }
+    let server = &config.derp.server;
+    if !server.enabled || config.server_url.starts_with("https://") {
+        // An https:// server_url without files: a proxy in front holds the certificate.
+        return Ok(None);
+    }
+    let dir = server
+        .private_key_path
+        .parent()
+        .unwrap_or_else(|| Path::new("."));
+    let identity = Identity::self_signed(
+        &dir.join("derp_server_cert.pem"),
+        &dir.join("derp_server_cert.key"),
+        host,
+    )
+    .context("the embedded relay's self-signed certificate")?;
+    Ok(Some(identity))
+}
+
+/// The embedded relay with its key, and its STUN socket. A taken STUN port stops
+/// start-up when the admin turned the relay on, and is only a warning when it is on
+/// by default.
+async fn build_relay(
+    config: &Config,
+    state: &Arc<State>,
+) -> Result<(Arc<Relay>, Option<UdpSocket>)> {
+    let server = &config.derp.server;
+    let key = load_or_create_private_key(&server.private_key_path).with_context(|| {
+        format!(
+            "derp.server.private_key_path {}",
+            server.private_key_path.display()
+        )
+    })?;
+    let admission: Arc<dyn Admission> = if server.verify_clients {
+        Arc::new(NodeAdmission(state.clone()))
+    } else {
+        Arc::new(AdmitAll)
+    };
+    let stun = match server.stun_listen_addr {
+        None => None,
+        Some(addr) => match UdpSocket::bind(addr).await {
+            Ok(socket) => Some(socket),
+            Err(err) if server.enabled_by_default => {
+                tracing::warn!(
+                    %addr, %err,
+                    "derp.server.stun_listen_addr: cannot listen; the embedded relay runs without STUN"
+                );
+                None
+            }
+            Err(err) => bail!("derp.server.stun_listen_addr {addr}: cannot listen: {err}"),
+        },
+    };
+    tracing::info!(
+        region_id = server.region_id,
+        verify_clients = server.verify_clients,
+        by_default = server.enabled_by_default,
+        "embedded DERP relay on"
+    );
+    Ok((Relay::new(key, admission), stun))
+}
+
 /// Binds the admin socket, replacing a stale socket file but never a live server's.
 async fn bind_unix_socket(path: &Path, mode: u32) -> Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -310,7 +431,7 @@ fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
     let cert_pem =
         std::fs::read(cert).with_context(|| format!("tls_cert_path {}", cert.display()))?;
     let key_pem = std::fs::read(key).with_context(|| format!("tls_key_path {}", key.display()))?;
-    Ok(ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)))
+    Ok(ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)))
 }
 
 /// Completes on SIGINT or SIGTERM.

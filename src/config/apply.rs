@@ -40,7 +40,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     }
 
     prefixes(s, &mut c.prefixes, warnings)?;
-    derp(s, &mut c.derp)?;
+    derp(s, &mut c.derp, warnings)?;
     flag(s, "disable_check_updates", &mut c.disable_check_updates)?;
 
     if let Some(v) = s.get("node.expiry") {
@@ -188,7 +188,7 @@ fn prefixes(s: &Layer, p: &mut Prefixes, warnings: &mut Vec<Warning>) -> Result<
     Ok(())
 }
 
-fn derp(s: &Layer, d: &mut Derp) -> Result<(), ConfigError> {
+fn derp(s: &Layer, d: &mut Derp, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     let server = &mut d.server;
     flag(s, "derp.server.enabled", &mut server.enabled)?;
     if let Some(v) = s.get("derp.server.region_id")
@@ -226,6 +226,25 @@ fn derp(s: &Layer, d: &mut Derp) -> Result<(), ConfigError> {
     }
     if let Some(v) = s.get("derp.paths") {
         d.paths = v.list()?.into_iter().map(PathBuf::from).collect();
+    }
+    // Without any relay `tailscale up` never reaches Running, so the embedded relay
+    // runs unless the admin names other relays.
+    let other_relays = !d.urls.is_empty() || !d.paths.is_empty();
+    match s.get("derp.server.enabled") {
+        None => {
+            d.server.enabled = !other_relays;
+            d.server.enabled_by_default = !other_relays;
+        }
+        Some(v) if !d.server.enabled && !other_relays => {
+            warnings.push(v.warning(
+                "is false, but derp.urls and derp.paths name no other relay, and without one \
+                 `tailscale up` never finishes: the embedded relay runs anyway (it needs no \
+                 domain); list relays under derp.urls or derp.paths to replace it",
+            ));
+            d.server.enabled = true;
+            d.server.enabled_by_default = true;
+        }
+        Some(_) => d.server.enabled_by_default = false,
     }
     flag(s, "derp.auto_update_enabled", &mut d.auto_update_enabled)?;
     if let Some(v) = s.get("derp.update_frequency")

@@ -303,7 +303,8 @@ impl Default for Config {
             },
             derp: Derp {
                 server: DerpServer {
-                    enabled: false,
+                    enabled: true,
+                    enabled_by_default: true,
                     region_id: 999,
                     region_code: "headway".into(),
                     region_name: "headway Embedded DERP".into(),

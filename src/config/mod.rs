@@ -131,7 +131,12 @@ pub struct Derp {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DerpServer {
+    /// `derp.server.enabled`. When the key is absent it is on exactly when neither
+    /// `derp.urls` nor `derp.paths` names a relay, so clients always have one.
     pub enabled: bool,
+    /// `enabled` came from that default rather than the config: start-up then only
+    /// warns when the STUN port is taken.
+    pub enabled_by_default: bool,
     pub region_id: i32,
     pub region_code: String,
     pub region_name: String,

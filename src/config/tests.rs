@@ -63,6 +63,8 @@ fn example_config_loads_without_warnings_and_yields_its_documented_values() {
         derp: Derp {
             server: DerpServer {
                 private_key_path: lib.join("derp_server_private.key"),
+                // The example names the key, so the relay is on by choice.
+                enabled_by_default: false,
                 ..defaults.derp.server.clone()
             },
             ..defaults.derp.clone()
@@ -559,6 +561,7 @@ fn environment_overrides_file_and_headway_beats_headscale() {
             r#"{"corp.example": ["10.0.0.53"]}"#,
         ),
         ("HEADWAY_DERP_SERVER_ENABLED", "false"),
+        ("HEADWAY_DERP_PATHS", "/etc/headway/derp.yaml"),
         ("HEADWAY_CONFIG", "/not/a/key"),
         ("HEADWAY_TLS_CERT_PATH", ""),
     ]);
@@ -573,6 +576,8 @@ fn environment_overrides_file_and_headway_beats_headscale() {
     assert_eq!(c.dns.nameservers_global, ["1.1.1.1", "1.0.0.1", "9.9.9.9"]);
     assert_eq!(c.dns.nameservers_split["corp.example"], ["10.0.0.53"]);
     assert_eq!(c.tls.cert_path, None);
+    assert!(!c.derp.server.enabled);
+    assert_eq!(c.derp.paths, [Path::new("/etc/headway/derp.yaml")]);
     assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
 }
 
@@ -741,5 +746,38 @@ fn flow_style_sections_are_read_and_point_at_their_line() {
             "config.yaml:2: `dns_config.base_domain` is a legacy key; headway read it as `dns.base_domain`",
             "config.yaml:2: `dns_config.magic_dns` is a legacy key; headway read it as `dns.magic_dns`",
         ]
+    );
+}
+
+#[test]
+fn the_embedded_relay_is_on_unless_other_relays_are_named() {
+    let relay = |text: &str| {
+        let server = load_text(text).config.derp.server;
+        (server.enabled, server.enabled_by_default)
+    };
+    assert_eq!(relay("log:\n  level: info\n"), (true, true));
+    assert_eq!(
+        relay("derp:\n  urls: [https://derp.example.com/map.json]\n"),
+        (false, false)
+    );
+    assert_eq!(
+        relay("derp:\n  paths: [/etc/headway/derp.yaml]\n"),
+        (false, false)
+    );
+    assert_eq!(
+        relay("derp:\n  server:\n    enabled: true\n  urls: [https://derp.example.com/m]\n"),
+        (true, false)
+    );
+    assert_eq!(
+        relay("derp:\n  server:\n    enabled: false\n  urls: [https://derp.example.com/m]\n"),
+        (false, false)
+    );
+    // Off with nothing else would leave clients without a relay: it runs, with a warning.
+    let text = "derp:\n  server:\n    enabled: false\n";
+    assert_eq!(relay(text), (true, true));
+    let warned = messages(&load_text(text));
+    assert!(
+        warned.len() == 1 && warned[0].contains("config.yaml:3: derp.server.enabled: is false"),
+        "{warned:?}"
     );
 }

@@ -9,6 +9,7 @@ use crate::tailcfg::{
 use crate::types::{Node, NodeId, Timestamp, User, UserId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// The user id clients see for nodes owned by no user (tagged nodes), as Headscale uses.
 pub const TAGGED_USER_ID: u64 = 2_147_455_555;
@@ -348,6 +349,30 @@ pub fn profile(user: &User) -> UserProfile {
 /// Serialises a message; our types cannot fail to serialise.
 pub fn to_json(message: &MapResponse) -> Vec<u8> {
     serde_json::to_vec(message).expect("map responses always serialise")
+}
+
+/// The first capability version (v1.82) that verifies a relay certificate by its
+/// `sha256-raw:` pin.
+pub const PINNED_CERT_CAPVER: u32 = 115;
+
+/// `derp` as a client of `capver` must see it. Older clients read a `sha256-raw:`
+/// `CertName` as a host name and would refuse the relay, so their copy drops the pin
+/// and skips certificate checks instead (`InsecureForTests`). Relay traffic stays
+/// end-to-end encrypted by WireGuard either way; the pin only stops a relay
+/// impersonator from seeing who talks to whom.
+pub fn derp_map_for(derp: &Arc<DERPMap>, capver: u32) -> Arc<DERPMap> {
+    let pinned = |n: &tailcfg::DERPNode| n.cert_name.starts_with("sha256-raw:");
+    if capver >= PINNED_CERT_CAPVER || !derp.regions.values().flat_map(|r| &r.nodes).any(pinned) {
+        return derp.clone();
+    }
+    let mut old = DERPMap::clone(derp);
+    for node in old.regions.values_mut().flat_map(|r| r.nodes.iter_mut()) {
+        if pinned(node) {
+            node.cert_name.clear();
+            node.insecure_for_tests = true;
+        }
+    }
+    Arc::new(old)
 }
 
 #[cfg(test)]

@@ -121,16 +121,18 @@ impl Control {
     /// A framed full map for `node`, or `None` if it no longer exists. Peers come
     /// from the JSON cache, so a node joining a tailnet of N costs N lookups, not N
     /// serialisations.
-    fn full_map(&self, node: NodeId) -> Option<Bytes> {
-        let json = self.full_map_json(node)?;
+    /// `capver` is the client's capability version, which decides how the DERP map
+    /// describes a pinned self-signed relay certificate.
+    fn full_map(&self, node: NodeId, capver: u32) -> Option<Bytes> {
+        let json = self.full_map_json(node, capver)?;
         Some(frame::encode(&json))
     }
 
-    fn full_map_json(&self, node: NodeId) -> Option<Vec<u8>> {
+    fn full_map_json(&self, node: NodeId, capver: u32) -> Option<Vec<u8>> {
         let users = self.state.users();
         let snapshot = self.state.snapshot();
         let online = |id| self.state.is_online(id);
-        let derp = self.derp.current();
+        let derp = map::derp_map_for(&self.derp.current(), capver);
         let inputs = self.inputs(&snapshot, &users, &online);
         let message = inputs.full_without_peers(node, &derp)?;
         let peers: Vec<Arc<str>> = snapshot

@@ -75,11 +75,11 @@ pub async fn map(
 
     match req.kind() {
         MapRequestKind::LiteUpdate => StatusCode::OK.into_response(),
-        MapRequestKind::OneShot => match ctl.full_map(node.id) {
+        MapRequestKind::OneShot => match ctl.full_map(node.id, req.version) {
             Some(frame) => frame.into_response(),
             None => refuse(StatusCode::NOT_FOUND, "node not found"),
         },
-        MapRequestKind::Stream => stream(ctl, node.id).await,
+        MapRequestKind::Stream => stream(ctl, node.id, req.version).await,
     }
 }
 
@@ -105,12 +105,14 @@ impl Drop for SessionGuard {
 struct Session {
     ctl: Control,
     inlet: Inlet,
+    /// The client's capability version.
+    capver: u32,
     first: Option<Bytes>,
     keep_alive_at: Instant,
     _guard: SessionGuard,
 }
 
-async fn stream(ctl: Control, node: NodeId) -> Response {
+async fn stream(ctl: Control, node: NodeId, capver: u32) -> Response {
     // Register before the full map is built, so no change can fall in between.
     let inlet = ctl.hub.open(node);
     let guard = SessionGuard {
@@ -119,12 +121,13 @@ async fn stream(ctl: Control, node: NodeId) -> Response {
         session: inlet.session,
     };
     ctl.state.notifier().publish(ctl.state.session_opened(node));
-    let Some(first) = ctl.full_map(node) else {
+    let Some(first) = ctl.full_map(node, capver) else {
         return refuse(StatusCode::NOT_FOUND, "node not found");
     };
     let session = Session {
         ctl,
         inlet,
+        capver,
         first: Some(first),
         keep_alive_at: next_keep_alive(),
         _guard: guard,
@@ -147,7 +150,7 @@ impl Session {
             if self.inlet.resync.swap(false, Ordering::AcqRel) {
                 while self.inlet.rx.try_recv().is_ok() {}
                 self.keep_alive_at = next_keep_alive();
-                return self.ctl.full_map(self.inlet.node);
+                return self.ctl.full_map(self.inlet.node, self.capver);
             }
             tokio::select! {
                 frame = self.inlet.rx.recv() => match frame {

@@ -551,18 +551,18 @@ mod protocol {
             value.as_object_mut().unwrap().remove("ControlTime");
             value
         };
-        let first = cached(rig.control.full_map_json(ids[0]).unwrap());
+        let first = cached(rig.control.full_map_json(ids[0], 142).unwrap());
         assert_eq!(first, fresh(&rig));
         assert_eq!(first["Peers"].as_array().unwrap().len(), 3);
         assert_eq!(
-            cached(rig.control.full_map_json(ids[0]).unwrap()),
+            cached(rig.control.full_map_json(ids[0], 142).unwrap()),
             first,
             "served from the cache"
         );
 
         rig.state.rename_node(ids[2], "renamed").await.unwrap();
         rig.state.session_closed(ids[1]).await;
-        let after = cached(rig.control.full_map_json(ids[0]).unwrap());
+        let after = cached(rig.control.full_map_json(ids[0], 142).unwrap());
         assert_eq!(after, fresh(&rig));
         assert_eq!(after["Peers"][1]["Name"], "renamed.tailnet.test.");
         assert_eq!(
@@ -679,4 +679,136 @@ mod protocol {
             "a delta, not a full map: {delta}"
         );
     }
+
+    /// Opens a streaming map session on `sender` and returns its body after the first map.
+    async fn open_stream(
+        sender: &mut SendRequest<Full<Bytes>>,
+        node_key: &NodeKey,
+    ) -> (hyper::body::Incoming, Vec<u8>) {
+        let request = hyper::Request::post("https://unused/machine/map")
+            .body(Full::new(Bytes::from(map_body(node_key, true))))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let mut pending = Vec::new();
+        let first = next_message(&mut body, &mut pending).await;
+        assert!(first["Node"].is_object(), "a full map first: {first}");
+        (body, pending)
+    }
+
+    /// Waits for a `PeersChanged` that carries the peer named `name`.
+    async fn wait_peer_changed(
+        body: &mut hyper::body::Incoming,
+        pending: &mut Vec<u8>,
+        name: &str,
+    ) {
+        loop {
+            let message = next_message(body, pending).await;
+            let names = message["PeersChanged"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if names.iter().any(|peer| peer["Name"] == name) {
+                assert!(message.get("Node").is_none(), "a delta: {message}");
+                return;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_session_of_a_node_gets_deltas_and_it_stays_online_until_the_last_ends() {
+        let rig = rig().await;
+        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
+        let key = rig
+            .state
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap()
+            .secret;
+        let machine = PrivateKey::generate();
+        let node_key = NodeKey::from_bytes([7; 32]);
+        let mut first_conn = connect(&rig.server, &machine, 142).await;
+        send_post(
+            &mut first_conn,
+            "/machine/register",
+            register_body(&node_key, &key, "laptop"),
+        )
+        .await;
+        let node = rig.state.snapshot().by_node_key(&node_key).unwrap().id;
+        // Two Noise connections of the same machine, one stream each.
+        let mut second_conn = connect(&rig.server, &machine, 142).await;
+        let (mut body_a, mut pending_a) = open_stream(&mut first_conn, &node_key).await;
+        let (body_b, mut pending_b) = open_stream(&mut second_conn, &node_key).await;
+        let mut body_b = Some(body_b);
+        assert!(rig.state.is_online(node));
+
+        let mut other = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        send_post(
+            &mut other,
+            "/machine/register",
+            register_body(&NodeKey::from_bytes([8; 32]), &key, "desktop"),
+        )
+        .await;
+        for (body, pending) in [
+            (&mut body_a, &mut pending_a),
+            (body_b.as_mut().unwrap(), &mut pending_b),
+        ] {
+            wait_peer_changed(body, pending, "desktop.tailnet.test.").await;
+        }
+
+        // One session ends: the node is still online through the other.
+        drop(body_b.take());
+        drop(second_conn);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rig.state.is_online(node), "one session is still open");
+        let mut third = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        send_post(
+            &mut third,
+            "/machine/register",
+            register_body(&NodeKey::from_bytes([6; 32]), &key, "tablet"),
+        )
+        .await;
+        wait_peer_changed(&mut body_a, &mut pending_a, "tablet.tailnet.test.").await;
+
+        // The last one ends: offline.
+        drop(body_a);
+        drop(first_conn);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while rig.state.is_online(node) {
+            assert!(tokio::time::Instant::now() < deadline, "still online");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[test]
+fn clients_before_v1_82_get_the_pinned_relay_without_its_pin() {
+    use crate::tailcfg::{DERPMap, DERPNode, DERPRegion};
+    let node = DERPNode {
+        name: "999".into(),
+        region_id: 999,
+        host_name: "203.0.113.5".into(),
+        cert_name: "sha256-raw:00ff".into(),
+        ..DERPNode::default()
+    };
+    let derp = std::sync::Arc::new(DERPMap {
+        regions: [(
+            999,
+            DERPRegion {
+                region_id: 999,
+                nodes: vec![node],
+                ..DERPRegion::default()
+            },
+        )]
+        .into(),
+        ..DERPMap::default()
+    });
+    let new = map::derp_map_for(&derp, 115);
+    assert!(std::sync::Arc::ptr_eq(&new, &derp), "v1.82+ share the map");
+    let old = map::derp_map_for(&derp, 113);
+    let node = &old.regions[&999].nodes[0];
+    assert_eq!(node.cert_name, "");
+    assert!(node.insecure_for_tests);
+    assert_eq!(node.host_name, "203.0.113.5");
 }

@@ -44,6 +44,8 @@ pub enum Error {
 pub enum Source {
     Url(String),
     Path(PathBuf),
+    /// headway's own relay (`derp.server`); merged last, so it wins its region id.
+    Embedded,
 }
 
 impl fmt::Display for Source {
@@ -51,6 +53,7 @@ impl fmt::Display for Source {
         match self {
             Source::Url(url) => write!(f, "derp.urls {url}"),
             Source::Path(path) => write!(f, "derp.paths {}", path.display()),
+            Source::Embedded => write!(f, "the embedded relay (derp.server)"),
         }
     }
 }

@@ -2,8 +2,9 @@
 //! refreshed every `derp.update_frequency`, and handed out through [`DerpMaps`].
 //!
 //! Knows configuration, files and HTTP fetches; nothing about nodes or sessions.
-//! The embedded relay server joins this module in a later release.
+//! The embedded relay's own region comes from [`embedded`].
 
+pub mod embedded;
 pub mod map;
 #[cfg(test)]
 mod tests;
@@ -11,7 +12,7 @@ mod tests;
 pub use map::{Error, Source, SourceMap};
 
 use crate::config;
-use crate::tailcfg::DERPMap;
+use crate::tailcfg::{DERPMap, DERPRegion};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ struct Entry {
 }
 
 impl Sources {
-    fn new(config: &config::Derp) -> Result<Sources, Error> {
+    fn new(config: &config::Derp, embedded: Option<DERPRegion>) -> Result<Sources, Error> {
         let client = if config.urls.is_empty() {
             None
         } else {
@@ -63,6 +64,13 @@ impl Sources {
                 source,
                 last_good: None,
             })
+            .chain(embedded.map(|region| Entry {
+                source: Source::Embedded,
+                last_good: Some(SourceMap {
+                    regions: [(region.region_id, Some(region))].into(),
+                    home_params: None,
+                }),
+            }))
             .collect();
         Ok(Sources { client, entries })
     }
@@ -79,6 +87,8 @@ impl Sources {
                     message: "no HTTP client".into(),
                 }),
                 (Source::Path(path), _) => map::read_file(path).await,
+                // Built at start-up from the config; nothing to read again.
+                (Source::Embedded, _) => continue,
             };
             match read {
                 Ok(read) => entry.last_good = Some(read),
@@ -97,18 +107,19 @@ impl Sources {
     }
 }
 
-/// Loads the DERP map from `config` (`derp.urls`, then `derp.paths`).
+/// Loads the DERP map from `config` (`derp.urls`, then `derp.paths`, then the
+/// `embedded` relay's region, which wins its region id).
 ///
 /// A URL that fails now is logged and skipped (it is tried again on refresh); a local
 /// file that cannot be read or parsed is an error. With no source at all the map is
 /// empty and one warning says so.
-pub async fn load(config: &config::Derp) -> Result<DerpMaps, Error> {
-    let mut sources = Sources::new(config)?;
+pub async fn load(config: &config::Derp, embedded: Option<DERPRegion>) -> Result<DerpMaps, Error> {
+    let mut sources = Sources::new(config, embedded)?;
     if sources.entries.is_empty() {
         tracing::warn!(
-            "no DERP relays are configured (derp.paths and derp.urls are empty): clients will \
-             only connect directly until derp.paths or derp.urls, or the embedded relay (a \
-             later release), is configured"
+            "no DERP relays are configured (derp.server.enabled is false and derp.paths and \
+             derp.urls are empty): clients only connect directly, and `tailscale up` waits \
+             in Starting until a relay is configured"
         );
     }
     for err in sources.read_all().await {

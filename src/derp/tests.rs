@@ -147,7 +147,7 @@ async fn null_removes_and_later_sources_win() {
 
 #[tokio::test]
 async fn broken_yaml_is_an_error_naming_the_file_and_line() {
-    let Err(err) = load(&derp_config(&[], &["regions.yaml", "broken.yaml"])).await else {
+    let Err(err) = load(&derp_config(&[], &["regions.yaml", "broken.yaml"]), None).await else {
         panic!("a broken derp.paths file must stop start-up");
     };
     let Error::File { path, line, .. } = &err else {
@@ -161,7 +161,7 @@ async fn broken_yaml_is_an_error_naming_the_file_and_line() {
         "{text}"
     );
 
-    let Err(err) = load(&derp_config(&[], &["missing.yaml"])).await else {
+    let Err(err) = load(&derp_config(&[], &["missing.yaml"]), None).await else {
         panic!("a missing derp.paths file must stop start-up");
     };
     assert!(
@@ -214,9 +214,12 @@ fn region_ids_must_be_positive_and_consistent() {
 #[tokio::test]
 async fn url_map_is_fetched_and_merged_before_paths() {
     let server = MapServer::start(tailscale_json()).await;
-    let maps = load(&derp_config(&[server.url("/map")], &["overrides.yaml"]))
-        .await
-        .unwrap();
+    let maps = load(
+        &derp_config(&[server.url("/map")], &["overrides.yaml"]),
+        None,
+    )
+    .await
+    .unwrap();
     let map = maps.current();
     assert_eq!(map.regions.keys().copied().collect::<Vec<_>>(), [2, 900]);
     assert_eq!(map.regions[&2].nodes[0].host_name, "derp2d.example.net");
@@ -232,7 +235,7 @@ async fn a_failing_url_at_start_is_skipped() {
         server.url("/big"),
         server.url("/map"),
     ];
-    let maps = load(&derp_config(&urls, &[])).await.unwrap();
+    let maps = load(&derp_config(&urls, &[]), None).await.unwrap();
     assert_eq!(maps.current().regions.len(), 2);
 
     let client = map::http_client().unwrap();
@@ -252,7 +255,7 @@ async fn a_failing_url_at_start_is_skipped() {
 #[tokio::test]
 async fn a_failing_refresh_keeps_the_previous_map() {
     let server = MapServer::start(tailscale_json()).await;
-    let maps = load(&derp_config(&[server.url("/map")], &["regions.yaml"]))
+    let maps = load(&derp_config(&[server.url("/map")], &["regions.yaml"]), None)
         .await
         .unwrap();
     let before = maps.current();
@@ -272,7 +275,7 @@ async fn refresh_publishes_a_change_once() {
     let server = MapServer::start(tailscale_json()).await;
     let mut config = derp_config(&[server.url("/map")], &[]);
     config.update_frequency = Duration::from_millis(20);
-    let maps = load(&config).await.unwrap();
+    let maps = load(&config, None).await.unwrap();
     let mut updates = maps.subscribe();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = maps
@@ -319,7 +322,7 @@ async fn refresh_publishes_a_change_once() {
 #[tokio::test]
 async fn no_source_gives_an_empty_map_and_no_refresh() {
     let config = derp_config(&[], &[]);
-    let maps = load(&config).await.unwrap();
+    let maps = load(&config, None).await.unwrap();
     assert!(maps.current().regions.is_empty());
     assert_eq!(
         serde_json::to_value(&*maps.current()).unwrap(),
@@ -329,7 +332,7 @@ async fn no_source_gives_an_empty_map_and_no_refresh() {
 
     let mut off = derp_config(&[], &["regions.yaml"]);
     off.auto_update_enabled = false;
-    let maps = load(&off).await.unwrap();
+    let maps = load(&off, None).await.unwrap();
     assert!(maps.spawn_refresh(&off, async {}).is_none());
     assert!(!maps.refresh().await, "same files, same map");
     let fixed = DerpMaps::fixed(maps.current().as_ref().clone());

@@ -3,9 +3,11 @@
 //!
 //! Knows `state` for health checks; nothing of gRPC or the CLI.
 
+pub mod listener;
 pub mod pages;
 
 use crate::state::State;
+use crate::tailcfg::{DERPAdmitClientRequest, DERPAdmitClientResponse};
 use axum::extract::{DefaultBodyLimit, FromRef, State as Shared};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -44,6 +46,7 @@ pub fn router(state: Arc<State>, server_url: &str, control: Router) -> Router {
         .route("/apple", get(pages::apple))
         .route("/apple/{platform}", get(pages::apple_profile))
         .route("/windows", get(pages::windows))
+        .route("/verify", axum::routing::post(verify))
         .route("/", get(index))
         .with_state(site)
         .merge(control)
@@ -60,6 +63,28 @@ async fn health(Shared(state): Shared<Arc<State>>) -> impl IntoResponse {
             Json(serde_json::json!({"status": "fail"})),
         )
     }
+}
+
+/// `POST /verify`: whether a DERP client may use a relay, asked by external
+/// `derper --verify-client-url=<server_url>/verify` relays: only current, unexpired
+/// nodes of this server are allowed.
+async fn verify(
+    Shared(state): Shared<Arc<State>>,
+    request: Result<Json<DERPAdmitClientRequest>, axum::extract::rejection::JsonRejection>,
+) -> axum::response::Response {
+    let Json(request) = match request {
+        Ok(request) => request,
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("{}\n", rejection.body_text()),
+            )
+                .into_response();
+        }
+    };
+    let allow = state.is_current_node_key(&request.node_public);
+    tracing::debug!(node_key = %request.node_public.short(), source = %request.source, allow, "relay admission asked");
+    Json(DERPAdmitClientResponse { allow }).into_response()
 }
 
 /// `GET /version`: the server's version.

@@ -191,6 +191,15 @@ impl State {
         self.nodes.snapshot()
     }
 
+    /// Whether `key` is the node key of a current, unexpired node: who may use the
+    /// relay when `derp.server.verify_clients` is on, and what `/verify` answers.
+    pub fn is_current_node_key(&self, key: &crate::types::NodeKey) -> bool {
+        let now = chrono::Utc::now();
+        self.snapshot()
+            .by_node_key(key)
+            .is_some_and(|node| !node.is_expired(now))
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }

@@ -255,3 +255,22 @@ mod tests {
         assert!(node.can_port_80);
     }
 }
+
+/// `POST /verify` body: a `derper --verify-client-url` asks whether a client may
+/// use its relay (protocol §9.2).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DERPAdmitClientRequest {
+    #[serde(with = "super::keys::node")]
+    pub node_public: crate::types::NodeKey,
+    /// The client's IP address as the relay saw it.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub source: String,
+}
+
+/// The answer to a [`DERPAdmitClientRequest`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DERPAdmitClientResponse {
+    pub allow: bool,
+}

@@ -23,7 +23,9 @@ mod noise;
 mod register;
 pub mod wire;
 
-pub use derp_map::{DERPHomeParams, DERPMap, DERPNode, DERPRegion};
+pub use derp_map::{
+    DERPAdmitClientRequest, DERPAdmitClientResponse, DERPHomeParams, DERPMap, DERPNode, DERPRegion,
+};
 pub use dns::{DNSConfig, DNSRecord, Resolver};
 pub use filter::{
     CapGrant, FilterRule, NetPortRange, PortRange, SSHAction, SSHPolicy, SSHPrincipal,

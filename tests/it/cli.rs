@@ -74,10 +74,9 @@ fn guide_commands_work_with_no_config_file() {
     assert!(nodes.stdout.contains("Hostname"), "{}", nodes.stdout);
 }
 
-/// J1's guide-style config with legacy keys, then the same commands.
-#[test]
-fn guide_commands_work_with_a_legacy_config_file() {
-    let config = "\
+/// J1's guide-style config: legacy keys, a custom range, the embedded relay
+/// switched off as the guides do, `{dir}` for the test directory.
+pub(crate) const J1_CONFIG: &str = "\
 server_url: http://127.0.0.1:8080
 listen_addr: 127.0.0.1:0
 metrics_listen_addr: 127.0.0.1:9090
@@ -101,6 +100,11 @@ derp:
     enabled: false
 log_level: info
 ";
+
+/// J1's guide-style config with legacy keys, then the same commands.
+#[test]
+fn guide_commands_work_with_a_legacy_config_file() {
+    let config = J1_CONFIG;
     let server = TestServer::spawn_with(Spawn {
         config_file: Some(config.into()),
         ..Spawn::default()
@@ -122,6 +126,10 @@ log_level: info
     assert!(
         log.contains("remote gRPC is off"),
         "J1: gRPC without TLS says why it is off:\n{log}"
+    );
+    assert!(
+        log.contains("the embedded relay runs anyway"),
+        "J1: relay off with no other relay is overridden, and says so:\n{log}"
     );
     server.cli(&["namespaces", "create", "default"]).ok();
     let key = server

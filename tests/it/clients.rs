@@ -6,7 +6,7 @@ use crate::support::tailscale::{Client, echo_server, free_port, versions};
 use crate::support::{Spawn, TestServer, http_get};
 use std::time::Duration;
 
-fn server() -> TestServer {
+pub(crate) fn server() -> TestServer {
     TestServer::spawn_with(Spawn {
         port: Some(free_port()),
         ..Spawn::default()
@@ -14,27 +14,50 @@ fn server() -> TestServer {
 }
 
 /// A reusable pre-auth key of user `default`.
-fn key(server: &TestServer, flags: &[&str]) -> String {
+pub(crate) fn key(server: &TestServer, flags: &[&str]) -> String {
     server.cli(&["users", "create", "default"]);
     let mut args = vec!["preauthkeys", "create", "--user", "default", "-e", "1h"];
     args.extend_from_slice(flags);
     server.cli(&args).ok().stdout.trim().to_owned()
 }
 
-/// `tailscale up` waits for the Running state, which needs a DERP relay or a
-/// live peer; with neither yet it times out although the login succeeded.
-fn assert_logged_in(client: &Client, up: &crate::support::Run) {
+/// `tailscale up` returns once the client is Running, which needs a DERP relay
+/// (v1.102) or a live peer: the embedded relay, on by default, gives it one.
+pub(crate) fn assert_logged_in(client: &Client, up: &crate::support::Run) {
     let state = client.status()["BackendState"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
     assert!(
-        up.code == 0 || (state == "Starting" && up.stderr.contains("Running state")),
+        up.code == 0 && state == "Running",
         "{} ({}) did not log in: state {state}\n{up:?}\n{}",
         client.name,
         client.version,
         client.log_tail()
     );
+}
+
+/// A line sent from `from` to an echo server reached at `to_ip` comes back. The
+/// first packets may race the peer's first map, so attempts repeat within a deadline.
+pub(crate) fn assert_tcp_crosses(from: &Client, to_ip: &str, version: &str) {
+    let port = echo_server();
+    let payload = format!("hello through headway with {version}");
+    let target = format!("{to_ip}:{port}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let back = loop {
+        match from.tcp_exchange(target, payload.as_bytes()) {
+            Ok(back) => break back,
+            Err(err) if std::time::Instant::now() < deadline => {
+                eprintln!("{version}: TCP through the tunnel not ready yet: {err}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(err) => panic!(
+                "{version}: no TCP through the tunnel: {err}\n{}",
+                from.log_tail()
+            ),
+        }
+    };
+    assert_eq!(String::from_utf8_lossy(&back), payload);
 }
 
 fn sees_peer(status: &serde_json::Value, name: &str, ip: &str) -> bool {
@@ -78,28 +101,7 @@ fn two_clients_join_with_a_key_ping_and_carry_tcp() {
             a.log_tail()
         );
 
-        let port = echo_server();
-        let payload = format!("hello through headway with {version}");
-        // Without a DERP relay the first packets wait for the direct path that disco
-        // finds, so the first connection attempt may fail: retry within a deadline.
-        let target = format!("{ip_b}:{port}").parse().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let back = loop {
-            match a.tcp_exchange(target, payload.as_bytes()) {
-                Ok(back) => break back,
-                Err(err) if std::time::Instant::now() < deadline => {
-                    eprintln!("{version}: TCP through the tunnel not ready yet: {err}");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(err) => panic!(
-                    "{version}: no TCP through the tunnel: {err}\n{}",
-                    a.log_tail()
-                ),
-            }
-        };
-        assert_eq!(String::from_utf8_lossy(&back), payload);
-        // `Running` needs a live DERP connection on v1.102 (v1.80 also counts a live
-        // peer); until the embedded relay exists, clients stay in `Starting`.
+        assert_tcp_crosses(&a, &ip_b, &version);
 
         let nodes: serde_json::Value =
             serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout)
@@ -204,9 +206,18 @@ fn bad_keys_are_refused_with_a_message_the_client_prints() {
 
 /// Two clients joined with a reusable key, each seeing the other.
 fn joined_pair(server: &TestServer, version: &str) -> (Client, Client, String, String) {
+    joined_pair_with_env(server, version, &[])
+}
+
+/// [`joined_pair`] with extra `tailscaled` environment on both clients.
+pub(crate) fn joined_pair_with_env(
+    server: &TestServer,
+    version: &str,
+    env: &[(&str, &str)],
+) -> (Client, Client, String, String) {
     let key = key(server, &["--reusable"]);
-    let a = Client::start(version, "node-a");
-    let b = Client::start(version, "node-b");
+    let a = Client::start_with_env(version, "node-a", env);
+    let b = Client::start_with_env(version, "node-b", env);
     for client in [&a, &b] {
         assert_logged_in(client, &client.up_with_key(&server.url(), &key));
     }

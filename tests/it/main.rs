@@ -11,4 +11,5 @@ mod grpc_admin;
 mod headscale_cli;
 mod pages;
 mod persistence;
+mod relay;
 mod tidy;

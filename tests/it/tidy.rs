@@ -75,7 +75,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["control", "state", "types", "config", "tailcfg", "derp"],
     ),
     ("grpc", &["grpc", "state", "types"]),
-    ("http", &["http", "control", "state", "types", "config"]),
+    (
+        "http",
+        &["http", "control", "state", "types", "config", "tailcfg"],
+    ),
     ("cli", &["cli", "grpc", "config", "types", "server"]),
 ];
 

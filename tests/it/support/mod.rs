@@ -146,6 +146,9 @@ impl TestServer {
             .env("NO_COLOR", "1")
             .env_remove("HEADWAY_CONFIG");
         cmd.env_remove("HEADSCALE_CONFIG");
+        // Servers run side by side: the embedded relay's STUN port must not collide,
+        // and tests listen on loopback only.
+        cmd.env("HEADWAY_DERP_SERVER_STUN_LISTEN_ADDR", "127.0.0.1:0");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
@@ -355,13 +358,26 @@ pub fn headscale_bin() -> PathBuf {
 
 /// A plain HTTP/1.1 GET: (status, lower-cased headers, body).
 pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    http_request(addr, &format!("GET {path} HTTP/1.1\r\n"), "")
+}
+
+/// `POST path` with a JSON body; returns status, lower-cased head and body.
+pub fn http_post_json(addr: &str, path: &str, body: &str) -> (u16, String, String) {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    http_request(addr, &head, body)
+}
+
+fn http_request(addr: &str, head_lines: &str, body: &str) -> (u16, String, String) {
     use std::io::Write;
     let mut conn = std::net::TcpStream::connect(addr).expect("connect to the HTTP listener");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     write!(
         conn,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{head_lines}Host: {addr}\r\nConnection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut raw = Vec::new();

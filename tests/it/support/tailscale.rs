@@ -54,12 +54,19 @@ pub struct Client {
     bin: PathBuf,
     socket: PathBuf,
     socks: SocketAddr,
+    /// Extra environment for `tailscaled` (debug knobs such as `TS_DEBUG_ALWAYS_USE_DERP`).
+    env: Vec<(String, String)>,
     daemon: Option<Child>,
 }
 
 impl Client {
     /// Starts `tailscaled` (not logged in yet).
     pub fn start(version: &str, name: &str) -> Client {
+        Client::start_with_env(version, name, &[])
+    }
+
+    /// Starts `tailscaled` with extra environment variables.
+    pub fn start_with_env(version: &str, name: &str, env: &[(&str, &str)]) -> Client {
         let bin = bin_dir(version);
         let dir = tempfile::Builder::new().prefix("ts").tempdir().unwrap();
         let socket = dir.path().join("tailscaled.sock");
@@ -71,6 +78,10 @@ impl Client {
             bin,
             socket,
             socks,
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             daemon: None,
         };
         client.start_daemon();
@@ -94,6 +105,7 @@ impl Client {
             .arg(format!("--socks5-server={}", self.socks))
             .arg("--no-logs-no-support")
             .env("TS_NO_LOGS_NO_SUPPORT", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -149,9 +161,9 @@ impl Client {
             &format!("--authkey={key}"),
             &format!("--hostname={}", self.name),
             "--accept-dns=false",
-            // Without a DERP relay the client stays in `Starting` (logged in, no relay),
-            // and `up` waits for `Running` until this timeout.
-            "--timeout=10s",
+            // `up` returns once the client is Running (logged in, relay connected);
+            // the timeout only keeps a broken run from hanging.
+            "--timeout=60s",
         ])
     }
 

@@ -1,0 +1,135 @@
+//! The embedded relay's region in the DERP map: where clients reach it (the host
+//! and port of `server_url`), how they verify its certificate, and its STUN port.
+
+use crate::config::DerpServer;
+use crate::tailcfg::{DERPNode, DERPRegion};
+use std::net::IpAddr;
+
+/// Where the embedded relay answers, as the composition root found it at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `server_url`'s host: a DNS name, or an IP address without brackets.
+    pub host: String,
+    /// `server_url`'s port (443 for `https://`, 80 for `http://` without one).
+    pub port: u16,
+    /// `sha256-raw:<hex>` when the relay presents its self-signed certificate.
+    pub pin: Option<String>,
+    /// The bound STUN port; `None` when STUN is not running.
+    pub stun_port: Option<u16>,
+}
+
+/// Why `server_url` cannot carry the relay.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "server_url {0:?} has no host for the embedded relay (expected e.g. http://203.0.113.5:8080)"
+)]
+pub struct NoHost(pub String);
+
+/// The host and port of `server_url`.
+pub fn host_and_port(server_url: &str) -> Result<(String, u16), NoHost> {
+    let url = url::Url::parse(server_url).map_err(|_| NoHost(server_url.to_owned()))?;
+    let host = match url.host() {
+        Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(NoHost(server_url.to_owned())),
+    };
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| NoHost(server_url.to_owned()))?;
+    Ok((host, port))
+}
+
+/// The region clients get for the embedded relay: one node, named after the region.
+pub fn region(config: &DerpServer, at: &Endpoint) -> DERPRegion {
+    let literal = at.host.parse::<IpAddr>().ok();
+    let ipv4 = config
+        .ipv4
+        .map(|ip| ip.to_string())
+        .or_else(|| literal.filter(IpAddr::is_ipv4).map(|ip| ip.to_string()))
+        .unwrap_or_default();
+    let ipv6 = config
+        .ipv6
+        .map(|ip| ip.to_string())
+        .or_else(|| literal.filter(IpAddr::is_ipv6).map(|ip| ip.to_string()))
+        .unwrap_or_default();
+    let region_id = u32::try_from(config.region_id).unwrap_or_default();
+    DERPRegion {
+        region_id,
+        region_code: config.region_code.clone(),
+        region_name: config.region_name.clone(),
+        nodes: vec![DERPNode {
+            name: region_id.to_string(),
+            region_id,
+            host_name: at.host.clone(),
+            cert_name: at.pin.clone().unwrap_or_default(),
+            ipv4,
+            ipv6,
+            stun_port: at.stun_port.map_or(-1, i32::from),
+            derp_port: at.port,
+            ..DERPNode::default()
+        }],
+        ..DERPRegion::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> DerpServer {
+        crate::config::Config::default().derp.server
+    }
+
+    #[test]
+    fn server_url_gives_host_and_port() {
+        let cases = [
+            ("http://203.0.113.5:8080", "203.0.113.5", 8080),
+            ("https://hs.example.com", "hs.example.com", 443),
+            ("http://hs.example.com/", "hs.example.com", 80),
+            ("http://[2001:db8::1]:8080", "2001:db8::1", 8080),
+        ];
+        for (url, host, port) in cases {
+            assert_eq!(host_and_port(url), Ok((host.to_owned(), port)), "{url}");
+        }
+        assert!(host_and_port("not a url").is_err());
+        assert!(host_and_port("unix:/tmp/x").is_err());
+    }
+
+    #[test]
+    fn an_ip_only_server_pins_its_certificate_and_skips_dns() {
+        let at = Endpoint {
+            host: "203.0.113.5".into(),
+            port: 8080,
+            pin: Some("sha256-raw:ab".into()),
+            stun_port: Some(3478),
+        };
+        let region = region(&config(), &at);
+        assert_eq!(region.region_id, 999);
+        assert_eq!(region.region_code, "headway");
+        let node = &region.nodes[0];
+        assert_eq!(node.name, "999");
+        assert_eq!(node.host_name, "203.0.113.5");
+        assert_eq!(node.ipv4, "203.0.113.5");
+        assert_eq!(node.ipv6, "");
+        assert_eq!(node.cert_name, "sha256-raw:ab");
+        assert_eq!((node.derp_port, node.stun_port), (8080, 3478));
+        assert!(!node.insecure_for_tests);
+    }
+
+    #[test]
+    fn configured_addresses_win_and_no_stun_is_minus_one() {
+        let mut config = config();
+        config.ipv4 = Some("198.51.100.9".parse().unwrap());
+        let at = Endpoint {
+            host: "hs.example.com".into(),
+            port: 443,
+            pin: None,
+            stun_port: None,
+        };
+        let node = region(&config, &at).nodes.remove(0);
+        assert_eq!(node.ipv4, "198.51.100.9");
+        assert_eq!(node.cert_name, "");
+        assert_eq!(node.stun_port, -1);
+    }
+}

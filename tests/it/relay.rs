@@ -1,0 +1,134 @@
+//! The embedded DERP relay and STUN responder with official Tailscale clients, on
+//! an IP-only `http://` server URL (the guides' set-up): clients verify the pinned
+//! self-signed certificate (v1.82+) or are told to skip the check (v1.80), relay
+//! traffic when direct UDP is off, and measure the region's latency over STUN.
+
+use crate::cli::J1_CONFIG;
+use crate::clients::{assert_logged_in, assert_tcp_crosses, joined_pair_with_env, key, server};
+use crate::support::tailscale::{Client, free_port, versions};
+use crate::support::{Spawn, TestServer, http_post_json};
+use std::time::Duration;
+
+/// With UDP disabled in both clients (`TS_DEBUG_ALWAYS_USE_DERP`), every packet
+/// must cross headway's relay: pings say `via DERP(headway)` and TCP still works.
+#[test]
+fn clients_talk_through_the_embedded_relay_when_udp_is_off() {
+    for version in versions() {
+        let server = server();
+        let (a, b, _ip_a, ip_b) =
+            joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
+        for client in [&a, &b] {
+            let status = client.status();
+            assert_eq!(
+                status["Self"]["Relay"],
+                "headway",
+                "{version}: {} has no home relay: {status}\n{}",
+                client.name,
+                client.log_tail()
+            );
+        }
+        let ping = a.cli(&["ping", "--c", "10", "--timeout", "5s", &ip_b]);
+        assert!(
+            ping.stdout.contains("via DERP(headway)"),
+            "{version}: {ping:?}\n{}\n{}",
+            a.log_tail(),
+            server.log()
+        );
+        assert_tcp_crosses(&a, &ip_b, &version);
+
+        // An external derper with --verify-client-url asks the same question.
+        let node_key = a.status()["Self"]["PublicKey"].as_str().unwrap().to_owned();
+        let ask = |key: &str| {
+            http_post_json(
+                &server.http_addr,
+                "/verify",
+                &format!(r#"{{"NodePublic":"{key}","Source":"127.0.0.1"}}"#),
+            )
+        };
+        let (status, _, body) = ask(&node_key);
+        assert_eq!((status, body.as_str()), (200, r#"{"Allow":true}"#));
+        let stranger = format!("nodekey:{}", "ab".repeat(32));
+        let (status, _, body) = ask(&stranger);
+        assert_eq!((status, body.as_str()), (200, r#"{"Allow":false}"#));
+        let (status, _, body) = http_post_json(&server.http_addr, "/verify", "{not json");
+        assert_eq!(status, 400, "{body}");
+        server.cli(&["nodes", "expire", "--identifier", "1"]).ok();
+        let (_, _, body) = ask(&node_key);
+        assert_eq!(body, r#"{"Allow":false}"#, "an expired node is refused");
+    }
+}
+
+/// `tailscale netcheck` lists the embedded region with a latency, which needs the
+/// STUN responder to answer.
+#[test]
+fn netcheck_measures_the_embedded_region_over_stun() {
+    for version in versions() {
+        let server = server();
+        let key = key(&server, &[]);
+        let client = Client::start(&version, "netcheck");
+        let up = client.up_with_key(&server.url(), &key);
+        assert_logged_in(&client, &up);
+        // netcheck waits for the relay map from a logged-in daemon.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let run = client.cli(&["netcheck"]);
+            let region_line = run
+                .stdout
+                .lines()
+                .find(|l| l.trim_start().starts_with("- headway:"))
+                .map(str::to_owned);
+            // A measured region shows a duration ("0.4ms", "812µs"); an unmeasured one is blank.
+            if region_line
+                .as_deref()
+                .is_some_and(|l| l.contains("ms") || l.contains("µs"))
+                && run.stdout.contains("UDP: true")
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{version}: netcheck has no latency for region headway:\n{run:?}\n{}",
+                server.log()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+}
+
+/// J1–J4 as a guide reader does them: the guide's legacy config (which switches the
+/// embedded relay off and names no other relay), `namespaces create`, a key per
+/// node with `-n`, then `tailscale up` returns by itself and ping works.
+#[test]
+fn a_guide_reader_gets_a_working_ping_with_the_j1_config() {
+    for version in versions() {
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(free_port()),
+            config_file: Some(J1_CONFIG.into()),
+            ..Spawn::default()
+        });
+        server.cli(&["namespaces", "create", "default"]).ok();
+        let clients: Vec<Client> = ["guide-a", "guide-b"]
+            .into_iter()
+            .map(|name| {
+                let key = server
+                    .cli(&["preauthkeys", "create", "-e", "24h", "-n", "default"])
+                    .ok()
+                    .stdout
+                    .trim()
+                    .to_owned();
+                let client = Client::start(&version, name);
+                let up = client.up_with_key(&server.url(), &key);
+                assert_logged_in(&client, &up);
+                client
+            })
+            .collect();
+        let ip_b = clients[1].ipv4();
+        assert!(ip_b.starts_with("10.1."), "J1's custom range: {ip_b}");
+        let ping = clients[0].cli(&["ping", "--c", "10", "--timeout", "5s", &ip_b]);
+        assert!(
+            ping.stdout.contains("pong from guide-b"),
+            "{version}: {ping:?}\n{}",
+            clients[0].log_tail()
+        );
+    }
+}
