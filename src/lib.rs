@@ -11,6 +11,7 @@
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
 //! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
+//! - [`bench`]: the load generator (`headway bench`), a client of any control server.
 //! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.
@@ -27,6 +28,7 @@ pub mod state;
 
 pub mod control;
 
+pub mod bench;
 pub mod grpc;
 pub mod http;
 

@@ -7,6 +7,7 @@
 //! is accepted for Headscale's sake and changes nothing.
 
 mod api_keys;
+mod bench;
 mod client;
 pub mod compat;
 mod nodes;
@@ -96,6 +97,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
             Ok(())
         }
         Command::Nodes(NodesCommand::Move(args)) => nodes::moved(&args, prog),
+        Command::Bench(args) => bench::run(args),
         admin => {
             // Config warnings belong to `serve` and `configtest`, not to every admin command.
             let loaded = load(config_flag)?;
@@ -137,7 +139,11 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Preauthkeys(c) => preauth_keys::run(c, ctx).await,
         Command::Apikeys(c) => api_keys::run(c, ctx).await,
         Command::Policy(c) => policy::run(c, ctx).await,
-        Command::Serve | Command::Configtest | Command::Version | Command::Generate(_) => {
+        Command::Serve
+        | Command::Configtest
+        | Command::Version
+        | Command::Generate(_)
+        | Command::Bench(_) => {
             unreachable!("handled before connecting")
         }
     }
@@ -244,6 +250,8 @@ pub enum Command {
     /// Manage the ACL policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Run the load generator against a control server (headway or Headscale).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -74,12 +74,16 @@ const LAYERS: &[(&str, &[&str])] = &[
         "control",
         &["control", "state", "types", "config", "tailcfg", "derp"],
     ),
+    ("bench", &["bench", "control", "types"]),
     ("grpc", &["grpc", "state", "types"]),
     (
         "http",
         &["http", "control", "state", "types", "config", "tailcfg"],
     ),
-    ("cli", &["cli", "grpc", "config", "types", "server"]),
+    (
+        "cli",
+        &["cli", "grpc", "config", "types", "server", "bench"],
+    ),
 ];
 
 #[test]

@@ -1,0 +1,71 @@
+//! The load generator against a real headway: every simulated node registers,
+//! converges on the full peer list and sees each fan-out change, with no
+//! server-side special case.
+
+use crate::support::TestServer;
+
+#[test]
+fn the_load_generator_converges_every_simulated_node() {
+    let server = TestServer::spawn();
+    server.cli(&["users", "create", "bench"]).ok();
+    let key = server
+        .cli(&[
+            "preauthkeys",
+            "create",
+            "--user",
+            "bench",
+            "--reusable",
+            "-e",
+            "1h",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned();
+    let out = server.dir.path().join("report.json");
+    let url = server.url();
+    let out_arg = out.display().to_string();
+    server
+        .cli(&[
+            "bench",
+            "--server",
+            &url,
+            "--authkey",
+            &key,
+            "--nodes",
+            "30",
+            "--concurrency",
+            "8",
+            "--fanout-rounds",
+            "3",
+            "--steady",
+            "1s",
+            "--deadline",
+            "2m",
+            "--out",
+            &out_arg,
+        ])
+        .ok();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let storm = &report["join_storm"];
+    assert_eq!(
+        (storm["registered"].as_u64(), storm["converged"].as_u64()),
+        (Some(30), Some(30)),
+        "{report:#}"
+    );
+    assert!(storm["convergence_secs"].as_f64().is_some(), "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    let rounds = report["fan_out"].as_array().unwrap();
+    assert_eq!(rounds.len(), 3);
+    for round in rounds {
+        assert_eq!(
+            (round["count"].as_u64(), round["missing"].as_u64()),
+            (Some(29), Some(0))
+        );
+    }
+    // The server really has the nodes the generator claims to have made.
+    let nodes: serde_json::Value =
+        serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap();
+    assert_eq!(nodes.as_array().unwrap().len(), 30);
+}
