@@ -4,6 +4,7 @@
 //! Modules in reading order; each may import only the ones listed before it
 //! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
+//! - [`websocket`]: a WebSocket as a byte stream, for the browser forms of `/ts2021` and `/derp`.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
@@ -19,6 +20,7 @@
 
 pub mod tailcfg;
 pub mod types;
+pub mod websocket;
 
 pub mod config;
 pub mod db;

@@ -4,8 +4,9 @@
 //! - `key.rs` [`ServerKey`], the server's Noise key pair.
 //! - [`noise`] the handshake and record layer over any byte stream, both sides;
 //!   no HTTP, so tests and the load generator reuse it.
-//! - `upgrade.rs` [`public_routes`]: the HTTP side, serving a caller's router inside
-//!   each Noise connection with [`NoisePeer`] on every request.
+//! - `upgrade.rs` [`public_routes`]: the HTTP side (the `Upgrade:` form and the
+//!   WebSocket form of `/ts2021`), serving a caller's router inside each Noise
+//!   connection with [`NoisePeer`] on every request.
 //!
 //! - `frame.rs` map-response framing; `hub.rs` the open map sessions.
 //!
@@ -23,7 +24,9 @@ mod register;
 mod upgrade;
 
 pub use key::ServerKey;
-pub use upgrade::{HANDSHAKE_HEADER, NoisePeer, UPGRADE_PROTOCOL, public_routes};
+pub use upgrade::{
+    HANDSHAKE_HEADER, HANDSHAKE_PARAMETER, NoisePeer, UPGRADE_PROTOCOL, public_routes,
+};
 
 /// The oldest client served: capability version 113 is Tailscale v1.80, the
 /// floor Headscale 0.29 enforces ("the latest 10 minor versions").

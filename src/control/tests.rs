@@ -1,10 +1,12 @@
 //! The control protocol through real sockets: `GET /key`, the `/ts2021` upgrade
-//! written by hand over TCP, the handshake, then HTTP/2 inside Noise reaching a
-//! test router that reports the `NoisePeer` it sees.
+//! written by hand over TCP (and its WebSocket form through a WebSocket client),
+//! the handshake, then HTTP/2 inside Noise reaching a test router that reports
+//! the `NoisePeer` it sees.
 
 use super::noise::{self, Initiator, NoiseStream};
 use super::*;
 use crate::types::{MachineKey, PrivateKey};
+use crate::websocket::test_client;
 use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::{Extension, Json, Router};
@@ -19,6 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::error::ProtocolError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -132,6 +136,51 @@ async fn connect_on<IO: AsyncRead + AsyncWrite + Unpin>(
         .expect("handshake response in time")
 }
 
+/// Opens the WebSocket form of `/ts2021` with `query` (the `?…` part), offering
+/// `protocol`.
+async fn open_websocket(
+    server: &TestServer,
+    query: &str,
+    protocol: Option<&str>,
+) -> Result<test_client::Client, tokio_tungstenite::tungstenite::Error> {
+    let (client, response) =
+        test_client::connect(server.addr, &format!("/ts2021{query}"), protocol).await?;
+    assert_eq!(response.status(), 101);
+    Ok(client)
+}
+
+/// `?X-Tailscale-Handshake=<base64 init>`, percent-encoded as Go's `url.Values` does.
+fn handshake_query(init: &[u8]) -> String {
+    let encoded: String = url::form_urlencoded::byte_serialize(base64(init).as_bytes()).collect();
+    format!("?{HANDSHAKE_PARAMETER}={encoded}")
+}
+
+/// A full browser-style connection: WebSocket with the handshake in the query,
+/// the handshake response, no early payload, then HTTP/2.
+async fn connect_websocket(
+    server: &TestServer,
+    machine: &PrivateKey,
+    version: u16,
+) -> SendRequest<Full<Bytes>> {
+    let (initiator, init) = Initiator::new(&server.key.public(), machine, version).unwrap();
+    let client = open_websocket(server, &handshake_query(&init), Some(UPGRADE_PROTOCOL))
+        .await
+        .unwrap();
+    let bytes = test_client::bridge(client);
+    let mut stream = tokio::time::timeout(WAIT, initiator.finish(bytes))
+        .await
+        .expect("handshake response in time")
+        .unwrap();
+    // The server's first plaintext is its HTTP/2 SETTINGS, not an early payload.
+    assert_eq!(stream.read_early_payload().await.unwrap(), None);
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// A full client connection: upgrade, handshake, early payload, HTTP/2.
 async fn connect(
     server: &TestServer,
@@ -215,12 +264,6 @@ async fn malformed_upgrade_requests_are_refused() {
             "unknown next protocol",
         ),
         (
-            Some("WebSocket"),
-            Some(good.as_str()),
-            501,
-            "WebSocket ts2021 is not supported yet",
-        ),
-        (
             Some(UPGRADE_PROTOCOL),
             None,
             400,
@@ -291,6 +334,144 @@ async fn requests_inside_noise_carry_the_noise_peer() {
             })
         );
     }
+}
+
+#[tokio::test]
+async fn websocket_clients_speak_http2_inside_noise_with_the_subprotocol_echoed() {
+    let server = spawn_server().await;
+    let machine = PrivateKey::generate();
+    let (_, init) = Initiator::new(&server.key.public(), &machine, 142).unwrap();
+    let (_, response) = test_client::connect(
+        server.addr,
+        &format!("/ts2021{}", handshake_query(&init)),
+        Some(UPGRADE_PROTOCOL),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        UPGRADE_PROTOCOL
+    );
+
+    let mut sender = connect_websocket(&server, &machine, 142).await;
+    let (status, body) = send_post(&mut sender, "/machine/whoami", "{}").await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"machine_key": public_of(&machine).to_string(), "version": 142})
+    );
+    // Bodies of many records and many WebSocket messages, both ways.
+    let (status, body) = send_post(&mut sender, "/machine/length", vec![1u8; 300_000]).await;
+    assert_eq!((status, body), (StatusCode::OK, Bytes::from("300000")));
+}
+
+#[tokio::test]
+async fn a_websocket_without_the_subprotocol_is_closed_as_a_policy_violation() {
+    let server = spawn_server().await;
+    let (_, init) = Initiator::new(&server.key.public(), &PrivateKey::generate(), 142).unwrap();
+    let query = handshake_query(&init);
+
+    let mut client = open_websocket(&server, &query, None).await.unwrap();
+    let close = tokio::time::timeout(WAIT, test_client::next_close(&mut client))
+        .await
+        .unwrap()
+        .expect("a close frame");
+    assert_eq!(close.code, CloseCode::Policy);
+    assert_eq!(close.reason, "client must speak the control subprotocol");
+
+    // Another subprotocol is never selected, so the client fails the handshake
+    // itself (as browsers do).
+    let err = open_websocket(&server, &query, Some("chat"))
+        .await
+        .expect_err("the handshake fails");
+    assert!(
+        matches!(
+            err,
+            tokio_tungstenite::tungstenite::Error::Protocol(
+                ProtocolError::SecWebSocketSubProtocolError(_)
+            )
+        ),
+        "{err}"
+    );
+
+    // Upgrade: websocket is a GET, as Go's WebSocket library requires.
+    let request = format!(
+        "POST /ts2021{query} HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Protocol: {UPGRADE_PROTOCOL}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (status, _, _) = raw_exchange(server.addr, &request).await;
+    assert_eq!(status, 405);
+}
+
+#[tokio::test]
+async fn a_bad_websocket_handshake_closes_only_that_connection() {
+    let server = spawn_server().await;
+    let mut healthy = connect_websocket(&server, &PrivateKey::generate(), 142).await;
+
+    let (_, init) = Initiator::new(&server.key.public(), &PrivateKey::generate(), 142).unwrap();
+    let stale_key = ServerKey::from_private(&PrivateKey::generate()).public();
+    let (_, stale) = Initiator::new(&stale_key, &PrivateKey::generate(), 142).unwrap();
+    let cases = [
+        (
+            String::new(),
+            CloseCode::Policy,
+            "missing Tailscale handshake parameter",
+        ),
+        (
+            format!("?{HANDSHAKE_PARAMETER}="),
+            CloseCode::Policy,
+            "missing Tailscale handshake parameter",
+        ),
+        (
+            format!("?x-tailscale-handshake={}", base64(&init)),
+            CloseCode::Policy,
+            "missing Tailscale handshake parameter",
+        ),
+        (
+            format!("?{HANDSHAKE_PARAMETER}=!!not-base64!!"),
+            CloseCode::Policy,
+            "invalid Tailscale handshake parameter",
+        ),
+        // Well-formed parameters whose handshakes fail: closed without a reason.
+        (handshake_query(&init[..100]), CloseCode::Normal, ""),
+        (handshake_query(&[0u8; 101]), CloseCode::Normal, ""),
+        (handshake_query(&stale), CloseCode::Normal, ""),
+    ];
+    for (query, code, reason) in cases {
+        let mut client = open_websocket(&server, &query, Some(UPGRADE_PROTOCOL))
+            .await
+            .unwrap();
+        let close = tokio::time::timeout(WAIT, test_client::next_close(&mut client))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{query}: no close frame"));
+        assert_eq!(
+            (close.code, close.reason.as_str()),
+            (code, reason),
+            "{query}"
+        );
+    }
+
+    // Garbage after a good handshake ends that connection too.
+    let (_, init) = Initiator::new(&server.key.public(), &PrivateKey::generate(), 142).unwrap();
+    let client = open_websocket(&server, &handshake_query(&init), Some(UPGRADE_PROTOCOL))
+        .await
+        .unwrap();
+    let mut bytes = test_client::bridge(client);
+    let mut response = [0u8; noise::RESPONSE_LEN];
+    bytes.read_exact(&mut response).await.unwrap();
+    bytes
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(WAIT, bytes.read_to_end(&mut sink)).await;
+    assert!(closed.is_ok(), "the server kept the broken connection open");
+
+    let (status, _) = send_post(&mut healthy, "/machine/whoami", "{}").await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -678,6 +859,39 @@ mod protocol {
             delta.get("Node").is_none() && delta.get("Peers").is_none(),
             "a delta, not a full map: {delta}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_websocket_client_registers_with_a_preauth_key() {
+        let rig = rig().await;
+        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
+        let key = rig
+            .state
+            .create_preauth_key(Some(user.id), false, false, None, &[])
+            .await
+            .unwrap()
+            .secret;
+        let machine = PrivateKey::generate();
+        let mut sender = connect_websocket(&rig.server, &machine, 142).await;
+        let node_key = NodeKey::from_bytes([5; 32]);
+        let (status, body) = send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, &key, "browser"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (body["MachineAuthorized"].clone(), body["Error"].clone()),
+            (true.into(), "".into()),
+            "{body}"
+        );
+        let node = rig.state.snapshot().by_node_key(&node_key).unwrap().clone();
+        assert_eq!(node.machine_key, public_of(&machine));
+
+        // And its map stream starts with a full map.
+        let (_body, _pending) = open_stream(&mut sender, &node_key).await;
     }
 
     /// Opens a streaming map session on `sender` and returns its body after the first map.

@@ -1,4 +1,5 @@
-//! The HTTP side of TS2021: `GET /key`, the `/ts2021` upgrade, and serving the
+//! The HTTP side of TS2021: `GET /key`, the `/ts2021` upgrade (`Upgrade:
+//! tailscale-control-protocol`, or WebSocket for browser clients), and serving the
 //! control router over HTTP/2 inside the Noise stream of each upgraded connection.
 //!
 //! Knows HTTP and the Noise transport; what the requests inside Noise mean is the
@@ -9,9 +10,11 @@ use super::key::ServerKey;
 use super::noise;
 use super::{MIN_NOISE_VERSION, NOISE_BODY_LIMIT};
 use crate::types::MachineKey;
+use crate::websocket::{self, ByteStream};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -22,13 +25,16 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tower::ServiceExt;
 
 /// The `Upgrade` token of the TS2021 protocol.
 pub const UPGRADE_PROTOCOL: &str = "tailscale-control-protocol";
 /// The request header carrying the base64 handshake initiation.
 pub const HANDSHAKE_HEADER: &str = "x-tailscale-handshake";
+/// The query parameter carrying it on the WebSocket form (browsers cannot set
+/// headers there); matched exactly, as Go's `r.Form.Get`.
+pub const HANDSHAKE_PARAMETER: &str = "X-Tailscale-Handshake";
 /// HTTP/2 pings this often notice a client that vanished without closing TCP.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -87,7 +93,15 @@ async fn server_key(State(shared): State<Arc<Shared>>) -> Json<OverTlsPublicKeyR
 
 /// `POST /ts2021` (and `GET`): checks the upgrade request, answers `101 Switching
 /// Protocols`, then runs the handshake and HTTP/2 on the upgraded connection.
+/// `Upgrade: websocket` goes to [`ts2021_websocket`].
 async fn ts2021(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let wants_websocket = request
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|upgrade| upgrade.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if wants_websocket {
+        return ts2021_websocket(shared, request).await;
+    }
     let init = match check_upgrade_request(&request) {
         Ok(init) => init,
         Err((status, message)) => return (status, format!("{message}\n")).into_response(),
@@ -123,12 +137,6 @@ fn check_upgrade_request(request: &Request) -> Result<Vec<u8>, (StatusCode, &'st
              the Upgrade and Connection headers for /ts2021",
         ));
     }
-    if upgrade == "websocket" {
-        return Err((
-            StatusCode::NOT_IMPLEMENTED,
-            "WebSocket ts2021 is not supported yet",
-        ));
-    }
     if upgrade != UPGRADE_PROTOCOL {
         return Err((StatusCode::BAD_REQUEST, "unknown next protocol"));
     }
@@ -147,6 +155,70 @@ fn check_upgrade_request(request: &Request) -> Result<Vec<u8>, (StatusCode, &'st
     }
 }
 
+/// `GET /ts2021?X-Tailscale-Handshake=<base64>` with `Upgrade: websocket`, the
+/// form browser (js/wasm) clients use: subprotocol `tailscale-control-protocol`,
+/// binary messages carrying the same byte stream, and no early payload.
+///
+/// As Go's `acceptWebsocket`, the WebSocket is accepted first and a client that
+/// does not speak the subprotocol, or whose handshake parameter is missing or not
+/// base64, is then closed with "policy violation" (1008) and a reason; a browser
+/// sees nothing of a refused HTTP upgrade but the close reason reaches its page.
+async fn ts2021_websocket(shared: Arc<Shared>, request: Request) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let upgrade = websocket::with_limits(upgrade).protocols([UPGRADE_PROTOCOL]);
+    let speaks_protocol = upgrade.selected_protocol().is_some();
+    let init = handshake_parameter(parts.uri.query().unwrap_or_default());
+    upgrade
+        .on_failed_upgrade(|err| tracing::debug!(error = %err, "ts2021 WebSocket upgrade failed"))
+        .on_upgrade(move |socket| serve_websocket(socket, speaks_protocol, init, shared))
+}
+
+/// The handshake initiation from a WebSocket request's query, or why there is none.
+fn handshake_parameter(query: &str) -> Result<Vec<u8>, &'static str> {
+    let encoded = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == HANDSHAKE_PARAMETER)
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
+        .ok_or("missing Tailscale handshake parameter")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map_err(|_| "invalid Tailscale handshake parameter")
+}
+
+/// Runs one WebSocket connection to its end, or closes it with a reason.
+async fn serve_websocket(
+    socket: WebSocket,
+    speaks_protocol: bool,
+    init: Result<Vec<u8>, &'static str>,
+    shared: Arc<Shared>,
+) {
+    if !speaks_protocol {
+        tracing::info!("refused a ts2021 WebSocket without the {UPGRADE_PROTOCOL} subprotocol");
+        let reason = "client must speak the control subprotocol";
+        websocket::close(socket, close_code::POLICY, reason).await;
+        return;
+    }
+    let init = match init {
+        Ok(init) => init,
+        Err(reason) => {
+            tracing::info!("refused a ts2021 WebSocket: {reason}");
+            websocket::close(socket, close_code::POLICY, reason).await;
+            return;
+        }
+    };
+    let Some((accepted, peer)) = accept_handshake(&shared.key, &init) else {
+        // Go closes normally, without a reason: Noise failures stay unexplained.
+        websocket::close(socket, close_code::NORMAL, "").await;
+        return;
+    };
+    // Tailscale's server sends no early payload on this path.
+    serve_noise(ByteStream::new(socket), accepted, peer, None, &shared).await;
+}
+
 /// Runs one upgraded connection to its end. Every failure ends only this
 /// connection, with one log line.
 async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared>) {
@@ -157,12 +229,29 @@ async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared
             return;
         }
     };
-    let accepted = match noise::accept(&shared.key, &init) {
+    let Some((accepted, peer)) = accept_handshake(&shared.key, &init) else {
+        // Go's server sends nothing either: the client sees EOF after the 101.
+        return;
+    };
+    let early_payload = noise::node_key_challenge_payload();
+    serve_noise(
+        TokioIo::new(upgraded),
+        accepted,
+        peer,
+        Some(&early_payload),
+        &shared,
+    )
+    .await;
+}
+
+/// Runs the responder side of the handshake, and refuses clients too old for
+/// this transport; every refusal is logged here.
+fn accept_handshake(key: &ServerKey, init: &[u8]) -> Option<(noise::Accepted, NoisePeer)> {
+    let accepted = match noise::accept(key, init) {
         Ok(accepted) => accepted,
         Err(err) => {
-            // Go's server sends nothing either: the client sees EOF after the 101.
             tracing::info!(error = %err, "refused a ts2021 handshake");
-            return;
+            return None;
         }
     };
     let peer = NoisePeer {
@@ -176,13 +265,28 @@ async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared
             version = peer.protocol_version,
             "refused a Tailscale client too old for the Noise protocol (capability version {MIN_NOISE_VERSION})"
         );
-        return;
+        return None;
     }
-    let mut stream = accepted.into_stream(TokioIo::new(upgraded));
+    Some((accepted, peer))
+}
+
+/// Sends the handshake response (with the early payload, if any, in the same
+/// write), then serves the noise router over HTTP/2 inside the Noise stream on
+/// `io` until the connection ends.
+async fn serve_noise<IO>(
+    io: IO,
+    accepted: noise::Accepted,
+    peer: NoisePeer,
+    early_payload: Option<&[u8]>,
+    shared: &Shared,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut stream = accepted.into_stream(io);
     let started = async {
-        stream
-            .write_all(&noise::node_key_challenge_payload())
-            .await?;
+        if let Some(early_payload) = early_payload {
+            stream.write_all(early_payload).await?;
+        }
         stream.flush().await
     };
     if let Err(err) = started.await {

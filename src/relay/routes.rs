@@ -1,13 +1,17 @@
-//! The relay's HTTP surface: the `GET /derp` upgrade that hands connections to
-//! [`Relay::accept`], the latency probes `/derp/probe` and
-//! `/derp/latency-check`, and the captive-portal check `/generate_204`.
+//! The relay's HTTP surface: the `GET /derp` upgrade (`Upgrade: DERP`, or
+//! WebSocket for browser clients) that hands connections to [`Relay::accept`],
+//! the latency probes `/derp/probe` and `/derp/latency-check`, and the
+//! captive-portal check `/generate_204`.
 //!
-//! Knows HTTP, not frames. Mirrors Tailscale's `derp/derpserver/handler.go`.
+//! Knows HTTP, not frames. Mirrors Tailscale's `derp/derpserver/handler.go` and
+//! `websocket.go`.
 
 use super::frame::PROTOCOL_VERSION;
 use super::server::Relay;
+use crate::websocket::{self, ByteStream};
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +22,8 @@ use std::sync::Arc;
 
 /// The `Upgrade` token of DERP over HTTP.
 pub const UPGRADE_PROTOCOL: &str = "DERP";
+/// The WebSocket subprotocol of DERP over WebSocket.
+pub const WEBSOCKET_PROTOCOL: &str = "derp";
 /// The response header carrying the protocol version.
 pub const VERSION_HEADER: &str = "derp-version";
 /// The response header carrying the relay's key as 64 hex digits.
@@ -44,7 +50,8 @@ pub fn routes(relay: Arc<Relay>) -> Router {
 ///
 /// Fast start (`Derp-Fast-Start: 1`, no HTTP response) is never used by clients
 /// of this relay: they ask for it only when the TLS chain has a meta
-/// certificate, and headway adds none. WebSocket (browser clients) is not served.
+/// certificate, and headway adds none. `Upgrade: websocket` goes to
+/// [`derp_websocket`].
 async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response {
     let upgrade = request
         .headers()
@@ -52,11 +59,7 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     if upgrade.eq_ignore_ascii_case("websocket") {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            "DERP over WebSocket is not supported by this server; use Upgrade: DERP\n",
-        )
-            .into_response();
+        return derp_websocket(relay, request).await;
     }
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
         if !upgrade.is_empty() {
@@ -77,10 +80,7 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
         )
             .into_response();
     };
-    let remote = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
+    let remote = remote_addr(&request);
 
     let public_key = HeaderValue::from_str(&relay.public_key().untyped_hex());
     let Ok(public_key) = public_key else {
@@ -103,6 +103,45 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
     );
     headers.insert(HeaderName::from_static(PUBLIC_KEY_HEADER), public_key);
     response
+}
+
+/// `GET /derp` with `Upgrade: websocket` and subprotocol `derp`, the form
+/// browser (js/wasm) clients use: binary messages carry the same DERP byte
+/// stream, and the 101 carries no DERP headers (the greeting has the key).
+///
+/// Without the subprotocol the request is refused with 426. Go's relay instead
+/// treats such a request as plain DERP (very old clients sent `Upgrade:
+/// WebSocket` and then spoke raw DERP); no client headway serves does that.
+async fn derp_websocket(relay: Arc<Relay>, request: Request) -> Response {
+    if !websocket::offers_protocol(request.headers(), WEBSOCKET_PROTOCOL) {
+        tracing::debug!("refused a /derp WebSocket without the derp subprotocol");
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "DERP over WebSocket requires the WebSocket subprotocol \"derp\" \
+             (Sec-WebSocket-Protocol: derp)\n",
+        )
+            .into_response();
+    }
+    let remote = remote_addr(&request);
+    let (mut parts, _body) = request.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    websocket::with_limits(upgrade)
+        .protocols([WEBSOCKET_PROTOCOL])
+        .on_failed_upgrade(move |err| {
+            tracing::debug!(%remote, error = %err, "DERP WebSocket upgrade failed");
+        })
+        .on_upgrade(move |socket| relay.accept(ByteStream::new(socket), remote))
+}
+
+/// The client's address, as the listener recorded it.
+fn remote_addr(request: &Request) -> SocketAddr {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0)
 }
 
 /// `GET|HEAD /derp/probe` and `/derp/latency-check`: an empty 200 that clients

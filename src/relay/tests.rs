@@ -1,7 +1,7 @@
 //! Tests of the DERP relay through its real surface: a relay served by axum on
-//! 127.0.0.1, and test clients that do the HTTP upgrade and the DERP login by
-//! hand, with frame bytes spelled out from the protocol rather than borrowed
-//! from `frame.rs`.
+//! 127.0.0.1, and test clients that do the HTTP upgrade (or open a WebSocket)
+//! and the DERP login by hand, with frame bytes spelled out from the protocol
+//! rather than borrowed from `frame.rs`.
 
 use super::frame::{
     self, ClientInfo, FrameError, FrameReader, FrameType, FrameWriter, MAX_FRAME_LEN,
@@ -9,6 +9,7 @@ use super::frame::{
 };
 use super::{Admission, AdmitAll, Relay, routes};
 use crate::types::{NodeKey, PrivateKey};
+use crate::websocket::test_client;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use crypto_box::aead::Aead;
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tower::ServiceExt;
 
@@ -140,8 +141,13 @@ async fn upgrade(stream: &mut TcpStream) -> UpgradeResponse {
     UpgradeResponse { status, headers }
 }
 
+/// Whatever carries a test client's DERP bytes: TCP after `Upgrade: DERP`, or a
+/// WebSocket bridged to a byte stream.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
 struct TestClient {
-    stream: TcpStream,
+    stream: Box<dyn Transport>,
     secret: SecretKey,
     key: NodeKey,
     server_key: NodeKey,
@@ -156,12 +162,17 @@ impl TestClient {
     /// Upgrades and logs in with `secret`, checking the ServerInfo.
     async fn connect_as(relay: &TestRelay, secret: SecretKey) -> TestClient {
         let mut client = TestClient::greeted(relay, secret).await;
-        let payload = client.client_info_payload(br#"{"version":2,"CanAckPings":true}"#);
-        client.send(CLIENT_INFO, &payload).await;
-        let (kind, payload) = client.recv().await.expect("ServerInfo");
-        assert_eq!(kind, SERVER_INFO);
-        assert_eq!(client.open_server_info(&payload), r#"{"version":2}"#);
+        client.log_in().await;
         client
+    }
+
+    /// Sends the ClientInfo and checks the ServerInfo.
+    async fn log_in(&mut self) {
+        let payload = self.client_info_payload(br#"{"version":2,"CanAckPings":true}"#);
+        self.send(CLIENT_INFO, &payload).await;
+        let (kind, payload) = self.recv().await.expect("ServerInfo");
+        assert_eq!(kind, SERVER_INFO);
+        assert_eq!(self.open_server_info(&payload), r#"{"version":2}"#);
     }
 
     /// Upgrades and reads the greeting, without logging in.
@@ -173,6 +184,29 @@ impl TestClient {
     async fn greeted_on(mut stream: TcpStream, relay: &TestRelay, secret: SecretKey) -> TestClient {
         let response = upgrade(&mut stream).await;
         assert_eq!(response.status, 101);
+        TestClient::greeted_over(Box::new(stream), relay, secret).await
+    }
+
+    /// Opens `/derp` as a WebSocket with subprotocol `derp` and logs in with a
+    /// fresh key, as browser clients do.
+    async fn connect_websocket(relay: &TestRelay) -> TestClient {
+        let (socket, response) = test_client::connect(relay.addr, "/derp", Some("derp"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 101);
+        assert_eq!(response.headers()["sec-websocket-protocol"], "derp");
+        let stream = Box::new(test_client::bridge(socket));
+        let mut client = TestClient::greeted_over(stream, relay, new_secret()).await;
+        client.log_in().await;
+        client
+    }
+
+    /// Reads the greeting on an upgraded `stream`.
+    async fn greeted_over(
+        stream: Box<dyn Transport>,
+        relay: &TestRelay,
+        secret: SecretKey,
+    ) -> TestClient {
         let key = node_key(&secret);
         let mut client = TestClient {
             stream,
@@ -362,6 +396,30 @@ async fn a_packet_from_a_reaches_b_with_a_key() {
     let largest = vec![0xAB; MAX_PACKET];
     b.send_packet(&a.key, &largest).await;
     assert_eq!(a.recv_packet().await, (b.key, largest));
+}
+
+#[tokio::test]
+async fn a_websocket_client_and_an_upgrade_client_exchange_packets() {
+    let relay = spawn_relay(Arc::new(AdmitAll)).await;
+    let mut browser = TestClient::connect_websocket(&relay).await;
+    let mut native = TestClient::connect(&relay).await;
+    relay.wait_for_clients(2).await;
+
+    browser.send_packet(&native.key, b"from the browser").await;
+    assert_eq!(
+        native.recv_packet().await,
+        (browser.key, b"from the browser".to_vec())
+    );
+    // The largest packet arrives whole, though it crosses several messages.
+    let largest = vec![0xCD; MAX_PACKET];
+    native.send_packet(&browser.key, &largest).await;
+    assert_eq!(browser.recv_packet().await, (native.key, largest));
+    browser.ping_pong([5; 8]).await;
+
+    drop(browser);
+    relay.wait_for_clients(1).await;
+    let (kind, _) = native.recv_skipping_keep_alives().await;
+    assert_eq!(kind, PEER_GONE, "the browser's peer learns it left");
 }
 
 #[tokio::test]
@@ -649,7 +707,7 @@ async fn body_text(response: axum::response::Response) -> String {
 }
 
 #[tokio::test]
-async fn derp_without_upgrade_is_426() {
+async fn derp_without_upgrade_or_websocket_subprotocol_is_426() {
     let relay = Relay::new(PrivateKey::generate(), Arc::new(AdmitAll));
     let response = request(&relay, Request::get("/derp").body(Body::empty()).unwrap()).await;
     assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
@@ -658,17 +716,43 @@ async fn derp_without_upgrade_is_426() {
         "DERP requires connection upgrade\n"
     );
 
-    let response = request(
-        &relay,
-        Request::get("/derp")
+    for protocol in [None, Some("chat"), Some("derpx")] {
+        let mut builder = Request::get("/derp")
             .header("upgrade", "websocket")
             .header("connection", "upgrade")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
-    assert!(body_text(response).await.contains("WebSocket"));
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==");
+        if let Some(protocol) = protocol {
+            builder = builder.header("sec-websocket-protocol", protocol);
+        }
+        let response = request(&relay, builder.body(Body::empty()).unwrap()).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UPGRADE_REQUIRED,
+            "{protocol:?}"
+        );
+        assert!(
+            body_text(response)
+                .await
+                .contains("requires the WebSocket subprotocol \"derp\""),
+            "{protocol:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_without_the_derp_subprotocol_is_refused_over_the_wire() {
+    let relay = spawn_relay(Arc::new(AdmitAll)).await;
+    let err = test_client::connect(relay.addr, "/derp", None)
+        .await
+        .expect_err("refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status(), StatusCode::UPGRADE_REQUIRED);
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+    assert_still_relays(&relay).await;
 }
 
 #[tokio::test]

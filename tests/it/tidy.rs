@@ -64,15 +64,24 @@ fn architecture_names_every_module() {
 /// Each module and the crate modules it may import (ARCHITECTURE.md's layering).
 const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
+    ("websocket", &["websocket"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
-    ("relay", &["relay", "types"]),
+    ("relay", &["relay", "types", "websocket"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
     (
         "control",
-        &["control", "state", "types", "config", "tailcfg", "derp"],
+        &[
+            "control",
+            "state",
+            "types",
+            "config",
+            "tailcfg",
+            "derp",
+            "websocket",
+        ],
     ),
     ("bench", &["bench", "control", "types"]),
     ("grpc", &["grpc", "state", "types"]),
