@@ -44,12 +44,33 @@ pub struct Options {
 
 /// What the per-node tasks tell the coordinator.
 enum Event {
-    Registered { latency: Duration },
-    Failed { index: usize, error: String },
-    SelfId { index: usize, id: u64 },
-    Converged { at: Instant },
-    Saw { round: usize, at: Instant },
+    Registered {
+        latency: Duration,
+    },
+    Failed {
+        index: usize,
+        error: String,
+    },
+    SelfId {
+        index: usize,
+        id: u64,
+    },
+    Converged {
+        at: Instant,
+    },
+    Saw {
+        round: usize,
+        at: Instant,
+    },
+    /// The server ended a node's map session; the node opened a new one.
+    Reconnect {
+        index: usize,
+        reason: String,
+    },
 }
+
+/// How long a node waits before opening a new map session.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
 /// The change fan-out rounds wait for: this peer id with this endpoint.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -128,6 +149,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             Event::Failed { index, error } => failures.push(format!("node {index}: {error}")),
             Event::SelfId { index: 0, id } => first_id = Some(id),
             Event::SelfId { .. } | Event::Saw { .. } => {}
+            Event::Reconnect { index, reason } => report.reconnected(index, reason),
             Event::Converged { at } => {
                 converged += 1;
                 last_converged = Some(at);
@@ -176,6 +198,7 @@ pub async fn run(opts: Options) -> Result<Report> {
                     report.failed += 1;
                     report.note(format!("node {index} failed during fan-out: {error}"));
                 }
+                Some(Event::Reconnect { index, reason }) => report.reconnected(index, reason),
                 Some(_) => {}
                 None => break,
             }
@@ -269,42 +292,74 @@ impl Sim {
             let _ = first.send(node.clone()).await;
         }
         let mut view = View::default();
-        let mut announced_id = false;
-        let mut converged = false;
-        let mut seen_round = 0;
-        let mut last_bytes = 0;
-        node::read_messages(&mut body, &mut view, |view| {
-            let now = Instant::now();
-            self.bytes
-                .fetch_add(view.bytes - last_bytes, Ordering::Relaxed);
-            last_bytes = view.bytes;
-            if let (false, Some(id)) = (announced_id, view.self_id) {
-                announced_id = true;
-                let _ = self.events.send(Event::SelfId {
-                    index: self.index,
-                    id,
-                });
-            }
-            if !converged && view.peers.len() >= self.expected_peers {
-                converged = true;
-                let _ = self.events.send(Event::Converged { at: now });
-            }
-            let marker = self.marker.borrow();
-            if marker.round > seen_round
-                && view
-                    .peers
-                    .get(&marker.peer)
-                    .is_some_and(|e| e.contains(&marker.endpoint))
-            {
-                seen_round = marker.round;
-                let _ = self.events.send(Event::Saw {
-                    round: marker.round,
-                    at: now,
-                });
-            }
-            true
-        })
-        .await?;
-        bail!("the server ended the map stream")
+        let mut progress = Progress::default();
+        loop {
+            let ended = node::read_messages(&mut body, &mut view, |view| {
+                self.observe(view, &mut progress);
+                true
+            })
+            .await;
+            // tailscaled opens a new session when the server ends one; so do we, on
+            // the same connection if it still works, else on a new one.
+            let reason = match ended {
+                Ok(()) => "the server ended the map stream".to_owned(),
+                Err(err) => format!("{err:#}"),
+            };
+            let _ = self.events.send(Event::Reconnect {
+                index: self.index,
+                reason,
+            });
+            tokio::time::sleep(RECONNECT_DELAY).await;
+            body = match node.stream(10000).await {
+                Ok(body) => body,
+                Err(_) => {
+                    node = node.reconnect(&self.target).await?;
+                    node.stream(10000).await?
+                }
+            };
+            view = View::default();
+            progress.last_bytes = 0;
+        }
     }
+
+    /// Reports what a new map message changed: convergence, fan-out markers seen.
+    fn observe(&self, view: &View, progress: &mut Progress) {
+        let now = Instant::now();
+        self.bytes
+            .fetch_add(view.bytes - progress.last_bytes, Ordering::Relaxed);
+        progress.last_bytes = view.bytes;
+        if let (false, Some(id)) = (progress.announced_id, view.self_id) {
+            progress.announced_id = true;
+            let _ = self.events.send(Event::SelfId {
+                index: self.index,
+                id,
+            });
+        }
+        if !progress.converged && view.peers.len() >= self.expected_peers {
+            progress.converged = true;
+            let _ = self.events.send(Event::Converged { at: now });
+        }
+        let marker = self.marker.borrow();
+        if marker.round > progress.seen_round
+            && view
+                .peers
+                .get(&marker.peer)
+                .is_some_and(|e| e.contains(&marker.endpoint))
+        {
+            progress.seen_round = marker.round;
+            let _ = self.events.send(Event::Saw {
+                round: marker.round,
+                at: now,
+            });
+        }
+    }
+}
+
+/// What one node has reported so far.
+#[derive(Default)]
+struct Progress {
+    announced_id: bool,
+    converged: bool,
+    seen_round: usize,
+    last_bytes: u64,
 }

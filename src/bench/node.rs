@@ -39,6 +39,7 @@ pub struct Target {
 #[derive(Clone)]
 pub struct Node {
     pub index: usize,
+    machine: PrivateKey,
     pub node_key: NodeKey,
     pub disco_key: DiscoKey,
     pub source: IpAddr,
@@ -177,8 +178,35 @@ pub async fn fetch_server_key(addr: SocketAddr, host: &str) -> Result<MachineKey
 }
 
 impl Node {
-    /// Opens the control connection from `source` and completes the handshake.
+    /// Opens a control connection for a new machine from `source`.
     pub async fn connect(index: usize, target: &Target, source: Option<IpAddr>) -> Result<Node> {
+        let machine = PrivateKey::generate();
+        let node_key = NodeKey::from_bytes(*PrivateKey::generate().as_bytes());
+        Node::connect_as(index, target, source, machine, node_key).await
+    }
+
+    /// Opens a new control connection for this node (same machine and node key),
+    /// as tailscaled does after the server ended its session.
+    pub async fn reconnect(&self, target: &Target) -> Result<Node> {
+        let mut node = Node::connect_as(
+            self.index,
+            target,
+            Some(self.source),
+            self.machine.clone(),
+            self.node_key,
+        )
+        .await?;
+        node.disco_key = self.disco_key;
+        Ok(node)
+    }
+
+    async fn connect_as(
+        index: usize,
+        target: &Target,
+        source: Option<IpAddr>,
+        machine: PrivateKey,
+        node_key: NodeKey,
+    ) -> Result<Node> {
         let tcp = match source {
             Some(ip) => {
                 let socket = if ip.is_ipv4() {
@@ -194,18 +222,22 @@ impl Node {
         .with_context(|| format!("connect to {}", target.addr))?;
         tcp.set_nodelay(true)?;
         let source = tcp.local_addr()?.ip();
-        let machine = PrivateKey::generate();
         let stream = tokio::time::timeout(STEP_TIMEOUT, upgrade(tcp, target, &machine))
             .await
             .context("the /ts2021 upgrade timed out")??;
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .context("HTTP/2 inside Noise")?;
+        // Flow-control windows as Go's HTTP/2 transport (tailscaled) sets them, so a
+        // server's large full maps are not throttled by the load generator.
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .initial_stream_window_size(4 << 20)
+            .initial_connection_window_size(1 << 30)
+            .handshake(TokioIo::new(stream))
+            .await
+            .context("HTTP/2 inside Noise")?;
         tokio::spawn(connection);
         Ok(Node {
             index,
-            node_key: NodeKey::from_bytes(*PrivateKey::generate().as_bytes()),
+            machine,
+            node_key,
             disco_key: DiscoKey::from_bytes(*PrivateKey::generate().as_bytes()),
             source,
             sender,

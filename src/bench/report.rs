@@ -17,8 +17,10 @@ pub struct Report {
     pub steady: Steady,
     pub server_before: Option<ServerSample>,
     pub server_after: Option<ServerSample>,
-    /// Nodes that failed (connect, register, or a stream that ended).
+    /// Nodes that failed (connect, register, or a new session after one ended).
     pub failed: usize,
+    /// Map sessions the server ended, each followed by a new one (as tailscaled does).
+    pub reconnects: usize,
     /// The first few failures, verbatim.
     pub failures: Vec<String>,
     pub notes: Vec<String>,
@@ -133,6 +135,14 @@ impl Report {
 
     pub fn note(&mut self, note: String) {
         self.notes.push(note);
+    }
+
+    /// Counts a node's new session; the first few reasons go into the notes.
+    pub fn reconnected(&mut self, index: usize, reason: String) {
+        self.reconnects += 1;
+        if self.reconnects <= 5 {
+            self.note(format!("node {index} opened a new map session: {reason}"));
+        }
     }
 
     /// Whether every node converged and every fan-out round reached every peer.
