@@ -57,6 +57,8 @@ def metrics(report):
 def fmt(value, digits=1):
     if value is None:
         return "—"
+    if isinstance(value, int):
+        return str(value)
     if abs(value) >= 100:
         return f"{value:.0f}"
     return f"{value:.{digits}f}"

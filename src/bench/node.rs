@@ -143,8 +143,19 @@ pub fn take_frame(pending: &mut Vec<u8>) -> Result<Option<Vec<u8>>> {
     if pending.len() < 4 + len {
         return Ok(None);
     }
-    let json = zstd::bulk::decompress(&pending[4..4 + len], MAX_MESSAGE)
+    // A streaming decoder grows its output as needed; `bulk::decompress` would
+    // reserve the whole cap for every message.
+    let mut json = Vec::new();
+    let decoder = zstd::stream::read::Decoder::new(&pending[4..4 + len])
         .context("a map frame that is not zstd")?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(decoder, MAX_MESSAGE as u64 + 1),
+        &mut json,
+    )
+    .context("a map frame that is not zstd")?;
+    if json.len() > MAX_MESSAGE {
+        bail!("a map message over {MAX_MESSAGE} bytes");
+    }
     pending.drain(..4 + len);
     Ok(Some(json))
 }

@@ -41,7 +41,7 @@ pub fn keep_alive() -> Bytes {
         .clone()
 }
 
-/// Decodes one framed message (tests and the load generator).
+/// Decodes one framed message (tests).
 pub fn decode(frame: &[u8]) -> Option<(Vec<u8>, usize)> {
     let len = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?) as usize;
     let body = frame.get(4..4 + len)?;
