@@ -3,6 +3,7 @@
 //! handshake as a client, HTTP/2 inside, register with a pre-auth key, then a
 //! streaming map session whose messages update the node's view of its peers.
 
+use crate::control::frame;
 use crate::control::noise::{Initiator, NoiseStream};
 use crate::types::{DiscoKey, MachineKey, NodeKey, PrivateKey};
 use anyhow::{Context, Result, anyhow, bail};
@@ -21,8 +22,6 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// The capability version the simulated nodes announce (v1.102).
 pub const CAPVER: u16 = 142;
-/// A map message larger than this (decompressed) is refused.
-const MAX_MESSAGE: usize = 64 << 20;
 /// A server that does not answer a step within this is counted as failed.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -131,32 +130,13 @@ impl View {
     }
 }
 
-/// Splits complete frames (4-byte little-endian length ‖ zstd JSON) off `pending`.
+/// Splits the next complete frame (4-byte little-endian length ‖ zstd JSON) off
+/// `pending`.
 pub fn take_frame(pending: &mut Vec<u8>) -> Result<Option<Vec<u8>>> {
-    let Some(len) = pending.get(..4) else {
+    let Some((json, used)) = frame::decode(pending)? else {
         return Ok(None);
     };
-    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
-    if len > MAX_MESSAGE {
-        bail!("a map frame of {len} bytes");
-    }
-    if pending.len() < 4 + len {
-        return Ok(None);
-    }
-    // A streaming decoder grows its output as needed; `bulk::decompress` would
-    // reserve the whole cap for every message.
-    let mut json = Vec::new();
-    let decoder = zstd::stream::read::Decoder::new(&pending[4..4 + len])
-        .context("a map frame that is not zstd")?;
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(decoder, MAX_MESSAGE as u64 + 1),
-        &mut json,
-    )
-    .context("a map frame that is not zstd")?;
-    if json.len() > MAX_MESSAGE {
-        bail!("a map message over {MAX_MESSAGE} bytes");
-    }
-    pending.drain(..4 + len);
+    pending.drain(..used);
     Ok(Some(json))
 }
 
@@ -406,7 +386,7 @@ mod tests {
     use super::*;
 
     fn frame(json: &str) -> Vec<u8> {
-        crate::control::frame::encode(json.as_bytes()).to_vec()
+        frame::encode(json.as_bytes()).to_vec()
     }
 
     #[test]

@@ -41,12 +41,45 @@ pub fn keep_alive() -> Bytes {
         .clone()
 }
 
-/// Decodes one framed message (tests).
-pub fn decode(frame: &[u8]) -> Option<(Vec<u8>, usize)> {
-    let len = u32::from_le_bytes(frame.get(..4)?.try_into().ok()?) as usize;
-    let body = frame.get(4..4 + len)?;
-    let json = zstd::bulk::decompress(body, 64 << 20).ok()?;
-    Some((json, 4 + len))
+/// A decoded message larger than this is refused.
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("a map frame of {0} bytes is over the limit")]
+    TooLong(usize),
+    #[error("a map frame that is not zstd: {0}")]
+    NotZstd(std::io::Error),
+}
+
+/// Decodes the first framed message of `pending` (the client side: the load
+/// generator and tests). `Ok(None)` while the frame is incomplete; otherwise the
+/// JSON and how many bytes of `pending` it used.
+pub fn decode(pending: &[u8]) -> Result<Option<(Vec<u8>, usize)>, DecodeError> {
+    let Some(len) = pending.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(len.try_into().expect("four bytes")) as usize;
+    if len > MAX_MESSAGE {
+        return Err(DecodeError::TooLong(len));
+    }
+    let Some(body) = pending.get(4..4 + len) else {
+        return Ok(None);
+    };
+    // A streaming decoder grows its output as needed; `bulk::decompress` would
+    // reserve the whole cap for every message.
+    let mut json = Vec::new();
+    let decoder = zstd::stream::read::Decoder::new(body).map_err(DecodeError::NotZstd)?;
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(decoder, MAX_MESSAGE as u64 + 1),
+        &mut json,
+    )
+    .map_err(DecodeError::NotZstd)?;
+    if json.len() > MAX_MESSAGE {
+        return Err(DecodeError::TooLong(json.len()));
+    }
+    Ok(Some((json, 4 + len)))
 }
 
 #[cfg(test)]
@@ -64,7 +97,11 @@ mod tests {
             &[0x28, 0xb5, 0x2f, 0xfd],
             "a standard zstd frame"
         );
-        assert_eq!(decode(&frame).unwrap(), (json.to_vec(), frame.len()));
-        assert_eq!(decode(&keep_alive()).unwrap().0, br#"{"KeepAlive":true}"#);
+        assert_eq!(decode(&frame).unwrap(), Some((json.to_vec(), frame.len())));
+        assert_eq!(decode(&frame[..frame.len() - 1]).unwrap(), None);
+        assert_eq!(
+            decode(&keep_alive()).unwrap().unwrap().0,
+            br#"{"KeepAlive":true}"#
+        );
     }
 }
