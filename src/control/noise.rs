@@ -116,6 +116,17 @@ fn check_header(got_type: u8, got_len: u16, want_type: u8, want_len: usize) -> R
     Ok(())
 }
 
+/// Checks the 5-byte header an initiation starts with: version (2), type (1),
+/// payload length (2). Only the header bytes of `init` are read.
+fn check_initiation_header(init: &[u8]) -> Result<(), Error> {
+    check_header(
+        init[2],
+        u16::from_be_bytes([init[3], init[4]]),
+        MSG_INITIATION,
+        INITIATION_LEN - INITIATION_HEADER_LEN,
+    )
+}
+
 /// A server-side handshake, computed but not yet answered: the caller learns who
 /// the client is and which protocol version it speaks before anything is sent.
 pub struct Accepted {
@@ -135,12 +146,7 @@ pub fn accept(key: &ServerKey, init: &[u8]) -> Result<Accepted, Error> {
         return Err(Error::InitiationSize(init.len()));
     }
     let version = u16::from_be_bytes([init[0], init[1]]);
-    check_header(
-        init[2],
-        u16::from_be_bytes([init[3], init[4]]),
-        MSG_INITIATION,
-        INITIATION_LEN - INITIATION_HEADER_LEN,
-    )?;
+    check_initiation_header(init)?;
     let prologue = prologue(version);
     let mut handshake = snow::Builder::new(noise_params())
         .local_private_key(key.private_bytes())?
@@ -213,12 +219,7 @@ pub async fn read_initiation<IO: AsyncRead + Unpin>(
 ) -> Result<[u8; INITIATION_LEN], Error> {
     let mut init = [0u8; INITIATION_LEN];
     io.read_exact(&mut init[..INITIATION_HEADER_LEN]).await?;
-    check_header(
-        init[2],
-        u16::from_be_bytes([init[3], init[4]]),
-        MSG_INITIATION,
-        INITIATION_LEN - INITIATION_HEADER_LEN,
-    )?;
+    check_initiation_header(&init)?;
     io.read_exact(&mut init[INITIATION_HEADER_LEN..]).await?;
     Ok(init)
 }
