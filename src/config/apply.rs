@@ -498,19 +498,10 @@ fn is_http_url(text: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty())
 }
 
-/// The host part of an http(s) URL, without user info or port, lower-cased.
+/// The host part of an http(s) URL, without user info, port or a trailing dot.
 fn url_host(url: &str) -> Option<String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    let host = if let Some(bracketed) = host_port.strip_prefix('[') {
-        bracketed.split(']').next()?
-    } else {
-        host_port.split(':').next()?
-    };
-    Some(host.trim_end_matches('.').to_ascii_lowercase())
+    let (host, _) = super::url_host_port(url)?;
+    Some(host.trim_end_matches('.').to_owned())
 }
 
 /// Rules that involve more than one key; the message points at the key to change.

@@ -243,3 +243,19 @@ pub struct Cli {
     /// `cli.insecure`: skip certificate checks on the remote address.
     pub insecure: bool,
 }
+
+/// The host (a lower-case DNS name, or an IP address without brackets) and port
+/// (the scheme's default when absent) of an http(s) URL such as `server_url`.
+pub fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let url = url::Url::parse(url).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let host = match url.host()? {
+        url::Host::Domain(name) if !name.is_empty() => name.to_owned(),
+        url::Host::Domain(_) => return None,
+        url::Host::Ipv4(ip) => ip.to_string(),
+        url::Host::Ipv6(ip) => ip.to_string(),
+    };
+    Some((host, url.port_or_known_default()?))
+}

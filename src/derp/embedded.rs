@@ -27,17 +27,7 @@ pub struct NoHost(pub String);
 
 /// The host and port of `server_url`.
 pub fn host_and_port(server_url: &str) -> Result<(String, u16), NoHost> {
-    let url = url::Url::parse(server_url).map_err(|_| NoHost(server_url.to_owned()))?;
-    let host = match url.host() {
-        Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
-        Some(url::Host::Ipv4(ip)) => ip.to_string(),
-        Some(url::Host::Ipv6(ip)) => ip.to_string(),
-        _ => return Err(NoHost(server_url.to_owned())),
-    };
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| NoHost(server_url.to_owned()))?;
-    Ok((host, port))
+    crate::config::url_host_port(server_url).ok_or_else(|| NoHost(server_url.to_owned()))
 }
 
 /// The region clients get for the embedded relay: one node, named after the region.
