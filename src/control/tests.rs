@@ -641,6 +641,20 @@ mod protocol {
         }
     }
 
+    impl Rig {
+        /// A pre-auth key of a new user `default`.
+        async fn preauth_key(
+            &self,
+            reusable: bool,
+        ) -> crate::state::NewCredential<crate::types::PreAuthKey> {
+            let (user, _) = self.state.create_user("default", "", "", "").await.unwrap();
+            self.state
+                .create_preauth_key(Some(user.id), reusable, false, None, &[])
+                .await
+                .unwrap()
+        }
+    }
+
     fn register_body(node_key: &NodeKey, auth_key: &str, hostname: &str) -> String {
         serde_json::json!({
             "Version": 142,
@@ -670,7 +684,7 @@ mod protocol {
         pending: &mut Vec<u8>,
     ) -> serde_json::Value {
         loop {
-            if let Some((json, used)) = frame::decode(pending) {
+            if let Some((json, used)) = frame::decode(pending).unwrap() {
                 pending.drain(..used);
                 return serde_json::from_slice(&json).unwrap();
             }
@@ -755,13 +769,7 @@ mod protocol {
     #[tokio::test]
     async fn bad_requests_get_clear_answers_and_valid_ones_a_map() {
         let rig = rig().await;
-        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
-        let key = rig
-            .state
-            .create_preauth_key(Some(user.id), true, false, None, &[])
-            .await
-            .unwrap()
-            .secret;
+        let key = rig.preauth_key(true).await.secret;
         let machine = PrivateKey::generate();
         let mut sender = connect(&rig.server, &machine, 142).await;
         let node_key = NodeKey::from_bytes([7; 32]);
@@ -818,14 +826,7 @@ mod protocol {
         );
 
         // The stream: a full map first, then the delta for a node that joins.
-        let request = hyper::Request::post("https://unused/machine/map")
-            .body(Full::new(Bytes::from(map_body(&node_key, true))))
-            .unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let mut body = response.into_body();
-        let mut pending = Vec::new();
-        let first = next_message(&mut body, &mut pending).await;
+        let (mut body, mut pending, first) = open_stream(&mut sender, &node_key).await;
         assert_eq!(first["Node"]["Name"], "laptop.tailnet.test.");
         assert_eq!(
             first["Node"]["Addresses"],
@@ -864,13 +865,7 @@ mod protocol {
     #[tokio::test]
     async fn a_websocket_client_registers_with_a_preauth_key() {
         let rig = rig().await;
-        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
-        let key = rig
-            .state
-            .create_preauth_key(Some(user.id), false, false, None, &[])
-            .await
-            .unwrap()
-            .secret;
+        let key = rig.preauth_key(false).await.secret;
         let machine = PrivateKey::generate();
         let mut sender = connect_websocket(&rig.server, &machine, 142).await;
         let node_key = NodeKey::from_bytes([5; 32]);
@@ -891,14 +886,15 @@ mod protocol {
         assert_eq!(node.machine_key, public_of(&machine));
 
         // And its map stream starts with a full map.
-        let (_body, _pending) = open_stream(&mut sender, &node_key).await;
+        let (_body, _pending, _) = open_stream(&mut sender, &node_key).await;
     }
 
-    /// Opens a streaming map session on `sender` and returns its body after the first map.
+    /// Opens a streaming map session on `sender`: its body, the bytes read past the
+    /// first map, and that first map.
     async fn open_stream(
         sender: &mut SendRequest<Full<Bytes>>,
         node_key: &NodeKey,
-    ) -> (hyper::body::Incoming, Vec<u8>) {
+    ) -> (hyper::body::Incoming, Vec<u8>, serde_json::Value) {
         let request = hyper::Request::post("https://unused/machine/map")
             .body(Full::new(Bytes::from(map_body(node_key, true))))
             .unwrap();
@@ -908,7 +904,7 @@ mod protocol {
         let mut pending = Vec::new();
         let first = next_message(&mut body, &mut pending).await;
         assert!(first["Node"].is_object(), "a full map first: {first}");
-        (body, pending)
+        (body, pending, first)
     }
 
     /// Waits for a `PeersChanged` that carries the peer named `name`.
@@ -933,13 +929,7 @@ mod protocol {
     #[tokio::test]
     async fn every_session_of_a_node_gets_deltas_and_it_stays_online_until_the_last_ends() {
         let rig = rig().await;
-        let (user, _) = rig.state.create_user("default", "", "", "").await.unwrap();
-        let key = rig
-            .state
-            .create_preauth_key(Some(user.id), true, false, None, &[])
-            .await
-            .unwrap()
-            .secret;
+        let key = rig.preauth_key(true).await.secret;
         let machine = PrivateKey::generate();
         let node_key = NodeKey::from_bytes([7; 32]);
         let mut first_conn = connect(&rig.server, &machine, 142).await;
@@ -952,8 +942,8 @@ mod protocol {
         let node = rig.state.snapshot().by_node_key(&node_key).unwrap().id;
         // Two Noise connections of the same machine, one stream each.
         let mut second_conn = connect(&rig.server, &machine, 142).await;
-        let (mut body_a, mut pending_a) = open_stream(&mut first_conn, &node_key).await;
-        let (body_b, mut pending_b) = open_stream(&mut second_conn, &node_key).await;
+        let (mut body_a, mut pending_a, _) = open_stream(&mut first_conn, &node_key).await;
+        let (body_b, mut pending_b, _) = open_stream(&mut second_conn, &node_key).await;
         let mut body_b = Some(body_b);
         assert!(rig.state.is_online(node));
 
