@@ -32,8 +32,15 @@ def status(report):
     if storm["convergence_secs"] is None:
         return f"incomplete: {storm['converged']}/{report['nodes']} converged, {report['failed']} failed"
     missing = sum(r["missing"] for r in report["fan_out"])
-    if report["failed"] or missing:
-        return f"{report['failed']} failed, {missing} fan-out samples missing"
+    churn = report.get("churn") or {}
+    unfinished = max(
+        (churn.get(k) or {}).get("missing", 0) for k in ("rejoin", "propagation")
+    )
+    if report["failed"] or missing or unfinished:
+        return (
+            f"{report['failed']} failed, {missing} fan-out samples missing, "
+            f"{unfinished} churn cycles unfinished"
+        )
     return "complete"
 
 
@@ -51,6 +58,20 @@ def metrics(report):
         "rss_per_node_kib": steady.get("rss_per_node_kib"),
         "bytes_per_node": steady.get("bytes_per_node"),
         "reconnects": report.get("reconnects"),
+        **churn_metrics(report.get("churn")),
+    }
+
+
+def churn_metrics(churn):
+    if not churn or not churn.get("cycles"):
+        return {}
+    return {
+        "churn_cycles": churn["cycles"],
+        "churn_rejoin_p50_ms": churn["rejoin"]["median_ms"],
+        "churn_rejoin_p99_ms": churn["rejoin"]["p99_ms"],
+        "churn_propagation_p50_ms": churn["propagation"]["median_ms"],
+        "churn_propagation_p99_ms": churn["propagation"]["p99_ms"],
+        "churn_cpu_s": churn.get("cpu_secs"),
     }
 
 
@@ -61,6 +82,8 @@ def fmt(value, digits=1):
         return str(value)
     if abs(value) >= 100:
         return f"{value:.0f}"
+    if abs(value) < 1:
+        return f"{value:.2f}"
     return f"{value:.{digits}f}"
 
 
@@ -118,6 +141,8 @@ def main():
         ("fanout_p99_ms", "Fan-out: p99 latency of an endpoint change", "milliseconds", "fanout-p99"),
         ("steady_cpu_s", "Steady state: server CPU seconds in the window", "CPU seconds", "steady-cpu"),
         ("rss_mib", "Steady state: server resident memory", "MiB", "rss"),
+        ("churn_propagation_p99_ms", "Churn: p99 time until peers see a rejoined node", "milliseconds", "churn-propagation-p99"),
+        ("churn_cpu_s", "Churn: server CPU seconds in the window", "CPU seconds", "churn-cpu"),
     ]
     for key, title, ylabel, png in plots:
         plot(docs, sizes, runs, key, title, ylabel, png)
@@ -133,6 +158,12 @@ def main():
         ("RSS per node (KiB)", "rss_per_node_kib"),
         ("Bytes per node in window", "bytes_per_node"),
         ("Map sessions the server ended", "reconnects"),
+        ("Churn cycles (leave + rejoin)", "churn_cycles"),
+        ("Churn rejoin p50 (ms)", "churn_rejoin_p50_ms"),
+        ("Churn rejoin p99 (ms)", "churn_rejoin_p99_ms"),
+        ("Churn propagation p50 (ms)", "churn_propagation_p50_ms"),
+        ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
+        ("Churn CPU in window (s)", "churn_cpu_s"),
     ]
     out = ["# Benchmarks: headway against Headscale", ""]
     out += [
@@ -159,7 +190,14 @@ def main():
         "**fan-out** (one node announces a new endpoint with a lite map request; latency until",
         "each of the N−1 peers has it; the table shows the median over rounds of each round's",
         "p50 and p99); **steady state** (every node connected and idle for the window; server",
-        "CPU seconds, resident memory, and RSS growth per node since before the run).",
+        "CPU seconds, resident memory, and memory per node: the growth of the server's RSS",
+        "from before the first node connected to the end of the window, divided by N);",
+        "**churn** (after the steady state, nodes leave and come back at a fixed rate, as a",
+        "restarted tailscaled does: the connection closes, a second later a new one registers",
+        "again with the same keys and opens a map stream announcing a new endpoint; *rejoin*",
+        "is from the new connection until the node's map lists all its peers again,",
+        "*propagation* from its map request until every peer that was not away itself has",
+        "its new endpoint; server CPU seconds over the churn window).",
         "",
     ]
     for n in sizes:

@@ -1,6 +1,7 @@
 //! The load generator (`headway bench`): N simulated Tailscale nodes against any
-//! control server URL (headway or Headscale), run through the join-storm, fan-out
-//! and steady-state scenarios, with a JSON report of what each node saw and when.
+//! control server URL (headway or Headscale), run through the join-storm, fan-out,
+//! steady-state and churn scenarios, with a JSON report of what each node saw and
+//! when.
 //!
 //! Client side only: it speaks the protocol like tailscaled and needs no special
 //! case in the server.
@@ -11,6 +12,7 @@ pub mod report;
 use anyhow::{Context, Result, bail};
 use node::{Node, Target, View};
 use report::{Distribution, Report, ServerSample};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +38,11 @@ pub struct Options {
     pub fanout_rounds: usize,
     /// Steady-state window with every node connected and idle.
     pub steady: Duration,
+    /// Churn window after the steady state (zero: no churn): nodes drop their
+    /// connection and come back, one every `1 / churn_rate` seconds.
+    pub churn: Duration,
+    /// Nodes leaving and rejoining per second during the churn window.
+    pub churn_rate: f64,
     /// The server's process id, to sample its CPU time and memory.
     pub server_pid: Option<u32>,
     /// The whole run ends after this, finished or not.
@@ -67,10 +74,35 @@ enum Event {
         index: usize,
         reason: String,
     },
+    /// A churned node is back, registered, and asks for its map stream announcing
+    /// endpoint `port`.
+    Rejoining {
+        index: usize,
+        port: u16,
+        at: Instant,
+    },
+    /// A churned node's new map lists all its peers again.
+    Rejoined {
+        index: usize,
+        latency: Duration,
+    },
+    /// Node `observer` saw peer `peer` with a churn endpoint `port`.
+    SawRejoin {
+        observer: usize,
+        peer: u64,
+        port: u16,
+        at: Instant,
+    },
 }
 
 /// How long a node waits before opening a new map session.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How long a churned node stays away before it reconnects.
+const CHURN_OFFLINE: Duration = Duration::from_secs(1);
+/// Churned nodes announce endpoint ports from here up, one per churn cycle.
+const CHURN_PORTS: u16 = 30000;
+/// After the churn window, cycles still in flight get this long to finish.
+const CHURN_GRACE: Duration = Duration::from_secs(30);
 
 /// The change fan-out rounds wait for: this peer id with this endpoint.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -84,6 +116,10 @@ struct Marker {
 pub async fn run(opts: Options) -> Result<Report> {
     if opts.nodes < 2 {
         bail!("--nodes must be at least 2 (a node needs a peer)");
+    }
+    let rate_ok = (f64::MIN_POSITIVE..=10_000.0).contains(&opts.churn_rate);
+    if !opts.churn.is_zero() && !rate_ok {
+        bail!("--churn-rate must be more than 0 and at most 10000 nodes per second");
     }
     let url = url::Url::parse(&opts.server).context("--server")?;
     let host = url.host_str().context("--server has no host")?.to_owned();
@@ -117,7 +153,10 @@ pub async fn run(opts: Options) -> Result<Report> {
     let bytes = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
     let mut tasks = JoinSet::new();
+    let mut churn_commands = Vec::with_capacity(opts.nodes);
     for index in 0..opts.nodes {
+        let (command, commands) = mpsc::unbounded_channel();
+        churn_commands.push(command);
         let sim = Sim {
             index,
             expected_peers: opts.nodes - 1,
@@ -130,7 +169,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             first: (index == 0).then(|| first_tx.clone()),
         };
         let gate = gate.clone();
-        tasks.spawn(async move { sim.run(gate).await });
+        tasks.spawn(async move { sim.run(gate, commands).await });
     }
     drop(events_tx);
     drop(first_tx);
@@ -139,7 +178,7 @@ pub async fn run(opts: Options) -> Result<Report> {
     let mut converged = 0usize;
     let mut last_converged = None;
     let mut failures = Vec::new();
-    let mut first_id = None;
+    let mut ids = vec![None; opts.nodes];
     while converged + failures.len() < opts.nodes {
         let Some(event) = recv_until(&mut events, deadline).await else {
             break;
@@ -147,13 +186,13 @@ pub async fn run(opts: Options) -> Result<Report> {
         match event {
             Event::Registered { latency } => registration.push(latency),
             Event::Failed { index, error } => failures.push(format!("node {index}: {error}")),
-            Event::SelfId { index: 0, id } => first_id = Some(id),
-            Event::SelfId { .. } | Event::Saw { .. } => {}
+            Event::SelfId { index, id } => ids[index] = Some(id),
             Event::Reconnect { index, reason } => report.reconnected(index, reason),
             Event::Converged { at } => {
                 converged += 1;
                 last_converged = Some(at);
             }
+            _ => {}
         }
     }
     report.join_storm.registered = registration.len();
@@ -176,7 +215,7 @@ pub async fn run(opts: Options) -> Result<Report> {
 
     // Fan-out: node 0 announces a new endpoint; every peer must see it.
     let mut announcer = first_rx.recv().await.context("node 0 did not start")?;
-    let first_id = first_id.context("node 0 never learned its id")?;
+    let first_id = ids[0].context("node 0 never learned its id")?;
     for round in 1..=opts.fanout_rounds {
         let port = 20000 + u16::try_from(round % 40000).unwrap_or(0);
         let endpoint = SocketAddr::new(announcer.source, port).to_string();
@@ -199,6 +238,7 @@ pub async fn run(opts: Options) -> Result<Report> {
                     report.note(format!("node {index} failed during fan-out: {error}"));
                 }
                 Some(Event::Reconnect { index, reason }) => report.reconnected(index, reason),
+                Some(Event::SelfId { index, id }) => ids[index] = Some(id),
                 Some(_) => {}
                 None => break,
             }
@@ -228,9 +268,143 @@ pub async fn run(opts: Options) -> Result<Report> {
             Some((after.rss_kib as f64 - before.rss_kib as f64) / opts.nodes as f64);
     }
     report.server_after = idle_end;
+
+    if !opts.churn.is_zero() && opts.churn_rate > 0.0 {
+        let mut churn = Churn {
+            opts: &opts,
+            events: &mut events,
+            commands: &churn_commands,
+            ids: &mut ids,
+            report: &mut report,
+            deadline,
+        };
+        churn.run().await;
+        report.server_after = opts.server_pid.and_then(ServerSample::take);
+    }
     report.total_secs = started.elapsed().as_secs_f64();
     tasks.abort_all();
     Ok(report)
+}
+
+/// The churn scenario's coordinator: tells one node after another to drop its
+/// connection and come back with a new endpoint, and times how long the node takes
+/// to get its full peer list again and how long its peers take to see it back.
+struct Churn<'a> {
+    opts: &'a Options,
+    events: &'a mut mpsc::UnboundedReceiver<Event>,
+    commands: &'a [mpsc::UnboundedSender<u16>],
+    ids: &'a mut [Option<u64>],
+    report: &'a mut Report,
+    deadline: Instant,
+}
+
+/// One node's leave-and-rejoin: when it asked for its new stream, which peers
+/// were away themselves then (they learn it from their own new map, later), and
+/// which of the others have seen its new endpoint.
+struct Cycle {
+    since: Instant,
+    away: HashSet<usize>,
+    seen: HashSet<usize>,
+    done: Option<Duration>,
+}
+
+impl Churn<'_> {
+    async fn run(&mut self) {
+        let opts = self.opts;
+        let before = opts.server_pid.and_then(ServerSample::take);
+        let began = Instant::now();
+        let window_end = (began + opts.churn).min(self.deadline);
+        let grace_end = (window_end + CHURN_GRACE).min(self.deadline);
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / opts.churn_rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Node 0 is the coordinator's announcer and stays; the others take turns.
+        let mut next = 1;
+        let mut ordered = 0usize;
+        let mut cycles: HashMap<(u64, u16), Cycle> = HashMap::new();
+        // Nodes told to leave that have not got their whole map back yet.
+        let mut away = HashSet::new();
+        let mut rejoins = Vec::new();
+        let mut window_sample = None;
+        loop {
+            let now = Instant::now();
+            if now >= window_end && window_sample.is_none() {
+                window_sample = opts.server_pid.and_then(ServerSample::take);
+            }
+            let finished = cycles.values().all(|c| c.done.is_some())
+                && rejoins.len() + self.report.failed >= ordered;
+            if now >= grace_end || (now >= window_end && finished) {
+                break;
+            }
+            let event = tokio::select! {
+                _ = ticker.tick(), if now < window_end => {
+                    let port = CHURN_PORTS.saturating_add(u16::try_from(ordered).unwrap_or(u16::MAX));
+                    if self.commands[next].send(port).is_ok() {
+                        ordered += 1;
+                        away.insert(next);
+                    }
+                    next = next % (opts.nodes - 1) + 1;
+                    continue;
+                }
+                event = recv_until(self.events, if now < window_end { window_end } else { grace_end }) => event,
+            };
+            match event {
+                Some(Event::Rejoining { index, port, at }) => {
+                    if let Some(id) = self.ids[index] {
+                        let mut away = away.clone();
+                        away.remove(&index);
+                        cycles.insert(
+                            (id, port),
+                            Cycle {
+                                since: at,
+                                away,
+                                seen: HashSet::new(),
+                                done: None,
+                            },
+                        );
+                    }
+                }
+                Some(Event::SawRejoin {
+                    observer,
+                    peer,
+                    port,
+                    at,
+                }) => {
+                    if let Some(cycle) = cycles.get_mut(&(peer, port))
+                        && cycle.done.is_none()
+                        && !cycle.away.contains(&observer)
+                        && cycle.seen.insert(observer)
+                        && cycle.seen.len() + cycle.away.len() >= opts.nodes - 1
+                    {
+                        cycle.done = Some(at.saturating_duration_since(cycle.since));
+                    }
+                }
+                Some(Event::Rejoined { index, latency }) => {
+                    away.remove(&index);
+                    rejoins.push(latency);
+                }
+                Some(Event::SelfId { index, id }) => self.ids[index] = Some(id),
+                Some(Event::Reconnect { index, reason }) => self.report.reconnected(index, reason),
+                Some(Event::Failed { index, error }) => {
+                    self.report.failed += 1;
+                    self.report
+                        .note(format!("node {index} failed during churn: {error}"));
+                }
+                Some(_) | None => {}
+            }
+        }
+        let after = window_sample.or_else(|| opts.server_pid.and_then(ServerSample::take));
+        let churn = &mut self.report.churn;
+        churn.window_secs = window_end.saturating_duration_since(began).as_secs_f64();
+        churn.rate_per_sec = opts.churn_rate;
+        churn.cycles = ordered;
+        churn.rejoin = Distribution::of_round(&mut rejoins, ordered);
+        let mut propagation: Vec<Duration> = cycles.values().filter_map(|c| c.done).collect();
+        churn.propagation = Distribution::of_round(&mut propagation, ordered);
+        if let (Some(a), Some(b)) = (&before, &after) {
+            churn.cpu_secs = Some(b.cpu_secs - a.cpu_secs);
+            churn.rss_kib = Some(b.rss_kib);
+        }
+    }
 }
 
 /// The next event, or `None` when the channel closed or `deadline` passed.
@@ -268,9 +442,17 @@ struct Sim {
     first: Option<mpsc::Sender<Node>>,
 }
 
+/// What ended a wait on a map stream.
+enum Next {
+    /// The stream ended (the server closed it, or it broke).
+    Ended(Result<()>),
+    /// The churn coordinator asks the node to leave and come back announcing this port.
+    Rejoin(u16),
+}
+
 impl Sim {
-    async fn run(self, gate: Arc<Semaphore>) {
-        if let Err(error) = self.session(gate).await {
+    async fn run(self, gate: Arc<Semaphore>, churn: mpsc::UnboundedReceiver<u16>) {
+        if let Err(error) = self.session(gate, churn).await {
             let _ = self.events.send(Event::Failed {
                 index: self.index,
                 error: format!("{error:#}"),
@@ -278,7 +460,11 @@ impl Sim {
         }
     }
 
-    async fn session(&self, gate: Arc<Semaphore>) -> Result<()> {
+    async fn session(
+        &self,
+        gate: Arc<Semaphore>,
+        mut churn: mpsc::UnboundedReceiver<u16>,
+    ) -> Result<()> {
         let permit = gate.acquire_owned().await?;
         let began = Instant::now();
         let mut node = Node::connect(self.index, &self.target, self.source).await?;
@@ -294,27 +480,47 @@ impl Sim {
         let mut view = View::default();
         let mut progress = Progress::default();
         loop {
-            let ended = node::read_messages(&mut body, &mut view, |view| {
-                self.observe(view, &mut progress);
-                true
-            })
-            .await;
-            // tailscaled opens a new session when the server ends one; so do we, on
-            // the same connection if it still works, else on a new one.
-            let reason = match ended {
-                Ok(()) => "the server ended the map stream".to_owned(),
-                Err(err) => format!("{err:#}"),
+            let next = tokio::select! {
+                ended = node::read_messages(&mut body, &mut view, |view| {
+                    self.observe(view, &mut progress);
+                    true
+                }) => Next::Ended(ended),
+                Some(port) = churn.recv() => Next::Rejoin(port),
             };
-            let _ = self.events.send(Event::Reconnect {
-                index: self.index,
-                reason,
-            });
-            tokio::time::sleep(RECONNECT_DELAY).await;
-            body = match node.stream(10000).await {
-                Ok(body) => body,
-                Err(_) => {
-                    node = node.reconnect(&self.target).await?;
-                    node.stream(10000).await?
+            drop(body);
+            body = match next {
+                Next::Rejoin(port) => {
+                    // As a restarted tailscaled: a new connection, register again
+                    // with the same keys, then a new map stream.
+                    node = node.reconnect(&self.target, CHURN_OFFLINE).await?;
+                    progress.rejoining = Some(Instant::now());
+                    node.register(&self.auth_key).await?;
+                    let _ = self.events.send(Event::Rejoining {
+                        index: self.index,
+                        port,
+                        at: Instant::now(),
+                    });
+                    node.stream(port).await?
+                }
+                Next::Ended(ended) => {
+                    // tailscaled opens a new session when the server ends one; so do
+                    // we, on the same connection if it still works, else on a new one.
+                    let reason = match ended {
+                        Ok(()) => "the server ended the map stream".to_owned(),
+                        Err(err) => format!("{err:#}"),
+                    };
+                    let _ = self.events.send(Event::Reconnect {
+                        index: self.index,
+                        reason,
+                    });
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                    match node.stream(10000).await {
+                        Ok(body) => body,
+                        Err(_) => {
+                            node = node.reconnect(&self.target, Duration::ZERO).await?;
+                            node.stream(10000).await?
+                        }
+                    }
                 }
             };
             view = View::default();
@@ -335,9 +541,31 @@ impl Sim {
                 id,
             });
         }
-        if !progress.converged && view.peers.len() >= self.expected_peers {
-            progress.converged = true;
-            let _ = self.events.send(Event::Converged { at: now });
+        if view.peers.len() >= self.expected_peers {
+            if !progress.converged {
+                progress.converged = true;
+                let _ = self.events.send(Event::Converged { at: now });
+            }
+            if let Some(since) = progress.rejoining.take() {
+                let _ = self.events.send(Event::Rejoined {
+                    index: self.index,
+                    latency: now - since,
+                });
+            }
+        }
+        for peer in &view.changed {
+            let port = view
+                .peers
+                .get(peer)
+                .and_then(|endpoints| churn_port(endpoints));
+            if let Some(port) = port {
+                let _ = self.events.send(Event::SawRejoin {
+                    observer: self.index,
+                    peer: *peer,
+                    port,
+                    at: now,
+                });
+            }
         }
         let marker = self.marker.borrow();
         if marker.round > progress.seen_round
@@ -355,11 +583,21 @@ impl Sim {
     }
 }
 
+/// The churn port among a peer's endpoints, if it announced one.
+fn churn_port(endpoints: &[String]) -> Option<u16> {
+    endpoints.iter().find_map(|endpoint| {
+        let port: u16 = endpoint.rsplit_once(':')?.1.parse().ok()?;
+        (port >= CHURN_PORTS).then_some(port)
+    })
+}
+
 /// What one node has reported so far.
 #[derive(Default)]
 struct Progress {
     announced_id: bool,
     converged: bool,
+    /// Since when a churned node has been rejoining (until its map is whole again).
+    rejoining: Option<Instant>,
     seen_round: usize,
     last_bytes: u64,
 }

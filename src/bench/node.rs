@@ -55,6 +55,8 @@ pub struct View {
     /// Bytes received on the stream (framed, compressed).
     pub bytes: u64,
     pub messages: u64,
+    /// Peers whose entry the last message set or changed.
+    pub changed: Vec<u64>,
 }
 
 /// The parts of a `MapResponse` the load generator reads; the rest is skipped.
@@ -103,16 +105,19 @@ impl View {
         let message: MapMessage =
             serde_json::from_slice(json).context("a map message that is not a MapResponse")?;
         self.messages += 1;
+        self.changed.clear();
         if let Some(node) = message.node {
             self.self_id = Some(node.id);
         }
         if let Some(peers) = message.peers {
+            self.changed.extend(peers.iter().map(|p| p.id));
             self.peers = peers
                 .into_iter()
                 .map(|p| (p.id, p.endpoints.unwrap_or_default()))
                 .collect();
         }
         for peer in message.peers_changed.into_iter().flatten() {
+            self.changed.push(peer.id);
             self.peers
                 .insert(peer.id, peer.endpoints.unwrap_or_default());
         }
@@ -124,6 +129,7 @@ impl View {
                 (patch.endpoints, self.peers.get_mut(&patch.node_id))
             {
                 *known = endpoints;
+                self.changed.push(patch.node_id);
             }
         }
         Ok(())
@@ -176,18 +182,22 @@ impl Node {
         Node::connect_as(index, target, source, machine, node_key).await
     }
 
-    /// Opens a new control connection for this node (same machine and node key),
-    /// as tailscaled does after the server ended its session.
-    pub async fn reconnect(&self, target: &Target) -> Result<Node> {
-        let mut node = Node::connect_as(
-            self.index,
-            target,
-            Some(self.source),
-            self.machine.clone(),
-            self.node_key,
-        )
-        .await?;
-        node.disco_key = self.disco_key;
+    /// Closes this connection (unless a clone holds it), waits `pause`, and opens a
+    /// new one for the same machine and node key, as tailscaled does after its
+    /// session ended or it restarted.
+    pub async fn reconnect(self, target: &Target, pause: Duration) -> Result<Node> {
+        let Node {
+            index,
+            machine,
+            node_key,
+            disco_key,
+            source,
+            sender,
+        } = self;
+        drop(sender);
+        tokio::time::sleep(pause).await;
+        let mut node = Node::connect_as(index, target, Some(source), machine, node_key).await?;
+        node.disco_key = disco_key;
         Ok(node)
     }
 
@@ -416,6 +426,10 @@ mod tests {
         assert_eq!(view.peers.len(), 2);
         assert_eq!(view.peers[&2], ["2.2.2.2:2"]);
         assert_eq!(view.peers[&4], ["4.4.4.4:4"]);
+        assert!(view.changed.is_empty(), "a keep-alive changes no peer");
+        view.apply(br#"{"PeersChangedPatch":[{"NodeID":4,"Online":false},{"NodeID":2,"Endpoints":["2.2.2.2:3"]}]}"#)
+            .unwrap();
+        assert_eq!(view.changed, [2], "only peer 2's endpoints changed");
     }
 
     #[test]

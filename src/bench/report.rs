@@ -15,6 +15,7 @@ pub struct Report {
     /// One entry per fan-out round.
     pub fan_out: Vec<Distribution>,
     pub steady: Steady,
+    pub churn: Churn,
     pub server_before: Option<ServerSample>,
     pub server_after: Option<ServerSample>,
     /// Nodes that failed (connect, register, or a new session after one ended).
@@ -49,6 +50,24 @@ pub struct Steady {
     pub rss_per_node_kib: Option<f64>,
     /// Map-stream bytes each node received during the window (keep-alives).
     pub bytes_per_node: f64,
+}
+
+/// Nodes leaving and coming back at a fixed rate (a restarted tailscaled: new
+/// connection, register, map stream with a new endpoint).
+#[derive(Debug, Default, Serialize)]
+pub struct Churn {
+    pub window_secs: f64,
+    pub rate_per_sec: f64,
+    /// Nodes told to leave and come back.
+    pub cycles: usize,
+    /// Per cycle: from reconnecting until the node's new map lists all its peers.
+    pub rejoin: Distribution,
+    /// Per cycle: from the node's map request until every peer saw its new endpoint
+    /// (peers that were away themselves then are not waited for).
+    pub propagation: Distribution,
+    /// Server CPU seconds during the window.
+    pub cpu_secs: Option<f64>,
+    pub rss_kib: Option<u64>,
 }
 
 /// Latencies in milliseconds.
@@ -150,6 +169,8 @@ impl Report {
         self.join_storm.convergence_secs.is_some()
             && self.failed == 0
             && self.fan_out.iter().all(|round| round.missing == 0)
+            && self.churn.rejoin.missing == 0
+            && self.churn.propagation.missing == 0
     }
 }
 

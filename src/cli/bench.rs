@@ -32,6 +32,13 @@ pub struct BenchArgs {
     /// Steady-state window (Go or Prometheus duration, e.g. 30s).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub steady: Duration,
+    /// Churn window after the steady state (0s: none): nodes drop their connection
+    /// and come back with a new endpoint, `--churn-rate` per second.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub churn: Duration,
+    /// Nodes leaving and rejoining per second during the churn window.
+    #[arg(long, default_value_t = 10.0)]
+    pub churn_rate: f64,
     /// The server's process id, for its CPU time and memory.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -58,6 +65,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         sources: args.sources,
         fanout_rounds: args.fanout_rounds,
         steady: args.steady,
+        churn: args.churn,
+        churn_rate: args.churn_rate,
         server_pid: args.server_pid,
         deadline: args.deadline,
     };

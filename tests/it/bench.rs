@@ -1,6 +1,6 @@
 //! The load generator against a real headway: every simulated node registers,
-//! converges on the full peer list and sees each fan-out change, with no
-//! server-side special case.
+//! converges on the full peer list, sees each fan-out change, and churned nodes
+//! come back whole, with no server-side special case.
 
 use crate::support::TestServer;
 
@@ -40,6 +40,10 @@ fn the_load_generator_converges_every_simulated_node() {
             "3",
             "--steady",
             "1s",
+            "--churn",
+            "3s",
+            "--churn-rate",
+            "4",
             "--deadline",
             "2m",
             "--out",
@@ -64,7 +68,23 @@ fn the_load_generator_converges_every_simulated_node() {
             (Some(29), Some(0))
         );
     }
-    // The server really has the nodes the generator claims to have made.
+    // Churn: nodes left and came back; each got its whole map again and every
+    // peer saw its new endpoint.
+    let churn = &report["churn"];
+    let cycles = churn["cycles"].as_u64().unwrap();
+    assert!(cycles >= 10, "{churn:#}");
+    for measure in ["rejoin", "propagation"] {
+        assert_eq!(
+            (
+                churn[measure]["count"].as_u64(),
+                churn[measure]["missing"].as_u64()
+            ),
+            (Some(cycles), Some(0)),
+            "{measure}: {churn:#}"
+        );
+    }
+    // The server really has the nodes the generator claims to have made, and a
+    // node that came back is the same node, not a new one.
     let nodes: serde_json::Value =
         serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), 30);
