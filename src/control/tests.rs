@@ -913,15 +913,26 @@ mod protocol {
         pending: &mut Vec<u8>,
         name: &str,
     ) {
+        wait_peer(body, pending, name, |_| true).await;
+    }
+
+    /// Waits for a delta whose `PeersChanged` carries peer `name` in a form that
+    /// `wanted` accepts, and returns that peer.
+    async fn wait_peer(
+        body: &mut hyper::body::Incoming,
+        pending: &mut Vec<u8>,
+        name: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         loop {
             let message = next_message(body, pending).await;
-            let names = message["PeersChanged"]
+            let peers = message["PeersChanged"]
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            if names.iter().any(|peer| peer["Name"] == name) {
+            if let Some(peer) = peers.into_iter().find(|p| p["Name"] == name && wanted(p)) {
                 assert!(message.get("Node").is_none(), "a delta: {message}");
-                return;
+                return peer;
             }
         }
     }
@@ -983,6 +994,121 @@ mod protocol {
             assert!(tokio::time::Instant::now() < deadline, "still online");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// A router: registered, streaming, advertising `LAN` in its Hostinfo.
+    async fn router(
+        rig: &Rig,
+        key: &str,
+        seed: u8,
+        hostname: &str,
+    ) -> (
+        crate::types::NodeId,
+        SendRequest<Full<Bytes>>,
+        hyper::body::Incoming,
+    ) {
+        let node_key = NodeKey::from_bytes([seed; 32]);
+        let mut conn = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        send_post(
+            &mut conn,
+            "/machine/register",
+            register_body(&node_key, key, hostname),
+        )
+        .await;
+        let mut body: serde_json::Value = serde_json::from_str(&map_body(&node_key, true)).unwrap();
+        body["Hostinfo"] =
+            serde_json::json!({"Hostname": hostname, "OS": "linux", "RoutableIPs": [LAN]});
+        let request = hyper::Request::post("https://unused/machine/map")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = conn.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let id = rig.state.snapshot().by_node_key(&node_key).unwrap().id;
+        (id, conn, response.into_body())
+    }
+
+    const LAN: &str = "192.168.100.0/24";
+
+    fn serves_lan(peer: &serde_json::Value) -> bool {
+        let has = |field: &str| {
+            peer[field]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|p| p == LAN))
+        };
+        has("PrimaryRoutes") && has("AllowedIPs")
+    }
+
+    #[tokio::test]
+    async fn peers_learn_approved_routes_and_the_standby_router_when_the_primary_leaves() {
+        let rig = rig().await;
+        let key = rig.preauth_key(true).await.secret;
+        let (first, first_conn, first_body) = router(&rig, &key, 21, "router-a").await;
+        let (second, _second_conn, _second_body) = router(&rig, &key, 22, "router-b").await;
+        let mut client = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let client_key = NodeKey::from_bytes([23; 32]);
+        send_post(
+            &mut client,
+            "/machine/register",
+            register_body(&client_key, &key, "laptop"),
+        )
+        .await;
+        let (mut body, mut pending, first_map) = open_stream(&mut client, &client_key).await;
+        let peers = first_map["Peers"].as_array().unwrap();
+        assert!(
+            peers.iter().all(|p| !serves_lan(p)),
+            "nothing is approved yet: {first_map}"
+        );
+        let publish = |change| rig.state.notifier().publish(change);
+
+        // Approval reaches the client as a delta: AllowedIPs and PrimaryRoutes.
+        for router in [first, second] {
+            let (_, change) = rig
+                .state
+                .set_approved_routes(router, &[LAN.to_owned()])
+                .await
+                .unwrap();
+            publish(change);
+        }
+        wait_peer(
+            &mut body,
+            &mut pending,
+            "router-a.tailnet.test.",
+            serves_lan,
+        )
+        .await;
+
+        // The primary's session ends: the standby serves the prefix, and the client
+        // is told about both routers.
+        drop(first_body);
+        drop(first_conn);
+        wait_peer(
+            &mut body,
+            &mut pending,
+            "router-b.tailnet.test.",
+            serves_lan,
+        )
+        .await;
+        assert_eq!(
+            rig.state.snapshot().primary_for(&LAN.parse().unwrap()),
+            Some(second)
+        );
+        assert!(rig.state.snapshot().primary_routes(first).is_empty());
+
+        // Disabling the route takes it away from the client the same way.
+        let (_, change) = rig.state.set_approved_routes(second, &[]).await.unwrap();
+        publish(change);
+        let peer = wait_peer(&mut body, &mut pending, "router-b.tailnet.test.", |p| {
+            !serves_lan(p)
+        })
+        .await;
+        assert!(
+            !peer["AllowedIPs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p == LAN),
+            "{peer}"
+        );
     }
 }
 

@@ -1,8 +1,10 @@
 //! `NodeStore`: the in-memory, copy-on-write set of nodes and their routes.
 //!
-//! Readers take a snapshot without locking (`ArcSwap`); the single writer (the
-//! state's write lock holder) builds a new snapshot and swaps it in. Nodes are
-//! `Arc`-shared, so a new snapshot copies pointers, not nodes.
+//! Readers take a snapshot without locking (`ArcSwap`); an update builds a new
+//! snapshot from the current one and swaps it in with compare-and-swap, so updates
+//! that race (a node mutation and a router going offline) never lose each other.
+//! Nodes are `Arc`-shared, so a new snapshot copies pointers, not nodes. The
+//! snapshot also holds the elected primary router of each subnet prefix.
 
 use crate::types::{MachineKey, Node, NodeId, NodeKey, Route};
 use arc_swap::ArcSwap;
@@ -16,6 +18,8 @@ pub struct Snapshot {
     nodes: BTreeMap<NodeId, Arc<Node>>,
     by_node_key: HashMap<NodeKey, NodeId>,
     routes: BTreeMap<NodeId, Arc<[Route]>>,
+    /// The router serving each approved subnet prefix (see [`Snapshot::elect`]).
+    primaries: BTreeMap<IpNet, NodeId>,
 }
 
 impl Snapshot {
@@ -65,24 +69,69 @@ impl Snapshot {
         self.routes.values().flat_map(|r| r.iter())
     }
 
-    /// Prefixes `id` serves as primary router. A prefix that several nodes
-    /// advertise and have approved is served by the lowest node id, so the choice is
-    /// stable; exit routes are never "primary" (every exit node serves its own).
+    /// Prefixes `id` serves as primary router. Exit routes are never "primary"
+    /// (every exit node serves its own).
     pub fn primary_routes(&self, id: NodeId) -> Vec<IpNet> {
+        self.primaries
+            .iter()
+            .filter(|(_, router)| **router == id)
+            .map(|(prefix, _)| *prefix)
+            .collect()
+    }
+
+    /// Every prefix with its primary router.
+    pub fn primaries(&self) -> &BTreeMap<IpNet, NodeId> {
+        &self.primaries
+    }
+
+    /// Whether `id` advertises an approved subnet route, so that its going online
+    /// or offline may move a primary.
+    pub fn is_router(&self, id: NodeId) -> bool {
         self.routes(id)
             .iter()
-            .filter(|r| r.advertised && r.approved && !r.is_exit())
-            .filter(|r| self.primary_for(&r.prefix) == Some(id))
-            .map(|r| r.prefix)
+            .any(|r| r.advertised && r.approved && !r.is_exit())
+    }
+
+    /// Elects the primary router of every approved subnet prefix among the online
+    /// nodes that advertise it and have it approved. The current primary keeps the
+    /// prefix while it stays online, so a router coming back does not take it back
+    /// (no flapping); otherwise the lowest node id wins. A prefix none of whose
+    /// routers is online has no primary.
+    pub fn elect(&self, online: &dyn Fn(NodeId) -> bool) -> BTreeMap<IpNet, NodeId> {
+        let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
+        // `routes` is ordered by node id, so each list is too.
+        for route in self.all_routes() {
+            if route.advertised
+                && route.approved
+                && !route.is_exit()
+                && self.nodes.contains_key(&route.node_id)
+                && online(route.node_id)
+            {
+                candidates
+                    .entry(route.prefix)
+                    .or_default()
+                    .push(route.node_id);
+            }
+        }
+        candidates
+            .into_iter()
+            .map(|(prefix, routers)| {
+                let kept = self
+                    .primaries
+                    .get(&prefix)
+                    .filter(|current| routers.contains(current));
+                (prefix, kept.copied().unwrap_or(routers[0]))
+            })
             .collect()
+    }
+
+    pub fn set_primaries(&mut self, primaries: BTreeMap<IpNet, NodeId>) {
+        self.primaries = primaries;
     }
 
     /// The node serving `prefix` as primary, if any.
     pub fn primary_for(&self, prefix: &IpNet) -> Option<NodeId> {
-        self.all_routes()
-            .filter(|r| r.prefix == *prefix && r.advertised && r.approved)
-            .map(|r| r.node_id)
-            .min()
+        self.primaries.get(prefix).copied()
     }
 
     /// A copy with `node` inserted or replaced.
@@ -151,8 +200,24 @@ impl NodeStore {
         self.current.load_full()
     }
 
-    /// Installs a new snapshot. Only the write-lock holder calls this.
-    pub fn replace(&self, next: Snapshot) {
-        self.current.store(Arc::new(next));
+    /// Installs `edit` of the current snapshot (`None`: nothing to change). If
+    /// another update got in first, `edit` runs again on its result. Returns the
+    /// snapshots before and after.
+    pub fn update(
+        &self,
+        edit: impl Fn(&Snapshot) -> Option<Snapshot>,
+    ) -> (Arc<Snapshot>, Arc<Snapshot>) {
+        let mut current = self.current.load_full();
+        loop {
+            let Some(next) = edit(&current) else {
+                return (current.clone(), current);
+            };
+            let next = Arc::new(next);
+            let previous = self.current.compare_and_swap(&current, Arc::clone(&next));
+            if Arc::ptr_eq(&previous, &current) {
+                return (current, next);
+            }
+            current = arc_swap::Guard::into_inner(previous);
+        }
     }
 }

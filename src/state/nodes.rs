@@ -59,21 +59,15 @@ impl State {
         let mut alloc = self.writer.lock().await;
         let snap = self.snapshot();
         let node = snap.get(id).cloned().ok_or_else(|| not_found(id))?;
-        let prefixes: Vec<_> = snap.routes(id).iter().map(|r| r.prefix).collect();
         self.db
             .delete_node(id)
             .await
             .map_err(|e| storage(e, || not_found(id).to_string(), |c| c.to_owned()))?;
         alloc.release(node.ipv4, node.ipv6);
-        let next = snap.without_node(id);
         let mut change = Change::node_removed(id);
-        // Routers that take over a prefix this node served must be re-sent.
-        for prefix in prefixes {
-            if let Some(successor) = next.primary_for(&prefix) {
-                change.merge(Change::node_changed(successor));
-            }
-        }
-        self.nodes.replace(next);
+        // Routers that take over a prefix this node served are announced.
+        let (_, moved) = self.update_nodes(|snap| snap.without_node(id));
+        change.merge(moved);
         self.end_sessions_of(id);
         Ok(change)
     }
@@ -98,7 +92,9 @@ impl State {
             })
             .await?;
         let change = if expiry.is_some_and(|e| e <= now) {
-            Change::node_expired(id)
+            let mut expired = Change::node_expired(id);
+            expired.merge(change);
+            expired
         } else {
             change
         };
@@ -213,16 +209,30 @@ impl State {
             if updated != *node {
                 updated.updated_at = Self::now();
                 self.db.save_node(&updated, None).await?;
-                self.nodes.replace(self.snapshot().with_node(updated));
+                let (_, moved) = self.update_nodes(|snap| snap.with_node(updated.clone()));
+                change.merge(moved);
                 change.merge(Change::node_changed(node.id));
             }
         }
         Ok((lines, change))
     }
 
-    /// Applies `edit` to a copy of node `id`, stores it and swaps it in.
-    /// Runs under the write lock so concurrent edits never lose each other.
+    /// Applies `edit` to a copy of node `id`, stores it and swaps it in; the change
+    /// names the node (and any router whose primary status moved meanwhile).
     pub(super) async fn update_node(
+        &self,
+        id: NodeId,
+        edit: impl FnOnce(&mut Node),
+    ) -> Result<(Arc<Node>, Change)> {
+        let (node, mut change) = self.store_node(id, edit).await?;
+        change.merge(Change::node_changed(id));
+        Ok((node, change))
+    }
+
+    /// `update_node` for edits peers need not learn as a whole node (presence):
+    /// the change names only routers whose primary status moved meanwhile.
+    /// Runs under the write lock so concurrent edits never lose each other.
+    pub(super) async fn store_node(
         &self,
         id: NodeId,
         edit: impl FnOnce(&mut Node),
@@ -245,10 +255,9 @@ impl State {
                 |c| format!("{c} is already used by another node"),
             )
         })?;
-        let next = snap.with_node(node);
+        let (next, moved) = self.update_nodes(|snap| snap.with_node(node.clone()));
         let stored = next.get(id).cloned().ok_or_else(|| not_found(id))?;
-        self.nodes.replace(next);
-        Ok((stored, Change::node_changed(id)))
+        Ok((stored, moved))
     }
 
     /// Forgets the open sessions of a node that no longer exists.

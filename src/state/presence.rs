@@ -48,21 +48,27 @@ impl State {
         Ok(node)
     }
 
-    /// A map session of `id` opened; the first one brings the node online.
+    /// A map session of `id` opened; the first one brings the node online (and a
+    /// router may become primary for a prefix nobody served).
     pub fn session_opened(&self, id: NodeId) -> Change {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = sessions.entry(id).or_default();
-        entry.open += 1;
-        entry.generation += 1;
-        if entry.open == 1 {
-            Change::node_online(id, true)
-        } else {
-            Change::none()
+        let first = {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = sessions.entry(id).or_default();
+            entry.open += 1;
+            entry.generation += 1;
+            entry.open == 1
+        };
+        if !first {
+            return Change::none();
         }
+        let mut change = Change::node_online(id, true);
+        change.merge(self.reelect(id));
+        change
     }
 
-    /// A map session of `id` ended; the last one takes the node offline, records
-    /// when it was last seen, and starts the ephemeral countdown.
+    /// A map session of `id` ended; the last one takes the node offline (another
+    /// router takes over its prefixes at once), records when it was last seen, and
+    /// starts the ephemeral countdown.
     pub async fn session_closed(self: &Arc<Self>, id: NodeId) -> Change {
         let generation = {
             let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,16 +81,22 @@ impl State {
             }
             entry.generation
         };
+        let mut change = Change::node_online(id, false);
+        change.merge(self.reelect(id));
         let now = Self::now();
         match self
             .edit_presence(id, |node| node.last_seen = Some(now))
             .await
         {
-            Ok(Some(node)) if node.ephemeral => self.remove_when_still_gone(id, generation),
-            Ok(_) => {}
+            Ok((node, moved)) => {
+                change.merge(moved);
+                if node.is_some_and(|n| n.ephemeral) {
+                    self.remove_when_still_gone(id, generation);
+                }
+            }
             Err(err) => tracing::warn!(node = %id, %err, "could not record last seen"),
         }
-        Change::node_online(id, false)
+        change
     }
 
     /// Stores what a client reported. Empty endpoints and a zero disco key never
@@ -112,18 +124,20 @@ impl State {
             change.merge(Change::node_changed(id));
         }
         if endpoints.is_some() || disco.is_some() || hostinfo.is_some() {
-            self.edit_presence(id, |node| {
-                if let Some(e) = endpoints {
-                    node.endpoints = e;
-                }
-                if let Some(d) = disco {
-                    node.disco_key = d;
-                }
-                if let Some(h) = hostinfo {
-                    node.hostinfo = Some(h);
-                }
-            })
-            .await?;
+            let (_, moved) = self
+                .edit_presence(id, |node| {
+                    if let Some(e) = endpoints {
+                        node.endpoints = e;
+                    }
+                    if let Some(d) = disco {
+                        node.disco_key = d;
+                    }
+                    if let Some(h) = hostinfo {
+                        node.hostinfo = Some(h);
+                    }
+                })
+                .await?;
+            change.merge(moved);
         }
         if let Some(routes) = report.advertised_routes {
             let current: std::collections::BTreeSet<IpNet> = self
@@ -155,15 +169,16 @@ impl State {
         Ok(self.expire_node(id, None, false).await?.1)
     }
 
-    /// Applies `edit` to node `id` as `update_node` does; `None` when the node is gone.
+    /// Applies `edit` to node `id` as `store_node` does; `None` when the node is
+    /// gone. The change names routers whose primary status moved meanwhile.
     async fn edit_presence(
         &self,
         id: NodeId,
         edit: impl FnOnce(&mut Node),
-    ) -> Result<Option<Arc<Node>>> {
-        match self.update_node(id, edit).await {
-            Ok((node, _)) => Ok(Some(node)),
-            Err(Error::NotFound(_)) => Ok(None),
+    ) -> Result<(Option<Arc<Node>>, Change)> {
+        match self.store_node(id, edit).await {
+            Ok((node, moved)) => Ok((Some(node), moved)),
+            Err(Error::NotFound(_)) => Ok((None, Change::none())),
             Err(err) => Err(err),
         }
     }

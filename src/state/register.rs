@@ -323,7 +323,7 @@ impl State {
                 .cloned()
         });
 
-        let (node, change) = if let Some(old) = existing {
+        let (node, mut change) = if let Some(old) = existing {
             let mut node = (*old).clone();
             node.node_key = adm.node_key;
             node.hostname = adm.hostname.clone();
@@ -382,10 +382,13 @@ impl State {
             (node, Change::node_added(id))
         };
         let id = node.id;
-        self.nodes.replace(snap.with_node(node));
+        let (_, moved) = self.update_nodes(|snap| snap.with_node(node.clone()));
+        change.merge(moved);
         if !adm.advertised_routes.is_empty() || !self.snapshot().routes(id).is_empty() {
-            self.store_routes(id, Some(&adm.advertised_routes), None)
+            let (_, routed) = self
+                .store_routes(id, Some(&adm.advertised_routes), None)
                 .await?;
+            change.merge(routed);
         }
         drop(alloc);
         let node = self

@@ -1,11 +1,15 @@
 //! Routes: what nodes advertise, what admins approve, and which router is
-//! primary for a prefix. Approving either exit route approves both.
+//! primary for a prefix. Approving either exit route approves both. Every node
+//! snapshot update re-elects primaries, and so does a router going online or
+//! offline; the routers whose primary status moved are announced to their peers.
 
+use super::node_store::Snapshot;
 use super::{Change, Error, NodeView, Result, State};
 use crate::types::route::is_exit_prefix;
 use crate::types::{NodeId, Route, RouteId};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 /// A route with its node, for the 0.18–0.25 route API.
 #[derive(Clone, Debug)]
@@ -42,15 +46,71 @@ fn exit_pair() -> [IpNet; 2] {
     ]
 }
 
+/// The routers whose primary status differs between two snapshots.
+fn primaries_moved(before: &Snapshot, after: &Snapshot) -> Change {
+    let mut change = Change::none();
+    let prefixes: BTreeSet<&IpNet> = before
+        .primaries()
+        .keys()
+        .chain(after.primaries().keys())
+        .collect();
+    for prefix in prefixes {
+        let (was, now) = (before.primary_for(prefix), after.primary_for(prefix));
+        if was != now {
+            for router in [was, now].into_iter().flatten() {
+                if after.get(router).is_some() {
+                    change.merge(Change::node_changed(router));
+                }
+            }
+        }
+    }
+    change
+}
+
 impl State {
+    /// Swaps in `edit` of the current node snapshot, with primaries re-elected.
+    /// Returns the new snapshot and the routers whose primary status moved.
+    pub(super) fn update_nodes(
+        &self,
+        edit: impl Fn(&Snapshot) -> Snapshot,
+    ) -> (Arc<Snapshot>, Change) {
+        let online = |id| self.is_online(id);
+        let (before, after) = self.nodes.update(|snap| {
+            let mut next = edit(snap);
+            let primaries = next.elect(&online);
+            next.set_primaries(primaries);
+            Some(next)
+        });
+        let moved = primaries_moved(&before, &after);
+        (after, moved)
+    }
+
+    /// Re-elects primaries after router `id` came online or went offline.
+    pub(super) fn reelect(&self, id: NodeId) -> Change {
+        if !self.snapshot().is_router(id) {
+            return Change::none();
+        }
+        let online = |id| self.is_online(id);
+        let (before, after) = self.nodes.update(|snap| {
+            let primaries = snap.elect(&online);
+            (primaries != *snap.primaries()).then(|| {
+                let mut next = snap.clone();
+                next.set_primaries(primaries);
+                next
+            })
+        });
+        primaries_moved(&before, &after)
+    }
+
     /// Replaces a node's advertised and/or approved prefixes (`None` keeps them).
-    /// The caller holds the write lock.
+    /// The caller holds the write lock. The change names the node and every router
+    /// whose primary status moved.
     pub(super) async fn store_routes(
         &self,
         id: NodeId,
         advertised: Option<&[IpNet]>,
         approved: Option<&[IpNet]>,
-    ) -> Result<Vec<Route>> {
+    ) -> Result<(Vec<Route>, Change)> {
         let snap = self.snapshot();
         let current = snap.routes(id);
         let pick = |given: Option<&[IpNet]>, flag: fn(&Route) -> bool| -> Vec<IpNet> {
@@ -70,9 +130,10 @@ impl State {
             .db
             .set_node_routes(id, &advertised, &approved, Self::now())
             .await?;
-        self.nodes
-            .replace(self.snapshot().with_routes(id, rows.clone()));
-        Ok(rows)
+        let (_, moved) = self.update_nodes(|snap| snap.with_routes(id, rows.clone()));
+        let mut change = Change::node_changed(id);
+        change.merge(moved);
+        Ok((rows, change))
     }
 
     /// Records the prefixes a node announces (from its Hostinfo); approvals stay.
@@ -81,9 +142,7 @@ impl State {
         if self.snapshot().get(id).is_none() {
             return Err(Error::NotFound(format!("node with id {id} not found")));
         }
-        let before = self.routing_state();
-        self.store_routes(id, Some(routes), None).await?;
-        Ok(self.routing_change(id, &before))
+        Ok(self.store_routes(id, Some(routes), None).await?.1)
     }
 
     /// Sets the approved routes of a node. Every route must be one the node
@@ -135,10 +194,8 @@ impl State {
         if wanted.iter().any(is_exit_prefix) {
             wanted.extend(exit_pair().into_iter().filter(|p| advertised.contains(p)));
         }
-        let before = self.routing_state();
         let approved: Vec<IpNet> = wanted.into_iter().collect();
-        self.store_routes(id, None, Some(&approved)).await?;
-        let change = self.routing_change(id, &before);
+        let (_, change) = self.store_routes(id, None, Some(&approved)).await?;
         drop(_writer);
         Ok((self.node_view(id).await?, change))
     }
@@ -209,7 +266,6 @@ impl State {
     pub async fn delete_route(&self, id: RouteId) -> Result<Change> {
         let route = self.find_route(id)?;
         let _writer = self.writer.lock().await;
-        let before = self.routing_state();
         let keep = |r: &&Route| r.id != id;
         let snap = self.snapshot();
         let advertised: Vec<IpNet> = snap
@@ -226,45 +282,10 @@ impl State {
             .filter(|r| r.approved)
             .map(|r| r.prefix)
             .collect();
-        self.store_routes(route.node_id, Some(&advertised), Some(&approved))
+        let (_, change) = self
+            .store_routes(route.node_id, Some(&advertised), Some(&approved))
             .await?;
-        Ok(self.routing_change(route.node_id, &before))
-    }
-
-    /// Which node serves each approved prefix, to compare before and after a change.
-    fn routing_state(&self) -> Vec<(IpNet, Option<NodeId>)> {
-        let snap = self.snapshot();
-        let prefixes: BTreeSet<IpNet> = snap.all_routes().map(|r| r.prefix).collect();
-        prefixes
-            .into_iter()
-            .map(|p| (p, snap.primary_for(&p)))
-            .collect()
-    }
-
-    /// The node itself changed; every router whose primary status moved changed too.
-    fn routing_change(&self, id: NodeId, before: &[(IpNet, Option<NodeId>)]) -> Change {
-        let mut change = Change::node_changed(id);
-        let after = self.routing_state();
-        for (prefix, was) in before {
-            let now = after
-                .iter()
-                .find(|(p, _)| p == prefix)
-                .and_then(|(_, n)| *n);
-            if now != *was {
-                for node in [now, *was].into_iter().flatten() {
-                    change.merge(Change::node_changed(node));
-                }
-            }
-        }
-        for (_, now) in after
-            .iter()
-            .filter(|(p, _)| !before.iter().any(|(b, _)| b == p))
-        {
-            if let Some(node) = now {
-                change.merge(Change::node_changed(*node));
-            }
-        }
-        change
+        Ok(change)
     }
 }
 

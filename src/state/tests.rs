@@ -397,3 +397,62 @@ async fn the_in_memory_users_follow_every_user_mutation() {
     assert!(state.create_user("carol", "", "", "").await.is_err());
     assert_eq!(state.users().len(), 1, "a refused mutation changes nothing");
 }
+
+#[tokio::test]
+async fn a_prefix_fails_over_to_an_online_router_and_does_not_flap_back() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let lan: ipnet::IpNet = "192.168.100.0/24".parse().unwrap();
+    let mut routers = Vec::new();
+    for n in 1..=2 {
+        let mut adm = admission(n, Some(user.id), None);
+        adm.advertised_routes = vec![lan];
+        let (node, _) = state.admit(adm).await.unwrap();
+        state
+            .set_approved_routes(node.id, &[lan.to_string()])
+            .await
+            .unwrap();
+        routers.push(node.id);
+    }
+    let (first, second) = (routers[0], routers[1]);
+    let primary = || state.snapshot().primary_for(&lan);
+    let announced =
+        |change: &Change| -> Vec<NodeId> { change.peers_changed.iter().copied().collect() };
+    assert_eq!(primary(), None, "no router is online yet");
+
+    // The second router comes online first and takes the prefix.
+    let change = state.session_opened(second);
+    assert_eq!(primary(), Some(second));
+    assert_eq!(announced(&change), [second]);
+    // The first (lower id) comes online: the primary stays where it is.
+    assert!(state.session_opened(first).peers_changed.is_empty());
+    assert_eq!(primary(), Some(second));
+
+    // The primary goes offline: the other takes over, and peers learn both.
+    let change = state.session_closed(second).await;
+    assert_eq!(primary(), Some(first));
+    assert_eq!(announced(&change), [first, second]);
+    assert_eq!(state.snapshot().primary_routes(first), [lan]);
+    assert!(state.snapshot().primary_routes(second).is_empty());
+
+    // It comes back: no flapping.
+    assert!(state.session_opened(second).peers_changed.is_empty());
+    assert_eq!(primary(), Some(first));
+
+    // Approval withdrawn from the primary: the other serves at once.
+    let (_, change) = state.set_approved_routes(first, &[]).await.unwrap();
+    assert_eq!(primary(), Some(second));
+    assert_eq!(announced(&change), [first, second]);
+
+    // The primary is deleted: nobody is left online for the prefix.
+    state
+        .set_approved_routes(first, &[lan.to_string()])
+        .await
+        .unwrap();
+    let change = state.delete_node(second).await.unwrap();
+    assert_eq!(primary(), Some(first));
+    assert!(change.peers_changed.contains(&first), "{change:?}");
+    state.session_closed(first).await;
+    assert_eq!(primary(), None, "an offline router serves nothing");
+}
