@@ -13,4 +13,5 @@ mod headscale_cli;
 mod pages;
 mod persistence;
 mod relay;
+mod routes;
 mod tidy;

@@ -1,5 +1,6 @@
 //! Test support: spawning a real server, running the real CLI, a gRPC client.
 
+pub mod netns;
 pub mod tailscale;
 
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
@@ -97,6 +98,10 @@ pub struct Spawn {
     pub dir: Option<TempDir>,
     /// Listen on this port with a matching `server_url`, as real clients need.
     pub port: Option<u16>,
+    /// With `port`: listen on this address instead of 127.0.0.1.
+    pub host: Option<String>,
+    /// Run the server inside this network namespace.
+    pub netns: Option<String>,
 }
 
 impl TestServer {
@@ -116,15 +121,16 @@ impl TestServer {
                 Some(text) => text.replace("{dir}", &path.display().to_string()),
                 None => test_config(path, &opts.extra_config),
             };
+            let host = opts.host.as_deref().unwrap_or("127.0.0.1");
             let text = match opts.port {
                 Some(port) => text
                     .replace(
                         "listen_addr: 127.0.0.1:0",
-                        &format!("listen_addr: 127.0.0.1:{port}"),
+                        &format!("listen_addr: {host}:{port}"),
                     )
                     .replace(
                         "server_url: http://127.0.0.1:8080",
-                        &format!("server_url: http://127.0.0.1:{port}"),
+                        &format!("server_url: http://{host}:{port}"),
                     ),
                 None => text,
             };
@@ -140,7 +146,14 @@ impl TestServer {
         };
         let log_path = path.join(format!("server-{}.log", std::process::id() ^ rand_suffix()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = Command::new(headway_bin());
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(headway_bin());
+                cmd
+            }
+            None => Command::new(headway_bin()),
+        };
         cmd.current_dir(path)
             .env("HOME", path)
             .env("NO_COLOR", "1")
@@ -148,7 +161,8 @@ impl TestServer {
         cmd.env_remove("HEADSCALE_CONFIG");
         // Servers run side by side: the embedded relay's STUN port must not collide,
         // and tests listen on loopback only.
-        cmd.env("HEADWAY_DERP_SERVER_STUN_LISTEN_ADDR", "127.0.0.1:0");
+        let stun = format!("{}:0", opts.host.as_deref().unwrap_or("127.0.0.1"));
+        cmd.env("HEADWAY_DERP_SERVER_STUN_LISTEN_ADDR", stun);
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

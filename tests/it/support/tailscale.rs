@@ -1,9 +1,11 @@
 //! Official Tailscale clients for tests: `tailscaled` in userspace-networking mode
-//! with its own state directory, socket and SOCKS5 port, driven by the real
-//! `tailscale` CLI. Processes are killed and directories removed on drop, on
-//! every path. Binaries come from `scripts/install-test-deps`.
+//! with its own state directory, socket and SOCKS5 port, or in TUN mode inside a
+//! network namespace the test made, driven by the real `tailscale` CLI. Processes
+//! are killed and directories removed on drop, on every path. Binaries come from
+//! `scripts/install-test-deps`.
 
 use super::Run;
+use super::netns::Netns;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -56,6 +58,8 @@ pub struct Client {
     socks: SocketAddr,
     /// Extra environment for `tailscaled` (debug knobs such as `TS_DEBUG_ALWAYS_USE_DERP`).
     env: Vec<(String, String)>,
+    /// TUN mode inside this network namespace (userspace networking when `None`).
+    netns: Option<String>,
     daemon: Option<Child>,
 }
 
@@ -82,8 +86,28 @@ impl Client {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            netns: None,
             daemon: None,
         };
+        client.start_daemon();
+        client
+    }
+
+    /// Starts `tailscaled` in TUN mode (`tailscale0`) inside `ns`: it sets routes
+    /// and firewall rules there, and only there.
+    pub fn start_in(ns: &Netns, version: &str, name: &str) -> Client {
+        let mut client = Client {
+            version: version.to_owned(),
+            name: name.to_owned(),
+            dir: tempfile::Builder::new().prefix("ts").tempdir().unwrap(),
+            bin: bin_dir(version),
+            socket: PathBuf::new(),
+            socks: "127.0.0.1:0".parse().unwrap(),
+            env: Vec::new(),
+            netns: Some(ns.name.clone()),
+            daemon: None,
+        };
+        client.socket = client.dir.path().join("tailscaled.sock");
         client.start_daemon();
         client
     }
@@ -94,15 +118,29 @@ impl Client {
             .append(true)
             .open(self.dir.path().join("tailscaled.log"))
             .unwrap();
-        let child = Command::new(self.bin.join("tailscaled"))
-            .arg("--tun=userspace-networking")
+        let daemon = self.bin.join("tailscaled");
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns])
+                    .arg(daemon)
+                    .arg("--tun=tailscale0");
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(daemon);
+                cmd.arg("--tun=userspace-networking")
+                    .arg(format!("--socks5-server={}", self.socks));
+                cmd
+            }
+        };
+        let child = cmd
             .arg(format!(
                 "--statedir={}",
                 self.dir.path().join("state").display()
             ))
             .arg(format!("--socket={}", self.socket.display()))
             .arg("--port=0")
-            .arg(format!("--socks5-server={}", self.socks))
             .arg("--no-logs-no-support")
             .env("TS_NO_LOGS_NO_SUPPORT", "true")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -155,16 +193,34 @@ impl Client {
 
     /// `tailscale up` against `server` with a pre-auth key.
     pub fn up_with_key(&self, server: &str, key: &str) -> Run {
-        self.cli(&[
+        self.up_with(server, key, &[])
+    }
+
+    /// `tailscale up` with a pre-auth key and more flags (`--advertise-routes=…`).
+    pub fn up_with(&self, server: &str, key: &str, flags: &[&str]) -> Run {
+        let login = format!("--login-server={server}");
+        let key = format!("--authkey={key}");
+        let hostname = format!("--hostname={}", self.name);
+        let mut args = vec![
             "up",
-            &format!("--login-server={server}"),
-            &format!("--authkey={key}"),
-            &format!("--hostname={}", self.name),
+            &login,
+            &key,
+            &hostname,
             "--accept-dns=false",
             // `up` returns once the client is Running (logged in, relay connected);
             // the timeout only keeps a broken run from hanging.
             "--timeout=60s",
-        ])
+        ];
+        args.extend_from_slice(flags);
+        self.cli(&args)
+    }
+
+    /// SIGKILL to `tailscaled`: the machine dies without saying goodbye.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// `tailscale status --json`, parsed.

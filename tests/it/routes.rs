@@ -1,0 +1,318 @@
+//! Subnet routers and exit nodes end to end: official clients in TUN mode, each in
+//! a network namespace of its own, reach a LAN host that runs no Tailscale, and an
+//! "internet" host, only through the nodes the admin approved. The server runs in
+//! the namespace that switches the clients' uplinks; nothing touches the machine's
+//! own routes or firewall.
+
+use crate::clients::{assert_logged_in, key};
+use crate::support::netns::{Netns, Switch, link};
+use crate::support::tailscale::{Client, versions};
+use crate::support::{Spawn, TestServer};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const LAN: &str = "192.168.100.0/24";
+const LAN_HOST: &str = "192.168.100.10";
+const HUB: &str = "10.99.0.1";
+
+/// The uplink switch with headway on its gateway address.
+fn hub_with_server() -> (Switch, TestServer) {
+    let hub = Switch::new("hub", &format!("{HUB}/24"));
+    let server = TestServer::spawn_with(Spawn {
+        port: Some(8080),
+        host: Some(HUB.into()),
+        netns: Some(hub.ns.name.clone()),
+        ..Spawn::default()
+    });
+    (hub, server)
+}
+
+/// A namespace on the uplink switch at 10.99.0.`n`.
+fn machine(hub: &Switch, role: &str, n: u8) -> Netns {
+    let ns = Netns::new(role);
+    hub.attach(&ns, "eth0", &format!("10.99.0.{n}/24"), true);
+    ns
+}
+
+/// Node id of the node named `name`, from `nodes list -o json`.
+fn node_id(server: &TestServer, name: &str) -> String {
+    let out = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["given_name"] == name)
+        .unwrap_or_else(|| panic!("no node {name}: {out}"))["id"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned()
+}
+
+/// Waits until `what` holds, or panics naming it.
+fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    start.elapsed()
+}
+
+/// The source address the echo server saw for a line sent from `from`.
+fn exchange_source(
+    from: &Netns,
+    target: SocketAddr,
+    seen: &std::sync::Mutex<Vec<SocketAddr>>,
+) -> String {
+    let before = seen.lock().unwrap().len();
+    let back = from
+        .tcp_exchange(target, "hello over the routed tailnet")
+        .unwrap_or_else(|e| panic!("TCP to {target}: {e}"));
+    assert_eq!(back, "hello over the routed tailnet");
+    seen.lock().unwrap()[before..]
+        .last()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+fn table_52(ns: &Netns) -> String {
+    ns.ip_output(&["route", "show", "table", "52"])
+}
+
+#[test]
+fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
+    for version in versions() {
+        let (hub, server) = hub_with_server();
+        // The LAN: a host that runs no Tailscale, behind two routers.
+        let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
+        let (echo_port, seen) = lan.ns.echo_server(LAN_HOST);
+        let target: SocketAddr = format!("{LAN_HOST}:{echo_port}").parse().unwrap();
+        let r1 = machine(&hub, "ra", 11);
+        let r2 = machine(&hub, "rb", 12);
+        for (ns, addr) in [(&r1, "192.168.100.1/24"), (&r2, "192.168.100.2/24")] {
+            lan.attach(ns, "lan0", addr, false);
+            ns.forward();
+        }
+        let laptop_ns = machine(&hub, "cl", 10);
+
+        let key = key(&server, &["--reusable"]);
+        let url = server.url();
+        let mut router_a = Client::start_in(&r1, &version, "router-a");
+        let router_b = Client::start_in(&r2, &version, "router-b");
+        let laptop = Client::start_in(&laptop_ns, &version, "laptop");
+        let advertise = format!("--advertise-routes={LAN}");
+        for router in [&router_a, &router_b] {
+            assert_logged_in(router, &router.up_with(&url, &key, &[&advertise]));
+        }
+        assert_logged_in(&laptop, &laptop.up_with(&url, &key, &["--accept-routes"]));
+        let (a, b) = (node_id(&server, "router-a"), node_id(&server, "router-b"));
+
+        // Advertised, not approved: the LAN is out of reach.
+        wait_until(
+            "router-a's route is listed",
+            Duration::from_secs(20),
+            || {
+                server
+                    .cli(&["routes", "list", "-i", &a])
+                    .ok()
+                    .stdout
+                    .contains(LAN)
+            },
+        );
+        assert!(
+            !laptop_ns.ping(LAN_HOST),
+            "{version}: LAN reachable before approval"
+        );
+        assert!(laptop_ns.tcp_exchange(target, "too early").is_err());
+
+        // The oldest guides' spelling approves it; the laptop reaches the LAN host
+        // through router-a (the host sees router-a's LAN address).
+        server.cli(&["routes", "enable", "-i", &a, "-r", LAN]).ok();
+        let took = laptop_ns
+            .ping_until(LAN_HOST, Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{version}: LAN not reachable after approval\n{}",
+                    laptop.log_tail()
+                )
+            });
+        eprintln!(
+            "{version}: LAN reachable {} ms after approval",
+            took.as_millis()
+        );
+        assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.1");
+        let routes = table_52(&laptop_ns);
+        assert!(
+            routes.contains(&format!("{LAN} dev tailscale0")),
+            "{version}: table 52 is\n{routes}"
+        );
+
+        // A standby router for the same prefix (the modern spelling). router-a
+        // stays primary while it is online.
+        server
+            .cli(&["nodes", "approve-routes", "-i", &b, "-r", LAN])
+            .ok();
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.1");
+
+        // router-a's machine dies: router-b takes over by itself.
+        router_a.kill_daemon();
+        let killed = Instant::now();
+        let back = laptop_ns.ping_until(LAN_HOST, Duration::from_secs(60));
+        let failover = killed.elapsed();
+        assert!(
+            back.is_some(),
+            "{version}: no failover to router-b\n{}",
+            laptop.log_tail()
+        );
+        eprintln!(
+            "{version}: failover to the standby router took {} ms",
+            failover.as_millis()
+        );
+        assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.2");
+        let listed = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        let primary: Vec<_> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["is_primary"] == true)
+            .map(|r| {
+                r["node"]["given_name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(primary, ["router-b"], "{listed:#}");
+
+        // Disabling the route takes the LAN away again.
+        server.cli(&["routes", "disable", "-i", &b, "-r", LAN]).ok();
+        wait_until(
+            "the LAN route is withdrawn",
+            Duration::from_secs(20),
+            || !table_52(&laptop_ns).contains(LAN),
+        );
+        assert!(
+            !laptop_ns.ping(LAN_HOST),
+            "{version}: LAN reachable after disable"
+        );
+        drop((router_b, laptop));
+    }
+}
+
+#[test]
+fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() {
+    let version = versions().pop().expect("a client version");
+    let (hub, server) = hub_with_server();
+    // The "internet": a host one router (an ISP) beyond the exit node's second
+    // link, reachable from nowhere else. (An exit node refuses traffic to networks
+    // it is attached to itself unless they are advertised as subnet routes, so the
+    // host must not sit on the exit node's own link.)
+    let exit_ns = machine(&hub, "ex", 13);
+    let isp = Netns::new("isp");
+    let internet = Netns::new("inet");
+    link(
+        &exit_ns,
+        "wan0",
+        Some("198.51.100.2/24"),
+        &isp,
+        "down0",
+        Some("198.51.100.1/24"),
+    );
+    link(
+        &isp,
+        "up0",
+        Some("203.0.113.1/24"),
+        &internet,
+        "eth0",
+        Some("203.0.113.10/24"),
+    );
+    isp.forward();
+    exit_ns.forward();
+    exit_ns.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"]);
+    internet.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+    let (echo_port, seen) = internet.echo_server("203.0.113.10");
+    let target: SocketAddr = format!("203.0.113.10:{echo_port}").parse().unwrap();
+    // The laptop's own LAN (a printer at home), not routed anywhere else.
+    let laptop_ns = machine(&hub, "cl", 10);
+    let home = Netns::new("home");
+    link(
+        &laptop_ns,
+        "home0",
+        Some("172.16.50.1/24"),
+        &home,
+        "eth0",
+        Some("172.16.50.10/24"),
+    );
+
+    let key = key(&server, &["--reusable"]);
+    let url = server.url();
+    let exit = Client::start_in(&exit_ns, &version, "exit");
+    let laptop = Client::start_in(&laptop_ns, &version, "laptop");
+    assert_logged_in(&exit, &exit.up_with(&url, &key, &["--advertise-exit-node"]));
+    assert_logged_in(&laptop, &laptop.up_with(&url, &key, &[]));
+    assert!(
+        !laptop_ns.ping("203.0.113.10"),
+        "the internet host is reachable without the exit node"
+    );
+    assert!(laptop_ns.ping("172.16.50.10"), "the home LAN is reachable");
+
+    // Approving one exit route approves both.
+    let x = node_id(&server, "exit");
+    server
+        .cli(&["nodes", "approve-routes", "-i", &x, "-r", "0.0.0.0/0"])
+        .ok();
+    let routes = server
+        .cli(&["nodes", "list-routes", "-i", &x, "-o", "json"])
+        .ok()
+        .stdout;
+    for prefix in ["0.0.0.0/0", "::/0"] {
+        assert!(routes.contains(prefix), "{prefix} not approved: {routes}");
+    }
+    let exit_ip = exit.ipv4();
+    laptop.wait_status("the exit node offered", Duration::from_secs(20), |status| {
+        status["Peer"]
+            .as_object()
+            .is_some_and(|peers| peers.values().any(|p| p["ExitNodeOption"] == true))
+    });
+
+    // Through the exit node: the internet host sees the exit node's address.
+    laptop.cli(&["set", &format!("--exit-node={exit_ip}")]).ok();
+    laptop_ns
+        .ping_until("203.0.113.10", Duration::from_secs(30))
+        .unwrap_or_else(|| {
+            let rules = exit_ns.command("iptables-save").output().unwrap();
+            panic!(
+                "internet not reachable via the exit node\nexit:\n{}\n{}\nlaptop 52: {}\nexit routes: {}",
+                exit.log_tail(),
+                String::from_utf8_lossy(&rules.stdout),
+                table_52(&laptop_ns),
+                exit_ns.ip_output(&["route"])
+            )
+        });
+    assert_eq!(exchange_source(&laptop_ns, target, &seen), "198.51.100.2");
+
+    // Everything goes to the exit node, the home LAN too, until LAN access is allowed.
+    assert!(
+        !laptop_ns.ping("172.16.50.10"),
+        "home LAN reachable without --exit-node-allow-lan-access"
+    );
+    laptop
+        .cli(&["set", "--exit-node-allow-lan-access=true"])
+        .ok();
+    laptop_ns
+        .ping_until("172.16.50.10", Duration::from_secs(20))
+        .expect("home LAN reachable with --exit-node-allow-lan-access");
+    assert!(
+        laptop_ns.ping("203.0.113.10"),
+        "the exit node still carries the rest"
+    );
+
+    // Without the exit node, the internet host is out of reach again.
+    laptop.cli(&["set", "--exit-node="]).ok();
+    wait_until("the exit node is dropped", Duration::from_secs(20), || {
+        !laptop_ns.ping("203.0.113.10")
+    });
+}
