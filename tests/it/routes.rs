@@ -49,6 +49,21 @@ fn node_id(server: &TestServer, name: &str) -> String {
         .to_owned()
 }
 
+/// The id of the route that node `name` advertises, from `routes list -o json`.
+fn route_id(server: &TestServer, name: &str) -> String {
+    let out = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
+    let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["node"]["given_name"] == name)
+        .unwrap_or_else(|| panic!("no route of {name}: {out}"))["id"]
+        .to_string()
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// Waits until `what` holds, or panics naming it.
 fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) -> Duration {
     let start = Instant::now();
@@ -114,7 +129,7 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
             Duration::from_secs(20),
             || {
                 server
-                    .cli(&["routes", "list", "-i", &a])
+                    .cli(&["routes", "list", &format!("-i={a}")])
                     .ok()
                     .stdout
                     .contains(LAN)
@@ -148,11 +163,10 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
             "{version}: table 52 is\n{routes}"
         );
 
-        // A standby router for the same prefix (the modern spelling). router-a
-        // stays primary while it is online.
-        server
-            .cli(&["nodes", "approve-routes", "-i", &b, "-r", LAN])
-            .ok();
+        // A standby router for the same prefix, approved by route id (the 0.18-0.25
+        // guides). router-a stays primary while it is online.
+        let route_id = route_id(&server, "router-b");
+        server.cli(&["routes", "enable", "-r", &route_id]).ok();
         std::thread::sleep(Duration::from_secs(1));
         assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.1");
 
@@ -187,17 +201,44 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
             .collect();
         assert_eq!(primary, ["router-b"], "{listed:#}");
 
-        // Disabling the route takes the LAN away again.
-        server.cli(&["routes", "disable", "-i", &b, "-r", LAN]).ok();
-        wait_until(
-            "the LAN route is withdrawn",
-            Duration::from_secs(20),
-            || !table_52(&laptop_ns).contains(LAN),
-        );
-        assert!(
-            !laptop_ns.ping(LAN_HOST),
-            "{version}: LAN reachable after disable"
-        );
+        // Every other spelling of the guides, each checked against the live router:
+        // withdrawn, the LAN is out of reach; approved, it is back.
+        let lan_route = format!("-r={LAN}");
+        let b_flag = format!("-i={b}");
+        let spellings: [(&[&str], bool); 5] = [
+            (&["routes", "disable", &b_flag, &lan_route], false),
+            (&["nodes", "approve-routes", "-i", &b, "-r", LAN], true),
+            (&["nodes", "approve-routes", "-i", &b, "-r", ""], false),
+            (&["routes", "enable", "-i", &b, "-a"], true),
+            (&["routes", "disable", "-i", &b, "-r", LAN], false),
+        ];
+        for (command, reachable) in spellings {
+            server.cli(command).ok();
+            wait_until(
+                &format!(
+                    "{version}: after `{}` the LAN route is {}",
+                    command.join(" "),
+                    if reachable { "there" } else { "gone" }
+                ),
+                Duration::from_secs(20),
+                || table_52(&laptop_ns).contains(LAN) == reachable,
+            );
+            if reachable {
+                assert!(
+                    laptop_ns
+                        .ping_until(LAN_HOST, Duration::from_secs(10))
+                        .is_some(),
+                    "{version}: LAN not reachable after `{}`",
+                    command.join(" ")
+                );
+            } else {
+                assert!(
+                    !laptop_ns.ping(LAN_HOST),
+                    "{version}: LAN reachable after `{}`",
+                    command.join(" ")
+                );
+            }
+        }
         drop((router_b, laptop));
     }
 }
@@ -279,7 +320,8 @@ fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() 
     });
 
     // Through the exit node: the internet host sees the exit node's address.
-    laptop.cli(&["set", &format!("--exit-node={exit_ip}")]).ok();
+    let exit_node = format!("--exit-node={exit_ip}");
+    laptop.up_with(&url, &key, &[&exit_node]).ok();
     laptop_ns
         .ping_until("203.0.113.10", Duration::from_secs(30))
         .unwrap_or_else(|| {
@@ -299,8 +341,13 @@ fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() 
         !laptop_ns.ping("172.16.50.10"),
         "home LAN reachable without --exit-node-allow-lan-access"
     );
+    // The guides' J6 line.
     laptop
-        .cli(&["set", "--exit-node-allow-lan-access=true"])
+        .up_with(
+            &url,
+            &key,
+            &[&exit_node, "--exit-node-allow-lan-access=true"],
+        )
         .ok();
     laptop_ns
         .ping_until("172.16.50.10", Duration::from_secs(20))
@@ -311,7 +358,9 @@ fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() 
     );
 
     // Without the exit node, the internet host is out of reach again.
-    laptop.cli(&["set", "--exit-node="]).ok();
+    laptop
+        .cli(&["set", "--exit-node=", "--exit-node-allow-lan-access=false"])
+        .ok();
     wait_until("the exit node is dropped", Duration::from_secs(20), || {
         !laptop_ns.ping("203.0.113.10")
     });
