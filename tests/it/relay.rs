@@ -5,6 +5,7 @@
 
 use crate::cli::J1_CONFIG;
 use crate::clients::{assert_logged_in, assert_tcp_crosses, joined_pair_with_env, key, server};
+use crate::support::netns::{Netns, link};
 use crate::support::tailscale::{Client, free_port, versions};
 use crate::support::{Spawn, TestServer, http_post_json};
 use std::time::Duration;
@@ -129,6 +130,85 @@ fn a_guide_reader_gets_a_working_ping_with_the_j1_config() {
             ping.stdout.contains("pong from guide-b"),
             "{version}: {ping:?}\n{}",
             clients[0].log_tail()
+        );
+    }
+}
+
+/// Two TUN-mode clients in their own namespaces, on two subnets that the server's
+/// namespace routes between. While that router drops UDP between the subnets,
+/// the clients talk through the relay (`via DERP(headway)`), TCP included; once
+/// the block is lifted, their path upgrades to direct by itself.
+#[test]
+fn blocked_udp_goes_through_the_relay_and_upgrades_to_direct_when_lifted() {
+    for version in versions() {
+        let router = Netns::new("rt");
+        let (a_ns, b_ns) = (Netns::new("a"), Netns::new("b"));
+        for (ns, n) in [(&a_ns, 1), (&b_ns, 2)] {
+            link(
+                &router,
+                &format!("lan{n}"),
+                Some(&format!("10.98.{n}.1/24")),
+                ns,
+                "eth0",
+                Some(&format!("10.98.{n}.2/24")),
+            );
+            ns.ip(&["route", "add", "default", "via", &format!("10.98.{n}.1")]);
+        }
+        router.forward();
+        let block = ["FORWARD", "-p", "udp", "-j", "DROP"];
+        let iptables = |op: &str| {
+            let ok = router
+                .command("iptables")
+                .arg(op)
+                .args(block)
+                .status()
+                .expect("iptables (scripts/install-test-deps installs it)")
+                .success();
+            assert!(ok, "iptables {op} in the router namespace");
+        };
+        iptables("-A");
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(8080),
+            host: Some("10.98.1.1".into()),
+            netns: Some(router.name.clone()),
+            ..Spawn::default()
+        });
+        let key = key(&server, &["--reusable"]);
+        let a = Client::start_in(&a_ns, &version, "node-a");
+        let b = Client::start_in(&b_ns, &version, "node-b");
+        for client in [&a, &b] {
+            assert_logged_in(client, &client.up_with(&server.url(), &key, &[]));
+        }
+        let ip_b = b.ipv4();
+        let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
+        assert!(
+            ping.stdout.contains("via DERP(headway)"),
+            "{version}: {ping:?}\n{}",
+            a.log_tail()
+        );
+        let (port, _) = b_ns.echo_server("0.0.0.0");
+        let target = format!("{ip_b}:{port}").parse().unwrap();
+        let back = a_ns.tcp_exchange(target, "relayed line");
+        assert_eq!(back.ok().as_deref(), Some("relayed line"), "{version}");
+
+        // Lift the block: the next pings find the direct path.
+        iptables("-D");
+        let start = std::time::Instant::now();
+        let direct = loop {
+            let ping = a.cli(&["ping", "--c", "20", "--timeout", "3s", &ip_b]);
+            if ping.stdout.contains("via 10.98.2.2:") {
+                break ping;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{version}: never direct after the block was lifted: {ping:?}\n{}",
+                a.log_tail()
+            );
+        };
+        eprintln!(
+            "{version}: direct {} ms after the block was lifted: {}",
+            start.elapsed().as_millis(),
+            direct.stdout.lines().last().unwrap_or_default()
         );
     }
 }
