@@ -100,7 +100,7 @@ def plot(docs, sizes, runs, key, title, ylabel, png):
             row = [str(n)]
             for server in SERVERS:
                 report = runs.get((server, n))
-                value = metrics(report)[key] if report else None
+                value = metrics(report).get(key) if report else None
                 row.append("NaN" if value is None else repr(value))
             f.write(" ".join(row) + "\n")
     script = f"""

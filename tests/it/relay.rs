@@ -2,11 +2,13 @@
 //! an IP-only `http://` server URL (the guides' set-up): clients verify the pinned
 //! self-signed certificate (v1.82+) or are told to skip the check (v1.80), relay
 //! traffic when direct UDP is off, and measure the region's latency over STUN.
+//! Tailscale's own `derper`, asking headway's `/verify`, relays only headway's
+//! nodes.
 
 use crate::cli::J1_CONFIG;
 use crate::clients::{assert_logged_in, assert_tcp_crosses, joined_pair_with_env, key, server};
 use crate::support::netns::{Netns, link};
-use crate::support::tailscale::{Client, free_port, versions};
+use crate::support::tailscale::{Client, bin_dir, free_port, versions};
 use crate::support::{Spawn, TestServer, http_post_json};
 use std::time::Duration;
 
@@ -209,6 +211,184 @@ fn blocked_udp_goes_through_the_relay_and_upgrades_to_direct_when_lifted() {
             "{version}: direct {} ms after the block was lifted: {}",
             start.elapsed().as_millis(),
             direct.stdout.lines().last().unwrap_or_default()
+        );
+    }
+}
+
+/// Tailscale's `derper` on loopback with a self-signed certificate for 127.0.0.1,
+/// admitting only the clients that `verify_url` allows (no fail-open). Killed on
+/// drop.
+struct Derper {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// `sha256-raw:<hex>`, the pin derper prints for its certificate.
+    pin: String,
+}
+
+impl Derper {
+    fn start(version: &str, verify_url: &str) -> Derper {
+        let bin = bin_dir(version).join("derper");
+        assert!(
+            bin.exists(),
+            "{} is missing: run scripts/install-test-deps",
+            bin.display()
+        );
+        let dir = tempfile::Builder::new().prefix("derper").tempdir().unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("derper.log")).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg(format!("-a=127.0.0.1:{port}"))
+            .args([
+                "--http-port=-1",
+                "--stun=false",
+                "--certmode=manual",
+                "--hostname=127.0.0.1",
+            ])
+            .arg(format!("--certdir={}", dir.path().display()))
+            .arg(format!("--verify-client-url={verify_url}"))
+            .arg("--verify-client-url-fail-open=false")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start derper");
+        let mut derper = Derper {
+            child,
+            dir,
+            port,
+            pin: String::new(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        derper.pin = loop {
+            let pin = derper
+                .log()
+                .split("\"CertName\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .map(str::to_owned);
+            if let Some(pin) = pin
+                && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            {
+                break pin;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "derper did not start:\n{}",
+                derper.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        derper
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("derper.log")).unwrap_or_default()
+    }
+
+    /// A `derp.paths` file naming this derper as region 900, `derper`.
+    fn region_file(&self, dir: &std::path::Path) -> String {
+        let path = dir.join("derper.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "regions:\n  900:\n    regionid: 900\n    regioncode: derper\n    regionname: Tailscale derper\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        ipv4: 127.0.0.1\n        certname: \"{}\"\n        derpport: {}\n        stunport: -1\n",
+                self.pin, self.port
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    }
+}
+
+impl Drop for Derper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A headway server whose only relay is `derper`.
+fn server_behind(derper: &Derper, port: u16) -> TestServer {
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    let regions = derper.region_file(dir.path());
+    TestServer::spawn_with(Spawn {
+        port: Some(port),
+        dir: Some(dir),
+        extra_config: format!(
+            "derp:\n  urls: []\n  paths: [{regions}]\n  auto_update_enabled: false\n"
+        ),
+        ..Spawn::default()
+    })
+}
+
+/// `derper --verify-client-url=<headway>/verify` relays headway's nodes (with UDP
+/// off, every packet crosses it) and refuses a node that another server made.
+#[test]
+fn a_derper_that_asks_headway_relays_only_headways_nodes() {
+    // The newest client: v1.80 cannot check a sha256-raw certificate pin.
+    let version = versions().pop().expect("a client version");
+    let port = free_port();
+    let derper = Derper::start(&version, &format!("http://127.0.0.1:{port}/verify"));
+    let server = server_behind(&derper, port);
+    let (a, b, _ip_a, ip_b) =
+        joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
+    assert_eq!(a.status()["Self"]["Relay"], "derper", "{}", a.log_tail());
+    let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
+    assert!(
+        ping.stdout.contains("via DERP(derper)"),
+        "{version}: {ping:?}\n{}\n{}",
+        a.log_tail(),
+        derper.log()
+    );
+    assert_tcp_crosses(&a, &ip_b, &version);
+
+    // A node of another server, told to use the same derper: headway has never
+    // heard of its key, so the derper turns it away and it never gets a relay.
+    let other = server_behind(&derper, free_port());
+    let other_key = key(&other, &[]);
+    let stranger = Client::start_with_env(
+        &version,
+        "stranger",
+        &[("TS_DEBUG_ALWAYS_USE_DERP", "true")],
+    );
+    stranger
+        .cli(&[
+            "up",
+            &format!("--login-server={}", other.url()),
+            &format!("--authkey={other_key}"),
+            "--hostname=stranger",
+            "--timeout=30s",
+        ])
+        .ok();
+    stranger.wait_status("the relay refused", Duration::from_secs(30), |status| {
+        status["Health"].as_array().is_some_and(|h| {
+            h.iter().any(|m| {
+                m.as_str().is_some_and(|m| {
+                    m.contains("could not connect to the 'Tailscale derper' relay")
+                })
+            })
+        })
+    });
+    let log = derper.log();
+    let rejected: Vec<&str> = log.lines().filter(|l| l.contains("rejected")).collect();
+    let stranger_key = stranger.status()["Self"]["PublicKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        rejected.iter().any(|l| l.contains(&stranger_key)),
+        "derper did not refuse the stranger {stranger_key}:\n{log}"
+    );
+    for node in [&a, &b] {
+        let key = node.status()["Self"]["PublicKey"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !rejected.iter().any(|l| l.contains(&key)),
+            "derper refused {} of headway:\n{log}",
+            node.name
         );
     }
 }

@@ -23,7 +23,7 @@ pub fn versions() -> Vec<String> {
         .collect()
 }
 
-fn bin_dir(version: &str) -> PathBuf {
+pub fn bin_dir(version: &str) -> PathBuf {
     let cache = std::env::var_os("HEADWAY_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
