@@ -196,8 +196,8 @@ def main():
         "restarted tailscaled does: the connection closes, a second later a new one registers",
         "again with the same keys and opens a map stream announcing a new endpoint; *rejoin*",
         "is from the new connection until the node's map lists all its peers again,",
-        "*propagation* from its map request until every peer that was not away itself has",
-        "its new endpoint; server CPU seconds over the churn window).",
+        "*propagation* from its map request until every peer that stayed connected meanwhile",
+        "has its new endpoint; server CPU seconds over the churn window).",
         "",
     ]
     for n in sizes:

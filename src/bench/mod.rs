@@ -299,13 +299,25 @@ struct Churn<'a> {
 }
 
 /// One node's leave-and-rejoin: when it asked for its new stream, which peers
-/// were away themselves then (they learn it from their own new map, later), and
-/// which of the others have seen its new endpoint.
+/// are excused (away themselves then, or told to leave before they saw it: they
+/// learn it from their own new map, later), and which of the others have seen its
+/// new endpoint.
 struct Cycle {
     since: Instant,
     away: HashSet<usize>,
     seen: HashSet<usize>,
+    last_seen: Option<Instant>,
     done: Option<Duration>,
+}
+
+impl Cycle {
+    /// Marks the cycle done once every peer saw it or is excused.
+    fn settle(&mut self, peers: usize) {
+        if self.done.is_none() && self.seen.len() + self.away.len() >= peers {
+            let last = self.last_seen.unwrap_or(self.since);
+            self.done = Some(last.saturating_duration_since(self.since));
+        }
+    }
 }
 
 impl Churn<'_> {
@@ -341,6 +353,14 @@ impl Churn<'_> {
                     if self.commands[next].send(port).is_ok() {
                         ordered += 1;
                         away.insert(next);
+                        // Cycles it has not seen yet reach it through its own new
+                        // map, a second later: excuse it from those.
+                        for cycle in cycles.values_mut().filter(|c| c.done.is_none()) {
+                            if !cycle.seen.contains(&next) {
+                                cycle.away.insert(next);
+                                cycle.settle(opts.nodes - 1);
+                            }
+                        }
                     }
                     next = next % (opts.nodes - 1) + 1;
                     continue;
@@ -358,6 +378,7 @@ impl Churn<'_> {
                                 since: at,
                                 away,
                                 seen: HashSet::new(),
+                                last_seen: None,
                                 done: None,
                             },
                         );
@@ -373,9 +394,9 @@ impl Churn<'_> {
                         && cycle.done.is_none()
                         && !cycle.away.contains(&observer)
                         && cycle.seen.insert(observer)
-                        && cycle.seen.len() + cycle.away.len() >= opts.nodes - 1
                     {
-                        cycle.done = Some(at.saturating_duration_since(cycle.since));
+                        cycle.last_seen = Some(at);
+                        cycle.settle(opts.nodes - 1);
                     }
                 }
                 Some(Event::Rejoined { index, latency }) => {

@@ -63,7 +63,8 @@ pub struct Churn {
     /// Per cycle: from reconnecting until the node's new map lists all its peers.
     pub rejoin: Distribution,
     /// Per cycle: from the node's map request until every peer saw its new endpoint
-    /// (peers that were away themselves then are not waited for).
+    /// (peers that were away themselves, or left before it reached them, are not
+    /// waited for: their own new map brings it).
     pub propagation: Distribution,
     /// Server CPU seconds during the window.
     pub cpu_secs: Option<f64>,

@@ -392,3 +392,76 @@ fn a_derper_that_asks_headway_relays_only_headways_nodes() {
         );
     }
 }
+
+/// With `derp.server.verify_clients`, the embedded relay carries headway's own
+/// nodes and refuses a node of another server that was pointed at it.
+#[test]
+fn the_embedded_relay_with_verify_clients_refuses_other_servers_nodes() {
+    // The newest client: the borrowed region is pinned with sha256-raw.
+    let version = versions().pop().expect("a client version");
+    let server = TestServer::spawn_with(Spawn {
+        port: Some(free_port()),
+        extra_config: "derp:\n  server:\n    enabled: true\n    verify_clients: true\n".into(),
+        ..Spawn::default()
+    });
+    let (a, _b, _ip_a, ip_b) =
+        joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
+    let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
+    assert!(
+        ping.stdout.contains("via DERP(headway)"),
+        "{ping:?}\n{}",
+        a.log_tail()
+    );
+
+    // Another server hands its node headway's relay, as the map shows it.
+    let map: serde_json::Value =
+        serde_json::from_str(&a.cli(&["debug", "derp-map"]).ok().stdout).unwrap();
+    let node = &map["Regions"]["999"]["Nodes"][0];
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    let regions = dir.path().join("borrowed.yaml");
+    std::fs::write(
+        &regions,
+        format!(
+            "regions:\n  900:\n    regionid: 900\n    regioncode: borrowed\n    regionname: Borrowed relay\n    nodes:\n      - name: 900a\n        regionid: 900\n        hostname: {}\n        ipv4: {}\n        certname: \"{}\"\n        derpport: {}\n        stunport: -1\n",
+            node["HostName"].as_str().unwrap(),
+            node["HostName"].as_str().unwrap(),
+            node["CertName"].as_str().unwrap(),
+            node["DERPPort"]
+        ),
+    )
+    .unwrap();
+    let other = TestServer::spawn_with(Spawn {
+        port: Some(free_port()),
+        dir: Some(dir),
+        extra_config: format!("derp:\n  urls: []\n  paths: [{}]\n", regions.display()),
+        ..Spawn::default()
+    });
+    let other_key = key(&other, &[]);
+    let stranger = Client::start_with_env(
+        &version,
+        "stranger",
+        &[("TS_DEBUG_ALWAYS_USE_DERP", "true")],
+    );
+    stranger
+        .cli(&[
+            "up",
+            &format!("--login-server={}", other.url()),
+            &format!("--authkey={other_key}"),
+            "--hostname=stranger",
+            "--timeout=30s",
+        ])
+        .ok();
+    stranger.wait_status("the relay refused", Duration::from_secs(30), |status| {
+        status["Health"].as_array().is_some_and(|h| {
+            h.iter().any(|m| {
+                m.as_str()
+                    .is_some_and(|m| m.contains("could not connect to the 'Borrowed relay'"))
+            })
+        })
+    });
+    let log = server.log();
+    assert!(
+        log.contains("refused a DERP client that may not use this relay"),
+        "{log}"
+    );
+}

@@ -34,34 +34,30 @@ fn machine(hub: &Switch, role: &str, n: u8) -> Netns {
     ns
 }
 
-/// Node id of the node named `name`, from `nodes list -o json`.
-fn node_id(server: &TestServer, name: &str) -> String {
-    let out = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
-    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
-    nodes
+/// The `id` of the entry of `headway <listing> -o json` whose field at `path` is
+/// `name`.
+fn id_in(server: &TestServer, listing: &[&str], path: &[&str], name: &str) -> String {
+    let mut args = listing.to_vec();
+    args.extend(["-o", "json"]);
+    let out = server.cli(&args).ok().stdout;
+    let entries: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entry = entries
         .as_array()
         .unwrap()
         .iter()
-        .find(|n| n["given_name"] == name)
-        .unwrap_or_else(|| panic!("no node {name}: {out}"))["id"]
-        .to_string()
-        .trim_matches('"')
-        .to_owned()
+        .find(|e| path.iter().fold(*e, |v, key| &v[key]) == name)
+        .unwrap_or_else(|| panic!("nothing named {name} in `{}`: {out}", listing.join(" ")));
+    entry["id"].to_string().trim_matches('"').to_owned()
 }
 
-/// The id of the route that node `name` advertises, from `routes list -o json`.
+/// Node id of the node named `name`.
+fn node_id(server: &TestServer, name: &str) -> String {
+    id_in(server, &["nodes", "list"], &["given_name"], name)
+}
+
+/// The id of the route that node `name` advertises.
 fn route_id(server: &TestServer, name: &str) -> String {
-    let out = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
-    let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
-    routes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["node"]["given_name"] == name)
-        .unwrap_or_else(|| panic!("no route of {name}: {out}"))["id"]
-        .to_string()
-        .trim_matches('"')
-        .to_owned()
+    id_in(server, &["routes", "list"], &["node", "given_name"], name)
 }
 
 /// Waits until `what` holds, or panics naming it.
