@@ -125,6 +125,10 @@ plot '{data}' using 1:2 with linespoints title 'headway', \\
             break
     else:
         print(f"bench-report: no plot {png}.png (no data to draw)", file=sys.stderr)
+        # gnuplot opens its output before it finds nothing to draw.
+        target = os.path.join(docs, "bench", png + ".png")
+        if os.path.exists(target) and os.path.getsize(target) == 0:
+            os.remove(target)
     os.remove(data)
 
 
