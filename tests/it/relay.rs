@@ -215,6 +215,31 @@ fn blocked_udp_goes_through_the_relay_and_upgrades_to_direct_when_lifted() {
     }
 }
 
+/// A node of `other` (UDP off, so it needs a relay) logs in; its only relay,
+/// `region_name`, refuses it, which its health shows. Returns the client.
+fn refused_stranger(other: &TestServer, version: &str, region_name: &str) -> Client {
+    let other_key = key(other, &[]);
+    let stranger =
+        Client::start_with_env(version, "stranger", &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
+    stranger
+        .cli(&[
+            "up",
+            &format!("--login-server={}", other.url()),
+            &format!("--authkey={other_key}"),
+            "--hostname=stranger",
+            "--timeout=30s",
+        ])
+        .ok();
+    let refused = format!("could not connect to the '{region_name}' relay");
+    stranger.wait_status("the relay refused", Duration::from_secs(30), |status| {
+        status["Health"].as_array().is_some_and(|h| {
+            h.iter()
+                .any(|m| m.as_str().is_some_and(|m| m.contains(&refused)))
+        })
+    });
+    stranger
+}
+
 /// Tailscale's `derper` on loopback with a self-signed certificate for 127.0.0.1,
 /// admitting only the clients that `verify_url` allows (no fail-open). Killed on
 /// drop.
@@ -346,30 +371,7 @@ fn a_derper_that_asks_headway_relays_only_headways_nodes() {
     // A node of another server, told to use the same derper: headway has never
     // heard of its key, so the derper turns it away and it never gets a relay.
     let other = server_behind(&derper, free_port());
-    let other_key = key(&other, &[]);
-    let stranger = Client::start_with_env(
-        &version,
-        "stranger",
-        &[("TS_DEBUG_ALWAYS_USE_DERP", "true")],
-    );
-    stranger
-        .cli(&[
-            "up",
-            &format!("--login-server={}", other.url()),
-            &format!("--authkey={other_key}"),
-            "--hostname=stranger",
-            "--timeout=30s",
-        ])
-        .ok();
-    stranger.wait_status("the relay refused", Duration::from_secs(30), |status| {
-        status["Health"].as_array().is_some_and(|h| {
-            h.iter().any(|m| {
-                m.as_str().is_some_and(|m| {
-                    m.contains("could not connect to the 'Tailscale derper' relay")
-                })
-            })
-        })
-    });
+    let stranger = refused_stranger(&other, &version, "Tailscale derper");
     let log = derper.log();
     let rejected: Vec<&str> = log.lines().filter(|l| l.contains("rejected")).collect();
     let stranger_key = stranger.status()["Self"]["PublicKey"]
@@ -436,29 +438,7 @@ fn the_embedded_relay_with_verify_clients_refuses_other_servers_nodes() {
         extra_config: format!("derp:\n  urls: []\n  paths: [{}]\n", regions.display()),
         ..Spawn::default()
     });
-    let other_key = key(&other, &[]);
-    let stranger = Client::start_with_env(
-        &version,
-        "stranger",
-        &[("TS_DEBUG_ALWAYS_USE_DERP", "true")],
-    );
-    stranger
-        .cli(&[
-            "up",
-            &format!("--login-server={}", other.url()),
-            &format!("--authkey={other_key}"),
-            "--hostname=stranger",
-            "--timeout=30s",
-        ])
-        .ok();
-    stranger.wait_status("the relay refused", Duration::from_secs(30), |status| {
-        status["Health"].as_array().is_some_and(|h| {
-            h.iter().any(|m| {
-                m.as_str()
-                    .is_some_and(|m| m.contains("could not connect to the 'Borrowed relay'"))
-            })
-        })
-    });
+    refused_stranger(&other, &version, "Borrowed relay");
     let log = server.log();
     assert!(
         log.contains("refused a DERP client that may not use this relay"),
