@@ -269,7 +269,7 @@ pub async fn run(opts: Options) -> Result<Report> {
     }
     report.server_after = idle_end;
 
-    if !opts.churn.is_zero() && opts.churn_rate > 0.0 {
+    if !opts.churn.is_zero() {
         let mut churn = Churn {
             opts: &opts,
             events: &mut events,
@@ -311,12 +311,15 @@ struct Cycle {
 }
 
 impl Cycle {
-    /// Marks the cycle done once every peer saw it or is excused.
-    fn settle(&mut self, peers: usize) {
+    /// Marks the cycle done once every peer saw it or is excused; true when this
+    /// call did.
+    fn settle(&mut self, peers: usize) -> bool {
         if self.done.is_none() && self.seen.len() + self.away.len() >= peers {
             let last = self.last_seen.unwrap_or(self.since);
             self.done = Some(last.saturating_duration_since(self.since));
+            return true;
         }
+        false
     }
 }
 
@@ -333,6 +336,8 @@ impl Churn<'_> {
         let mut next = 1;
         let mut ordered = 0usize;
         let mut cycles: HashMap<(u64, u16), Cycle> = HashMap::new();
+        // Cycles done, counted as they finish: checked on every event.
+        let mut settled = 0usize;
         // Nodes told to leave that have not got their whole map back yet.
         let mut away = HashSet::new();
         let mut rejoins = Vec::new();
@@ -342,8 +347,7 @@ impl Churn<'_> {
             if now >= window_end && window_sample.is_none() {
                 window_sample = opts.server_pid.and_then(ServerSample::take);
             }
-            let finished = cycles.values().all(|c| c.done.is_some())
-                && rejoins.len() + self.report.failed >= ordered;
+            let finished = settled == cycles.len() && rejoins.len() + self.report.failed >= ordered;
             if now >= grace_end || (now >= window_end && finished) {
                 break;
             }
@@ -358,7 +362,7 @@ impl Churn<'_> {
                         for cycle in cycles.values_mut().filter(|c| c.done.is_none()) {
                             if !cycle.seen.contains(&next) {
                                 cycle.away.insert(next);
-                                cycle.settle(opts.nodes - 1);
+                                settled += usize::from(cycle.settle(opts.nodes - 1));
                             }
                         }
                     }
@@ -396,7 +400,7 @@ impl Churn<'_> {
                         && cycle.seen.insert(observer)
                     {
                         cycle.last_seen = Some(at);
-                        cycle.settle(opts.nodes - 1);
+                        settled += usize::from(cycle.settle(opts.nodes - 1));
                     }
                 }
                 Some(Event::Rejoined { index, latency }) => {

@@ -74,15 +74,7 @@ impl State {
         &self,
         edit: impl Fn(&Snapshot) -> Snapshot,
     ) -> (Arc<Snapshot>, Change) {
-        let online = |id| self.is_online(id);
-        let (before, after) = self.nodes.update(|snap| {
-            let mut next = edit(snap);
-            let primaries = next.elect(&online);
-            next.set_primaries(primaries);
-            Some(next)
-        });
-        let moved = primaries_moved(&before, &after);
-        (after, moved)
+        self.elect_into(|snap| Some(edit(snap)))
     }
 
     /// Re-elects primaries after router `id` came online or went offline.
@@ -90,16 +82,26 @@ impl State {
         if !self.snapshot().is_router(id) {
             return Change::none();
         }
+        self.elect_into(|_| None).1
+    }
+
+    /// The one path that installs snapshots: `edit` of the current one (`None`:
+    /// the current one as it is) with primaries elected from who is online now. An
+    /// unedited snapshot whose primaries stay is not swapped (nor copied).
+    fn elect_into(&self, edit: impl Fn(&Snapshot) -> Option<Snapshot>) -> (Arc<Snapshot>, Change) {
         let online = |id| self.is_online(id);
         let (before, after) = self.nodes.update(|snap| {
-            let primaries = snap.elect(&online);
-            (primaries != *snap.primaries()).then(|| {
-                let mut next = snap.clone();
-                next.set_primaries(primaries);
-                next
-            })
+            let edited = edit(snap);
+            let primaries = edited.as_ref().unwrap_or(snap).elect(&online);
+            if edited.is_none() && primaries == *snap.primaries() {
+                return None;
+            }
+            let mut next = edited.unwrap_or_else(|| snap.clone());
+            next.set_primaries(primaries);
+            Some(next)
         });
-        primaries_moved(&before, &after)
+        let moved = primaries_moved(&before, &after);
+        (after, moved)
     }
 
     /// Replaces a node's advertised and/or approved prefixes (`None` keeps them).

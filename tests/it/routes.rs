@@ -61,13 +61,12 @@ fn route_id(server: &TestServer, name: &str) -> String {
 }
 
 /// Waits until `what` holds, or panics naming it.
-fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) -> Duration {
+fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     let start = Instant::now();
     while !check() {
         assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    start.elapsed()
 }
 
 /// The source address the echo server saw for a line sent from `from`.
