@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
-"""Turns the JSON reports of scripts/bench-vs-headscale into docs/benchmarks.md
-and PNG plots (gnuplot). Usage: bench-report.py RESULTS_DIR DOCS_DIR"""
+"""Writes docs/benchmarks.md from raw benchmark results. Each script owns one
+section of the file and rewrites only that one:
+
+  bench-report.py RESULTS_DIR DOCS_DIR           # scripts/bench-vs-headscale: the
+                                                 # control plane, with PNG plots (gnuplot)
+  bench-report.py --relay RESULTS_DIR DOCS_DIR   # scripts/bench-relay-vs-derper"""
 
 import glob
 import json
@@ -132,8 +136,39 @@ plot '{data}' using 1:2 with linespoints title 'headway', \\
     os.remove(data)
 
 
-def main():
-    results, docs = sys.argv[1], sys.argv[2]
+TITLE = "# Benchmarks: headway against Headscale and Tailscale's derper"
+# Sections in the order they appear; each is delimited by HTML comments that
+# Markdown does not show.
+SECTIONS = ["control-plane", "relay"]
+
+
+def begin(name):
+    return f"<!-- {name}: generated, do not edit by hand -->"
+
+
+def end(name):
+    return f"<!-- end {name} -->"
+
+
+def write_section(docs, name, lines):
+    """Replaces section `name` of docs/benchmarks.md, keeping the others."""
+    path = os.path.join(docs, "benchmarks.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    bodies = {}
+    for other in SECTIONS:
+        start, stop = text.find(begin(other)), text.find(end(other))
+        if start >= 0 and stop > start:
+            bodies[other] = text[start + len(begin(other)) : stop].strip("\n")
+    bodies[name] = "\n".join(lines).strip("\n")
+    out = [TITLE, ""]
+    for section in SECTIONS:
+        if section in bodies:
+            out += [begin(section), bodies[section], end(section), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def control_plane(results, docs):
     runs = load(results)
     sizes = sorted({n for (_, n) in runs})
     os.makedirs(os.path.join(docs, "bench"), exist_ok=True)
@@ -169,9 +204,9 @@ def main():
         ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
         ("Churn CPU in window (s)", "churn_cpu_s"),
     ]
-    out = ["# Benchmarks: headway against Headscale", ""]
+    out = ["## Control plane: headway against Headscale", ""]
     out += [
-        "Written by `scripts/bench-vs-headscale` (do not edit by hand); reproduce everything with:",
+        "Written by `scripts/bench-vs-headscale`; reproduce everything with:",
         "",
         "```sh",
         "scripts/bench-vs-headscale",
@@ -205,7 +240,7 @@ def main():
         "",
     ]
     for n in sizes:
-        out.append(f"## {n} nodes")
+        out.append(f"### {n} nodes")
         out.append("")
         out.append("| | headway | Headscale v0.29.2 | Headscale ÷ headway |")
         out.append("|---|---|---|---|")
@@ -219,12 +254,138 @@ def main():
             f"| Outcome | {status(hw) if hw else 'not run'} | {status(hs) if hs else 'not run'} | |"
         )
         out.append("")
-    out += ["## Plots", ""]
+    out += ["### Plots", ""]
     for _, title, _, png in plots:
         out.append(f"![{title}](bench/{png}.png)")
         out.append("")
-    with open(os.path.join(docs, "benchmarks.md"), "w") as f:
-        f.write("\n".join(out))
+    write_section(docs, "control-plane", out)
+
+
+RELAYS = ["headway", "derper"]
+
+
+def load_relay(results):
+    """Reports by relay name: one per repetition."""
+    runs = {name: [] for name in RELAYS}
+    for path in sorted(glob.glob(os.path.join(results, "*-*.json"))):
+        name = os.path.basename(path).rsplit("-", 1)[0]
+        if name in runs:
+            with open(path) as f:
+                runs[name].append(json.load(f))
+    return runs
+
+
+def relay_values(reports, pairs, key):
+    if pairs is None:
+        values = [(r.get("memory") or {}).get(key) for r in reports]
+    else:
+        values = [
+            t.get(key) for r in reports for t in r["throughput"] if t["pairs"] == pairs
+        ]
+    return sorted(v for v in values if v is not None)
+
+
+def median(values):
+    return values[len(values) // 2] if values else None
+
+
+def spread(values, digits):
+    """The median, and the range over repetitions when there are several."""
+    if not values:
+        return "—"
+    text = fmt(median(values), digits)
+    if len(values) > 1:
+        text += f" ({fmt(values[0], digits)}–{fmt(values[-1], digits)})"
+    return text
+
+
+def compare(hw, derper, higher_is_better):
+    if hw is None or derper is None or hw <= 0 or derper <= 0:
+        return "—"
+    if higher_is_better:
+        return f"{hw / derper:.2f}× derper's"
+    return f"{derper / hw:.2f}× less than derper"
+
+
+def relay(results, docs):
+    runs = load_relay(results)
+    with open(os.path.join(results, "machine.txt")) as f:
+        machine = f.read().strip().splitlines()
+    pair_counts = sorted(
+        {t["pairs"] for reports in runs.values() for r in reports for t in r["throughput"]}
+    )
+    packet_size = next(
+        (r["packet_size"] for reports in runs.values() for r in reports), None
+    )
+    rows = []
+    for pairs in pair_counts:
+        label = f"{pairs} pair" + ("s" if pairs > 1 else "")
+        rows += [
+            (f"{label}: packets/s received", pairs, "packets_per_sec", True, 0),
+            (f"{label}: MB/s received", pairs, "mb_per_sec", True, 1),
+            (f"{label}: packets/s sent", pairs, "sent_per_sec", True, 0),
+            (f"{label}: slowest pair, packets/s", pairs, "slowest_pair_per_sec", True, 0),
+            (f"{label}: relay CPU seconds per second", pairs, "server_cpu_secs", None, 2),
+            (f"{label}: packets per relay CPU second", pairs, "packets_per_cpu_sec", True, 0),
+        ]
+    rows.append(("Memory per connected client (KiB)", None, "rss_per_client_kib", False, 1))
+    rows.append(("Relay RSS with the idle clients (KiB)", None, "rss_after_kib", False, 0))
+
+    derper_version = next(
+        (line.split(": ", 1)[1] for line in machine if line.startswith("derper: ")), ""
+    )
+    out = [f"## Relay: headway's embedded DERP against derper {derper_version}", ""]
+    out += [
+        "Written by `scripts/bench-relay-vs-derper`; reproduce with:",
+        "",
+        "```sh",
+        "scripts/bench-relay-vs-derper",
+        "```",
+        "",
+        "Both relays run on this machine, one at a time and in alternating order, with TLS",
+        "on a self-signed certificate for 127.0.0.1 (headway: the embedded relay of a",
+        "plain-HTTP `server_url`; derper: `--certmode=manual --hostname=127.0.0.1`) and no",
+        "client admission. The same client, `headway bench-relay`, logs in DERP clients",
+        "with fresh keys. **Memory**: the relay's RSS growth while idle clients log in,",
+        "divided by their number. **Throughput**: each sender writes packets of",
+        f"{packet_size} bytes (a WireGuard packet of a 1280-byte tunnel MTU) to its receiver",
+        "as fast as its TCP connection takes them; the relays queue a bounded number per",
+        "receiver and drop the rest, so *received* is what the relay delivered. The client",
+        "shares the two cores with the relay (its TLS costs about as much as the relay's),",
+        "so *packets per relay CPU second* is the fairest efficiency figure. Each cell is",
+        "the median over repetitions, with the range in parentheses.",
+        "",
+    ]
+    out += [f"- {line}" for line in machine]
+    out += ["", "| | headway | derper | headway against derper |", "|---|---|---|---|"]
+    for label, pairs, key, higher, digits in rows:
+        hw = relay_values(runs["headway"], pairs, key)
+        dp = relay_values(runs["derper"], pairs, key)
+        if key == "server_cpu_secs":
+            window = median(relay_values(runs["headway"] + runs["derper"], pairs, "window_secs"))
+            hw = [v / window for v in hw] if window else []
+            dp = [v / window for v in dp] if window else []
+        verdict = "" if higher is None else compare(median(hw), median(dp), higher)
+        out.append(f"| {label} | {spread(hw, digits)} | {spread(dp, digits)} | {verdict} |")
+    misdelivered = sum(
+        t["misdelivered"] for reports in runs.values() for r in reports for t in r["throughput"]
+    )
+    out += ["", f"Packets delivered to the wrong receiver, over all runs: {misdelivered}."]
+    notes = [
+        f"{name}: {note}" for name in RELAYS for r in runs[name] for note in r.get("notes", [])
+    ]
+    if notes:
+        out += ["", "Notes from the runs:", ""] + [f"- {note}" for note in notes]
+    out.append("")
+    write_section(docs, "relay", out)
+
+
+def main():
+    args = sys.argv[1:]
+    if args and args[0] == "--relay":
+        relay(args[1], args[2])
+    else:
+        control_plane(args[0], args[1])
 
 
 if __name__ == "__main__":
