@@ -352,8 +352,11 @@ def relay(results, docs):
         "as fast as its TCP connection takes them; the relays queue a bounded number per",
         "receiver and drop the rest, so *received* is what the relay delivered. The client",
         "shares the two cores with the relay (its TLS costs about as much as the relay's),",
-        "so *packets per relay CPU second* is the fairest efficiency figure. Each cell is",
-        "the median over repetitions, with the range in parentheses.",
+        "so *packets per relay CPU second* is the fairest efficiency figure. This is a",
+        "flood, not a paced load: a relay whose readers take packets faster than its",
+        "writers deliver them spends its CPU on packets it then drops (compare *sent* with",
+        "*received*). Each cell is the median over repetitions, with the range in",
+        "parentheses.",
         "",
     ]
     out += [f"- {line}" for line in machine]

@@ -9,10 +9,12 @@
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
 //! - [`relay`]: the embedded DERP relay and STUN responder, and their TLS certificate.
+//! - [`acme`]: certificates from Let's Encrypt or another ACME service, renewed in place.
 //! - [`db`]: SQLite storage through sea-query, embedded migrations.
 //! - [`state`]: the single coordinator; every mutation returns the `Change` clients must learn.
 //! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
-//! - [`bench`]: the load generator (`headway bench`), a client of any control server.
+//! - [`bench`]: the load generators (`headway bench`, `headway bench-relay`), clients of any
+//!   control server or DERP relay.
 //! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.
@@ -22,6 +24,7 @@ pub mod tailcfg;
 pub mod types;
 pub mod websocket;
 
+pub mod acme;
 pub mod config;
 pub mod db;
 pub mod derp;

@@ -3,6 +3,7 @@
 //!
 //! The only module that imports everything; it owns no rules of its own.
 
+use crate::acme::{Acme, AcmeSettings, Challenge};
 use crate::config::{Config, Database};
 use crate::control::map::MapSettings;
 use crate::control::{Control, ServerKey};
@@ -51,6 +52,8 @@ pub struct Server {
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The embedded DERP relay and its STUN socket, when `derp.server.enabled`.
     relay: Option<(Arc<Relay>, Option<UdpSocket>)>,
+    /// ACME certificates (`tls_letsencrypt_hostname`), with the HTTP-01 listener.
+    acme: Option<(Arc<Acme>, Option<TcpListener>)>,
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -120,12 +123,7 @@ impl Server {
 
         let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
 
-        if config.tls.letsencrypt_hostname.is_some() {
-            tracing::warn!(
-                "tls_letsencrypt_hostname is set, but this headway version cannot get ACME \
-                 certificates yet: use tls_cert_path and tls_key_path, or a TLS proxy"
-            );
-        }
+        let acme = build_acme(&config).await?;
         let grpc_tcp = match config.grpc_listen_addr {
             None => None,
             Some(addr) => {
@@ -160,12 +158,16 @@ impl Server {
             control,
             noise_key: Arc::new(ServerKey::from_private(&noise_key)),
             derp_config: config.derp.clone(),
-            tls: identity
-                .as_ref()
-                .map(Identity::server_config)
-                .transpose()
-                .context("TLS for listen_addr")?,
+            tls: match &acme {
+                Some((acme, _)) => Some(acme.server_config().context("TLS for listen_addr")?),
+                None => identity
+                    .as_ref()
+                    .map(Identity::server_config)
+                    .transpose()
+                    .context("TLS for listen_addr")?,
+            },
             relay,
+            acme,
         })
     }
 
@@ -223,6 +225,28 @@ impl Server {
                     Ok(())
                 });
             }
+        }
+        if let Some((acme, http01)) = self.acme {
+            if let Some(listener) = http01 {
+                let addr = listener.local_addr()?;
+                let router = acme.http01_router(&self.server_url);
+                let http01_stop = stopped();
+                tasks.spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(http01_stop)
+                        .await
+                        .context("tls_letsencrypt_listen failed")
+                });
+                tracing::info!(%addr, "answering ACME HTTP-01 challenges");
+            }
+            let acme_stop = stopped();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = acme.run() => {}
+                    () = acme_stop => {}
+                }
+                Ok(())
+            });
         }
         let router = crate::http::router(self.state.clone(), &self.server_url, control_routes);
         let http_stop = stopped();
@@ -328,6 +352,62 @@ pub fn load_or_create_private_key(path: &Path) -> Result<PrivateKey> {
     }
 }
 
+/// ACME for `tls_letsencrypt_hostname`, with the HTTP-01 listener bound now so a
+/// taken port stops start-up.
+async fn build_acme(config: &Config) -> Result<Option<(Arc<Acme>, Option<TcpListener>)>> {
+    let Some(hostname) = config
+        .tls
+        .letsencrypt_hostname
+        .clone()
+        .filter(|h| !h.is_empty())
+    else {
+        return Ok(None);
+    };
+    let challenge = if config.tls.letsencrypt_challenge_type == "TLS-ALPN-01" {
+        Challenge::TlsAlpn01
+    } else {
+        Challenge::Http01
+    };
+    let acme = Acme::new(AcmeSettings {
+        hostname,
+        directory_url: config.tls.acme_url.clone(),
+        email: config.tls.acme_email.clone(),
+        cache_dir: config.tls.letsencrypt_cache_dir.clone(),
+        challenge,
+    })?;
+    let http01 = match challenge {
+        Challenge::TlsAlpn01 => None,
+        Challenge::Http01 => {
+            let listen = &config.tls.letsencrypt_listen;
+            let addr = go_listen_addr(listen).with_context(|| {
+                format!("tls_letsencrypt_listen {listen:?}: expected host:port or :port (e.g. :http, :80, 0.0.0.0:80)")
+            })?;
+            Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("tls_letsencrypt_listen {listen}: cannot listen on {addr}")
+            })?)
+        }
+    };
+    Ok(Some((acme, http01)))
+}
+
+/// A Go listen address: `host:port` or `:port`, where the port may be a service
+/// name (`http`, `https`), as Headscale's `tls_letsencrypt_listen` takes it.
+fn go_listen_addr(text: &str) -> Option<SocketAddr> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port: u16 = match port {
+        "http" => 80,
+        "https" => 443,
+        number => number.parse().ok()?,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host.is_empty() {
+        std::net::IpAddr::from([0, 0, 0, 0])
+    } else {
+        host.parse().ok()?
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
 /// The certificate for `listen_addr`: the admin's files, or (for the embedded relay
 /// on a plain-HTTP `server_url`) a self-signed one kept beside the relay's key.
 fn load_identity(config: &Config, host: &str) -> Result<Option<Identity>> {
@@ -337,8 +417,12 @@ fn load_identity(config: &Config, host: &str) -> Result<Option<Identity>> {
         ));
     }
     let server = &config.derp.server;
-    if !server.enabled || config.server_url.starts_with("https://") {
-        // An https:// server_url without files: a proxy in front holds the certificate.
+    if !server.enabled
+        || config.server_url.starts_with("https://")
+        || config.tls.letsencrypt_hostname.is_some()
+    {
+        // An https:// server_url without files: ACME or a proxy in front holds the
+        // certificate.
         return Ok(None);
     }
     let dir = server

@@ -6,7 +6,9 @@
 //! Client side only: it speaks the protocol like tailscaled and needs no special
 //! case in the server.
 
+pub mod derp_client;
 pub mod node;
+pub mod relay;
 pub mod report;
 
 use anyhow::{Context, Result, bail};

@@ -1,6 +1,8 @@
-//! `headway bench`: runs the load generator against a control server URL and
-//! writes its JSON report.
+//! `headway bench` and `headway bench-relay`: run the control-plane load
+//! generator against a server URL, or the relay benchmark against a DERP server,
+//! and write the JSON report.
 
+use crate::bench::relay::{self, RelayOptions};
 use crate::bench::{self, Options};
 use crate::types::duration;
 use clap::Args;
@@ -50,6 +52,45 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Measure a DERP relay (headway's embedded one or Tailscale's derper): packets
+/// and bytes per second between client pairs, and memory per connected client.
+#[derive(Args, Debug)]
+pub struct BenchRelayArgs {
+    /// The relay, `https://host:port` or `http://host:port` (the path is /derp).
+    #[arg(long)]
+    pub url: String,
+    /// With https: the relay's certificate (PEM), the only one trusted.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Sender → receiver pairs, one throughput run per number.
+    #[arg(long, value_delimiter = ',', default_value = "1,100")]
+    pub pairs: Vec<usize>,
+    /// Bytes per packet (1312: a WireGuard packet of a 1280-byte tunnel MTU).
+    #[arg(long, default_value_t = 1312)]
+    pub packet_size: usize,
+    /// Sending before each measurement window.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// The measurement window of each throughput run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub window: Duration,
+    /// Idle clients connected to measure memory per client (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    pub idle_clients: usize,
+    /// How many clients may connect at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// The relay's process id, for its CPU time and memory.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Give up after this long, finished or not.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub deadline: Duration,
+    /// Write the JSON report here (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|e| e.to_string())
 }
@@ -74,12 +115,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(bench::run(options))?;
-    let json = serde_json::to_string_pretty(&report)?;
-    match args.out {
-        Some(path) => std::fs::write(&path, json + "\n")
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
-        None => println!("{json}"),
-    }
+    write_report(&report, args.out.as_deref())?;
     eprintln!(
         "{} nodes: {}",
         report.nodes,
@@ -91,5 +127,55 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     // The runtime's tasks are aborted; do not wait for sockets to drain.
     runtime.shutdown_background();
+    Ok(())
+}
+
+/// Runs the relay benchmark; like `run`, a run the deadline cut short is reported,
+/// not an error, and a relay that refuses every login is.
+pub fn run_relay(args: BenchRelayArgs) -> anyhow::Result<()> {
+    if args.pairs.contains(&0) {
+        anyhow::bail!("--pairs: every run needs at least one pair");
+    }
+    let options = RelayOptions {
+        url: args.url,
+        cert: args.cert,
+        pairs: args.pairs,
+        packet_size: args.packet_size,
+        warmup: args.warmup,
+        window: args.window,
+        idle_clients: args.idle_clients,
+        concurrency: args.concurrency,
+        server_pid: args.server_pid,
+        deadline: args.deadline,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(relay::run(options))?;
+    write_report(&report, args.out.as_deref())?;
+    for run in &report.throughput {
+        eprintln!(
+            "{} pairs: {:.0} packets/s, {:.1} MB/s",
+            run.pairs, run.packets_per_sec, run.mb_per_sec
+        );
+    }
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Writes a JSON report to `out`, or to standard output.
+fn write_report(
+    report: &impl serde::Serialize,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match out {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        None => println!("{json}"),
+    }
     Ok(())
 }

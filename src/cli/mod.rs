@@ -98,6 +98,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
         }
         Command::Nodes(NodesCommand::Move(args)) => nodes::moved(&args, prog),
         Command::Bench(args) => bench::run(args),
+        Command::BenchRelay(args) => bench::run_relay(args),
         admin => {
             // Config warnings belong to `serve` and `configtest`, not to every admin command.
             let loaded = load(config_flag)?;
@@ -143,7 +144,8 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         | Command::Configtest
         | Command::Version
         | Command::Generate(_)
-        | Command::Bench(_) => {
+        | Command::Bench(_)
+        | Command::BenchRelay(_) => {
             unreachable!("handled before connecting")
         }
     }
@@ -252,6 +254,9 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Run the load generator against a control server (headway or Headscale).
     Bench(bench::BenchArgs),
+    /// Measure a DERP relay (headway's or Tailscale's derper): packets and bytes
+    /// per second between client pairs, memory per connected client.
+    BenchRelay(bench::BenchRelayArgs),
 }
 
 #[derive(Subcommand, Debug)]

@@ -271,6 +271,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.write_frame(FrameType::SERVER_INFO, &[sealed]).await
     }
 
+    /// `SendPacket` (client side): the destination's key ‖ the packet.
+    pub async fn write_send_packet(&mut self, dst: &NodeKey, packet: &[u8]) -> io::Result<()> {
+        self.write_frame(FrameType::SEND_PACKET, &[dst.as_bytes(), packet])
+            .await
+    }
+
     /// `RecvPacket`: the sender's key ‖ the packet.
     pub async fn write_recv_packet(&mut self, src: &NodeKey, packet: &[u8]) -> io::Result<()> {
         self.write_frame(FrameType::RECV_PACKET, &[src.as_bytes(), packet])
@@ -370,8 +376,10 @@ pub enum InfoError {
         key: NodeKey,
         source: serde_json::Error,
     },
-    #[error("could not seal the ServerInfo")]
-    Seal,
+    #[error("could not seal the {0}")]
+    Seal(&'static str),
+    #[error("the ServerInfo box does not open, or is not JSON")]
+    ServerInfo,
 }
 
 /// The NaCl box between a private key and a peer's public key.
@@ -400,19 +408,14 @@ pub fn open_client_info(
     if payload.len() > MAX_CLIENT_INFO_LEN {
         return Err(InfoError::Long(payload.len()));
     }
-    let (Some(key), Some(nonce)) = (
-        payload.first_chunk::<KEY_LEN>(),
-        payload
-            .get(KEY_LEN..)
-            .and_then(|rest| rest.first_chunk::<NONCE_LEN>()),
-    ) else {
+    let Some((key, boxed)) = payload
+        .split_first_chunk::<KEY_LEN>()
+        .filter(|(_, boxed)| boxed.len() >= NONCE_LEN)
+    else {
         return Err(InfoError::Short(payload.len()));
     };
     let client = NodeKey::from_bytes(*key);
-    let sealed = &payload[KEY_LEN + NONCE_LEN..];
-    let json = nacl_box(server, &client)
-        .decrypt(&Nonce::from(*nonce), sealed)
-        .map_err(|_| InfoError::BoxDoesNotOpen(client))?;
+    let json = open(server, &client, boxed).ok_or(InfoError::BoxDoesNotOpen(client))?;
     let info = serde_json::from_slice(&json).map_err(|source| InfoError::Json {
         key: client,
         source,
@@ -426,18 +429,87 @@ pub fn seal_server_info(
     client: &NodeKey,
     info: &ServerInfo,
 ) -> Result<Vec<u8>, InfoError> {
-    let json = serde_json::to_vec(info).map_err(|_| InfoError::Seal)?;
+    seal(server, client, info).ok_or(InfoError::Seal("ServerInfo"))
+}
+
+/// The client side of the login: our public key ‖ a fresh nonce ‖ box(JSON
+/// `info`) for the relay whose greeting carried `server`.
+pub fn seal_client_info(
+    client: &PrivateKey,
+    server: &NodeKey,
+    info: &ClientInfo,
+) -> Result<Vec<u8>, InfoError> {
+    let sealed = seal(client, server, info).ok_or(InfoError::Seal("ClientInfo"))?;
+    let mut payload = Vec::with_capacity(KEY_LEN + sealed.len());
+    payload.extend_from_slice(public_key(client).as_bytes());
+    payload.extend_from_slice(&sealed);
+    Ok(payload)
+}
+
+/// The client side of the login: opens the relay's ServerInfo payload.
+pub fn open_server_info(
+    client: &PrivateKey,
+    server: &NodeKey,
+    payload: &[u8],
+) -> Result<ServerInfo, InfoError> {
+    let json = open(client, server, payload).ok_or(InfoError::ServerInfo)?;
+    serde_json::from_slice(&json).map_err(|_| InfoError::ServerInfo)
+}
+
+/// nonce ‖ box(JSON `value`) from `private` to `peer`; `None` if it cannot be sealed.
+fn seal(private: &PrivateKey, peer: &NodeKey, value: &impl Serialize) -> Option<Vec<u8>> {
+    let json = serde_json::to_vec(value).ok()?;
     let nonce = crate::types::secret::random_bytes::<NONCE_LEN>();
-    let sealed = nacl_box(server, client)
+    let sealed = nacl_box(private, peer)
         .encrypt(&Nonce::from(nonce), json.as_slice())
-        .map_err(|_| InfoError::Seal)?;
+        .ok()?;
     let mut payload = Vec::with_capacity(NONCE_LEN + sealed.len());
     payload.extend_from_slice(&nonce);
     payload.extend_from_slice(&sealed);
-    Ok(payload)
+    Some(payload)
+}
+
+/// The plain text of nonce ‖ box from `peer` to `private`; `None` if it does not open.
+fn open(private: &PrivateKey, peer: &NodeKey, payload: &[u8]) -> Option<Vec<u8>> {
+    let (nonce, sealed) = payload.split_first_chunk::<NONCE_LEN>()?;
+    nacl_box(private, peer)
+        .decrypt(&Nonce::from(*nonce), sealed)
+        .ok()
 }
 
 /// Whether a packet looks like a disco message (Go's `disco.LooksLikeDiscoWrapper`).
 pub fn looks_like_disco(packet: &[u8]) -> bool {
     packet.len() >= DISCO_MIN_LEN && packet.starts_with(&DISCO_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_halves_of_the_login_open_on_the_other_side_only() {
+        let relay = PrivateKey::generate();
+        let client = PrivateKey::generate();
+        let info = ClientInfo {
+            version: Some(2),
+            ..ClientInfo::default()
+        };
+        let sealed = seal_client_info(&client, &public_key(&relay), &info).unwrap();
+        let (key, opened) = open_client_info(&relay, &sealed).unwrap();
+        assert_eq!((key, opened), (public_key(&client), info));
+
+        let answer = ServerInfo {
+            version: Some(PROTOCOL_VERSION),
+            ..ServerInfo::default()
+        };
+        let sealed = seal_server_info(&relay, &public_key(&client), &answer).unwrap();
+        assert_eq!(
+            open_server_info(&client, &public_key(&relay), &sealed).unwrap(),
+            answer
+        );
+        // Another client cannot read it, and neither can a truncated copy.
+        let stranger = PrivateKey::generate();
+        assert!(open_server_info(&stranger, &public_key(&relay), &sealed).is_err());
+        assert!(open_server_info(&client, &public_key(&relay), &sealed[..NONCE_LEN - 1]).is_err());
+    }
 }

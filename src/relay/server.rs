@@ -355,7 +355,12 @@ impl Relay {
                     let Some((dst, packet)) = payload.split_first_chunk::<KEY_LEN>() else {
                         return Err(bad_frame);
                     };
-                    self.forward(client, NodeKey::from_bytes(*dst), packet, &mut not_here);
+                    let dst = NodeKey::from_bytes(*dst);
+                    if self.forward(client, dst, packet, &mut not_here) {
+                        // The receiver is behind: give its writer the CPU instead
+                        // of reading (and decrypting) more packets to drop.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 FrameType::PING => {
                     if !(8..=MAX_PING_LEN).contains(&header.len) {
@@ -392,7 +397,14 @@ impl Relay {
     }
 
     /// Queues a packet for the connection of `dst` that receives. Never waits.
-    fn forward(&self, from: &Client, dst: NodeKey, packet: &[u8], not_here: &mut NotHereLimiter) {
+    /// `true` when the destination's queue was full and dropped its oldest packet.
+    fn forward(
+        &self,
+        from: &Client,
+        dst: NodeKey,
+        packet: &[u8],
+        not_here: &mut NotHereLimiter,
+    ) -> bool {
         let target = self
             .registry()
             .clients
@@ -418,6 +430,7 @@ impl Relay {
                 if disco && not_here.allow() {
                     from.outbox.push_peer_gone(dst, PeerGoneReason::NotHere);
                 }
+                false
             }
         }
     }
@@ -629,23 +642,28 @@ impl Outbox {
 
     /// Queues a packet, dropping the oldest queued one when full (as Go does:
     /// fresher packets matter more to the tunnel above).
-    fn push_packet(&self, packet: Packet, disco: bool) {
-        {
+    /// Queues a packet, dropping the oldest when the queue is full; `true` when
+    /// one was dropped.
+    fn push_packet(&self, packet: Packet, disco: bool) -> bool {
+        let dropped = {
             let mut queues = self.queues();
             if queues.closed {
-                return;
+                return false;
             }
             let queue = if disco {
                 &mut queues.disco
             } else {
                 &mut queues.packets
             };
-            if queue.len() >= SEND_QUEUE_DEPTH {
+            let full = queue.len() >= SEND_QUEUE_DEPTH;
+            if full {
                 queue.pop_front();
             }
             queue.push_back(packet);
-        }
+            full
+        };
         self.ready.notify_one();
+        dropped
     }
 
     fn push_peer_gone(&self, peer: NodeKey, reason: PeerGoneReason) {

@@ -215,11 +215,22 @@ pub(crate) fn joined_pair_with_env(
     version: &str,
     env: &[(&str, &str)],
 ) -> (Client, Client, String, String) {
+    joined_pair_at(server, &server.url(), version, env)
+}
+
+/// [`joined_pair_with_env`] with the clients' `--login-server` given (an https
+/// URL, say).
+pub(crate) fn joined_pair_at(
+    server: &TestServer,
+    login_server: &str,
+    version: &str,
+    env: &[(&str, &str)],
+) -> (Client, Client, String, String) {
     let key = key(server, &["--reusable"]);
     let a = Client::start_with_env(version, "node-a", env);
     let b = Client::start_with_env(version, "node-b", env);
     for client in [&a, &b] {
-        assert_logged_in(client, &client.up_with_key(&server.url(), &key));
+        assert_logged_in(client, &client.up_with_key(login_server, &key));
     }
     let (ip_a, ip_b) = (a.ipv4(), b.ipv4());
     a.wait_status("node-b", Duration::from_secs(30), |s| {

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acme;
 mod bench;
 mod cli;
 mod clients;

@@ -3,7 +3,7 @@
 //! self-signed certificate (v1.82+) or are told to skip the check (v1.80), relay
 //! traffic when direct UDP is off, and measure the region's latency over STUN.
 //! Tailscale's own `derper`, asking headway's `/verify`, relays only headway's
-//! nodes.
+//! nodes. `headway bench-relay` measures the embedded relay and derper alike.
 
 use crate::cli::J1_CONFIG;
 use crate::clients::{assert_logged_in, assert_tcp_crosses, joined_pair_with_env, key, server};
@@ -252,7 +252,9 @@ struct Derper {
 }
 
 impl Derper {
-    fn start(version: &str, verify_url: &str) -> Derper {
+    /// A derper for 127.0.0.1 with its self-signed certificate; with `verify_url`,
+    /// it asks that URL about every client and refuses when it cannot.
+    fn start(version: &str, verify_url: Option<&str>) -> Derper {
         let bin = bin_dir(version).join("derper");
         assert!(
             bin.exists(),
@@ -262,7 +264,8 @@ impl Derper {
         let dir = tempfile::Builder::new().prefix("derper").tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("derper.log")).unwrap();
-        let child = std::process::Command::new(bin)
+        let mut command = std::process::Command::new(bin);
+        command
             .arg(format!("-a=127.0.0.1:{port}"))
             .args([
                 "--http-port=-1",
@@ -270,9 +273,13 @@ impl Derper {
                 "--certmode=manual",
                 "--hostname=127.0.0.1",
             ])
-            .arg(format!("--certdir={}", dir.path().display()))
-            .arg(format!("--verify-client-url={verify_url}"))
-            .arg("--verify-client-url-fail-open=false")
+            .arg(format!("--certdir={}", dir.path().display()));
+        if let Some(url) = verify_url {
+            command
+                .arg(format!("--verify-client-url={url}"))
+                .arg("--verify-client-url-fail-open=false");
+        }
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -309,6 +316,11 @@ impl Derper {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("derper.log")).unwrap_or_default()
+    }
+
+    /// The certificate derper made for 127.0.0.1 (PEM).
+    fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("127.0.0.1.crt")
     }
 
     /// A `derp.paths` file naming this derper as region 900, `derper`.
@@ -354,7 +366,7 @@ fn a_derper_that_asks_headway_relays_only_headways_nodes() {
     // The newest client: v1.80 cannot check a sha256-raw certificate pin.
     let version = versions().pop().expect("a client version");
     let port = free_port();
-    let derper = Derper::start(&version, &format!("http://127.0.0.1:{port}/verify"));
+    let derper = Derper::start(&version, Some(&format!("http://127.0.0.1:{port}/verify")));
     let server = server_behind(&derper, port);
     let (a, b, _ip_a, ip_b) =
         joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
@@ -443,5 +455,142 @@ fn the_embedded_relay_with_verify_clients_refuses_other_servers_nodes() {
     assert!(
         log.contains("refused a DERP client that may not use this relay"),
         "{log}"
+    );
+}
+
+/// A headway whose embedded relay keeps its key and self-signed certificate in
+/// the server's directory, with client admission as given.
+fn relay_server(verify_clients: bool) -> TestServer {
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    let extra_config = format!(
+        "derp:\n  server:\n    enabled: true\n    verify_clients: {verify_clients}\n    private_key_path: {}\n",
+        dir.path().join("derp_server_private.key").display()
+    );
+    TestServer::spawn_with(Spawn {
+        dir: Some(dir),
+        extra_config,
+        ..Spawn::default()
+    })
+}
+
+/// `headway bench-relay` measures headway's embedded relay and Tailscale's derper
+/// with the same client: in every throughput run each pair's packets arrive, all
+/// from the right sender, and the memory measurement has its number. A relay that
+/// refuses the client, or a certificate other than the one given, is an error
+/// that says so.
+#[test]
+fn the_relay_benchmark_measures_the_embedded_relay_and_derper() {
+    let version = versions().pop().expect("a client version");
+    let derper = Derper::start(&version, None);
+    let server = relay_server(false);
+    let headway_cert = server.dir.path().join("derp_server_cert.pem");
+    let targets = [
+        (
+            "headway",
+            format!("https://{}", server.http_addr),
+            headway_cert.clone(),
+            server.pid(),
+        ),
+        (
+            "derper",
+            format!("https://127.0.0.1:{}", derper.port),
+            derper.cert(),
+            derper.child.id(),
+        ),
+    ];
+    for (name, url, cert, pid) in &targets {
+        let out = server.dir.path().join(format!("{name}.json"));
+        let run = server
+            .cli(&[
+                "bench-relay",
+                "--url",
+                url,
+                "--cert",
+                &cert.display().to_string(),
+                "--pairs",
+                "1,4",
+                "--warmup",
+                "300ms",
+                "--window",
+                "1s",
+                "--idle-clients",
+                "20",
+                "--server-pid",
+                &pid.to_string(),
+                "--out",
+                &out.display().to_string(),
+            ])
+            .ok();
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(report["memory"]["clients"], 20, "{name}: {report:#}");
+        assert!(
+            report["memory"]["rss_per_client_kib"].is_number(),
+            "{name}: {report:#}"
+        );
+        let runs = report["throughput"].as_array().unwrap();
+        assert_eq!(runs.len(), 2, "{name}: {report:#}");
+        for (run_report, pairs) in runs.iter().zip([1, 4]) {
+            assert_eq!(run_report["pairs"], pairs);
+            assert_eq!(run_report["misdelivered"], 0, "{name}: {run_report:#}");
+            assert!(
+                run_report["slowest_pair_per_sec"].as_f64().unwrap() > 0.0,
+                "{name}: a pair got nothing through: {run_report:#}"
+            );
+            assert!(
+                run_report["mb_per_sec"].as_f64().unwrap() > 0.0,
+                "{name}: {run_report:#}"
+            );
+            assert!(
+                run_report["server_cpu_secs"].is_number(),
+                "{name}: {run_report:#}"
+            );
+        }
+        assert!(run.stderr.contains("4 pairs:"), "{name}: {}", run.stderr);
+    }
+
+    // The wrong certificate: the TLS handshake fails and the error says why.
+    let wrong = server
+        .cli(&[
+            "bench-relay",
+            "--url",
+            &format!("https://{}", server.http_addr),
+            "--cert",
+            &derper.cert().display().to_string(),
+        ])
+        .failed();
+    assert!(
+        wrong.stderr.contains("a certificate other than --cert"),
+        "{}",
+        wrong.stderr
+    );
+
+    // Admission on (headway's default): a stranger's key is refused at login.
+    let guarded = relay_server(true);
+    let refused = guarded
+        .cli(&[
+            "bench-relay",
+            "--url",
+            &format!("https://{}", guarded.http_addr),
+            "--cert",
+            &guarded
+                .dir
+                .path()
+                .join("derp_server_cert.pem")
+                .display()
+                .to_string(),
+        ])
+        .failed();
+    assert!(
+        refused.stderr.contains("logging in to the relay") && refused.stderr.contains("refused"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        guarded
+            .log()
+            .contains("refused a DERP client that may not use this relay"),
+        "{}",
+        guarded.log()
     );
 }

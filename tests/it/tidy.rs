@@ -69,6 +69,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
     ("relay", &["relay", "types", "websocket"]),
+    ("acme", &["acme"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "types", "config"]),
     (
@@ -83,7 +84,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "websocket",
         ],
     ),
-    ("bench", &["bench", "control", "types"]),
+    ("bench", &["bench", "control", "relay", "types"]),
     ("grpc", &["grpc", "state", "types"]),
     (
         "http",

@@ -1,6 +1,7 @@
 //! Test support: spawning a real server, running the real CLI, a gRPC client.
 
 pub mod netns;
+pub mod pebble;
 pub mod tailscale;
 
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
@@ -208,6 +209,11 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The server's process id (of `ip netns exec` when in a namespace).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The URL clients use (`--login-server`).

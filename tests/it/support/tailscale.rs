@@ -23,14 +23,19 @@ pub fn versions() -> Vec<String> {
         .collect()
 }
 
-pub fn bin_dir(version: &str) -> PathBuf {
-    let cache = std::env::var_os("HEADWAY_TOOLS")
+/// Where `scripts/install-test-deps` puts Go-built tools: `$HEADWAY_TOOLS`, or
+/// `~/.cache/headway-tools`.
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("HEADWAY_TOOLS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
                 .join(".cache/headway-tools")
-        });
-    let dir = cache.join(format!("tailscale-{version}"));
+        })
+}
+
+pub fn bin_dir(version: &str) -> PathBuf {
+    let dir = tools_dir().join(format!("tailscale-{version}"));
     assert!(
         dir.join("tailscaled").exists() && dir.join("tailscale").exists(),
         "Tailscale {version} is not installed in {}: run scripts/install-test-deps (it needs Go)",
