@@ -534,3 +534,21 @@ async fn shutdown_signal() {
         _ => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::go_listen_addr;
+
+    #[test]
+    fn tls_letsencrypt_listen_takes_go_spellings() {
+        let addr = |text: &str| go_listen_addr(text).map(|a| a.to_string());
+        assert_eq!(addr(":http").as_deref(), Some("0.0.0.0:80"));
+        assert_eq!(addr(":https").as_deref(), Some("0.0.0.0:443"));
+        assert_eq!(addr(":8080").as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(addr("127.0.0.1:80").as_deref(), Some("127.0.0.1:80"));
+        assert_eq!(addr("[::1]:http").as_deref(), Some("[::1]:80"));
+        for bad in ["", "80", ":web", "localhost:80", ":99999"] {
+            assert_eq!(addr(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -582,6 +582,23 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
             format!("is set but {missing} is not (expected both, or neither)"),
         ));
     }
+    if let Some(host) = &c.tls.letsencrypt_hostname {
+        let expected = format!("https://{host}");
+        let url = c.server_url.trim_end_matches('/');
+        let matches = url == expected
+            || url
+                .strip_prefix(&expected)
+                .is_some_and(|rest| rest.starts_with(':'));
+        if !matches {
+            // Only a warning: a proxy or another name may be in front on purpose.
+            warnings.push(Warning {
+                message: format!(
+                    "tls_letsencrypt_hostname: the certificate is for {host}, but server_url is {}; clients verify it only at {expected}",
+                    c.server_url
+                ),
+            });
+        }
+    }
     if c.tls.letsencrypt_hostname.is_some()
         && c.tls.letsencrypt_challenge_type == "TLS-ALPN-01"
         && c.listen_addr.port() != 443

@@ -781,3 +781,28 @@ fn the_embedded_relay_is_on_unless_other_relays_are_named() {
         "{warned:?}"
     );
 }
+
+#[test]
+fn a_lets_encrypt_name_that_is_not_the_server_url_is_a_warning() {
+    let loaded = load_text(
+        "server_url: https://hw.example.com:443\ntls_letsencrypt_hostname: hw.example.com\n",
+    );
+    assert!(messages(&loaded).is_empty(), "{:?}", loaded.warnings);
+    let loaded =
+        load_text("server_url: https://hw.example.com\ntls_letsencrypt_hostname: hw.example.com\n");
+    assert!(messages(&loaded).is_empty(), "{:?}", loaded.warnings);
+    let loaded = load_text(
+        "server_url: http://hw.example.com:8080\ntls_letsencrypt_hostname: hw.example.com\n",
+    );
+    assert_eq!(
+        messages(&loaded),
+        [
+            "tls_letsencrypt_hostname: the certificate is for hw.example.com, but server_url is http://hw.example.com:8080; clients verify it only at https://hw.example.com"
+        ]
+    );
+    // A name that merely starts the same way is another name.
+    let loaded = load_text(
+        "server_url: https://hw.example.com.evil\ntls_letsencrypt_hostname: hw.example.com\n",
+    );
+    assert_eq!(messages(&loaded).len(), 1, "{:?}", loaded.warnings);
+}
