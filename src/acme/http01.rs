@@ -20,8 +20,9 @@ impl Tokens {
         self.map().insert(token, key_authorization);
     }
 
-    pub fn remove(&self, token: &str) {
-        self.map().remove(token);
+    /// Forgets every token (the order they belong to has ended).
+    pub fn clear(&self) {
+        self.map().clear();
     }
 
     fn get(&self, token: &str) -> Option<String> {
@@ -114,7 +115,7 @@ mod tests {
                 .0,
             StatusCode::NOT_FOUND
         );
-        tokens.remove("tok-1");
+        tokens.clear();
         assert_eq!(
             get_path(&router, "/.well-known/acme-challenge/tok-1")
                 .await

@@ -42,7 +42,7 @@ impl HttpClient for ReqwestClient {
                 Err(never) => match never {},
             };
             let url = parts.uri.to_string();
-            let response = client
+            let mut response = client
                 .request(parts.method, &url)
                 .headers(parts.headers)
                 .body(body)
@@ -52,7 +52,6 @@ impl HttpClient for ReqwestClient {
             let status = response.status();
             let headers = response.headers().clone();
             let mut body = Vec::new();
-            let mut response = response;
             while let Some(chunk) = response
                 .chunk()
                 .await

@@ -56,8 +56,6 @@ pub struct Acme {
     resolver: Arc<CertResolver>,
     tokens: Arc<http01::Tokens>,
     provider: Arc<CryptoProvider>,
-    /// The validity of the certificate being served, if any.
-    current: std::sync::Mutex<Option<Validity>>,
 }
 
 /// The first retry after a failed order; doubled on each failure up to [`MAX_RETRY`].
@@ -88,7 +86,6 @@ impl Acme {
             resolver: Arc::new(CertResolver::default()),
             tokens: Arc::new(http01::Tokens::default()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),
-            current: std::sync::Mutex::new(None),
             settings,
         });
         match acme.load_cached() {
@@ -162,11 +159,10 @@ impl Acme {
 
     /// Zero when a certificate must be ordered now.
     fn renewal_due_in(&self) -> Duration {
-        let current = *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match current {
+        // The certificate being served says when it is due; `serve` accepts only
+        // certificates whose validity reads.
+        let current = self.resolver.current();
+        match current.and_then(|key| Validity::of(key.cert.first()?.as_ref())) {
             None => Duration::ZERO,
             Some(validity) => (validity.renew_at() - Utc::now())
                 .to_std()
@@ -201,7 +197,7 @@ impl Acme {
         let (certified, validity) = self
             .parse(&chain, &private)
             .with_context(|| cert.display().to_string())?;
-        self.serve(certified, validity);
+        self.serve(certified);
         Ok(Some(validity))
     }
 
@@ -221,12 +217,8 @@ impl Acme {
     }
 
     /// Serves `certified` from the next handshake on.
-    fn serve(&self, certified: CertifiedKey, validity: Validity) {
+    fn serve(&self, certified: CertifiedKey) {
         self.resolver.set_current(Arc::new(certified));
-        *self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(validity);
     }
 
     /// The cached account when it belongs to `acme_url`, or a new one.
@@ -281,8 +273,7 @@ impl Acme {
             .new_order(&NewOrder::new(&identifiers))
             .await
             .context("placing the order")?;
-        let mut tokens = Vec::new();
-        let validated = self.validate(&mut order, &mut tokens).await;
+        let validated = self.validate(&mut order).await;
         let ready = match validated {
             Ok(()) => order
                 .poll_ready(&RetryPolicy::new().timeout(ORDER_TIMEOUT))
@@ -290,9 +281,8 @@ impl Acme {
                 .context("waiting for the validation"),
             Err(err) => Err(err),
         };
-        for token in &tokens {
-            self.tokens.remove(token);
-        }
+        // One order at a time: every token set up is this order's.
+        self.tokens.clear();
         self.resolver.clear_challenge(host);
         match ready? {
             OrderStatus::Ready => {}
@@ -321,17 +311,13 @@ impl Acme {
         // Kept before it is served, so a restart serves the same certificate.
         write_private(&self.key_path(), key_pem.as_bytes())?;
         write_private(&self.cert_path(), chain.as_bytes())?;
-        self.serve(certified, validity);
+        self.serve(certified);
         Ok(validity)
     }
 
     /// Sets up the answer to each pending authorization and tells the service
-    /// it may check; the HTTP-01 tokens set up are pushed to `tokens`.
-    async fn validate(
-        &self,
-        order: &mut instant_acme::Order,
-        tokens: &mut Vec<String>,
-    ) -> Result<()> {
+    /// it may check.
+    async fn validate(&self, order: &mut instant_acme::Order) -> Result<()> {
         let host = &self.settings.hostname;
         let kind = match self.settings.challenge {
             Challenge::Http01 => ChallengeType::Http01,
@@ -351,7 +337,6 @@ impl Acme {
             let key_authorization = challenge.key_authorization();
             match self.settings.challenge {
                 Challenge::Http01 => {
-                    tokens.push(challenge.token.clone());
                     self.tokens.insert(
                         challenge.token.clone(),
                         key_authorization.as_str().to_owned(),

@@ -28,8 +28,9 @@ impl CertResolver {
         self.current.store(Some(key));
     }
 
-    pub fn has_current(&self) -> bool {
-        self.current.load().is_some()
+    /// The certificate being served, if there is one yet.
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
+        self.current.load_full()
     }
 
     /// Answers TLS-ALPN-01 validations of `host` with `key` until [`Self::clear_challenge`].

@@ -5,9 +5,9 @@
 //! Client side only, like the control-plane load generator: headway's embedded
 //! relay and Tailscale's `derper` are measured by the same code.
 
-use super::derp_client::{Client, Dialer, Reader};
+use super::derp_client::{Client, Dialer, Reader, Writer};
 use super::report::ServerSample;
-use crate::relay::frame::{FrameType, KEY_LEN};
+use crate::relay::frame::{FrameType, KEY_LEN, MAX_PACKET_SIZE};
 use crate::types::{NodeKey, PrivateKey};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
@@ -94,11 +94,11 @@ pub struct Throughput {
 /// A relay that cannot be logged in to at all is an error; a run cut short by
 /// the deadline is reported in the notes.
 pub async fn run(opts: RelayOptions) -> Result<RelayReport> {
-    if opts.packet_size == 0 || opts.packet_size > crate::relay::frame::MAX_PACKET_SIZE {
-        bail!(
-            "--packet-size must be 1 to {} bytes",
-            crate::relay::frame::MAX_PACKET_SIZE
-        );
+    if opts.packet_size == 0 || opts.packet_size > MAX_PACKET_SIZE {
+        bail!("--packet-size must be 1 to {MAX_PACKET_SIZE} bytes");
+    }
+    if opts.pairs.contains(&0) {
+        bail!("--pairs: every run needs at least one pair");
     }
     let dialer = Dialer::new(&opts.url, opts.cert.as_deref()).await?;
     let deadline = Instant::now() + opts.deadline;
@@ -252,25 +252,25 @@ async fn throughput(dialer: &Dialer, opts: &RelayOptions, pairs: usize) -> Resul
     drop(idle_writers);
 
     let secs = (t1 - t0).as_secs_f64();
-    let per_pair: Vec<f64> = pairs1
+    let per_pair: Vec<u64> = pairs1
         .iter()
         .zip(&pairs0)
-        .map(|(after, before)| (after - before) as f64 / secs)
+        .map(|(after, before)| after - before)
         .collect();
-    let packets_per_sec: f64 = per_pair.iter().sum();
+    let total_packets = per_pair.iter().sum::<u64>() as f64;
+    let rate = |packets: u64| packets as f64 / secs;
     let server_cpu_secs = match (&server0, &server1) {
         (Some(a), Some(b)) => Some(b.cpu_secs - a.cpu_secs),
         _ => None,
     };
-    let total_packets = packets_per_sec * secs;
     Ok(Throughput {
         pairs,
         window_secs: secs,
-        sent_per_sec: (sent1 - sent0) as f64 / secs,
-        packets_per_sec,
+        sent_per_sec: rate(sent1 - sent0),
+        packets_per_sec: total_packets / secs,
         mb_per_sec: (bytes1 - bytes0) as f64 / secs / 1e6,
-        slowest_pair_per_sec: per_pair.iter().copied().fold(f64::INFINITY, f64::min),
-        fastest_pair_per_sec: per_pair.iter().copied().fold(0.0, f64::max),
+        slowest_pair_per_sec: per_pair.iter().copied().min().map_or(0.0, rate),
+        fastest_pair_per_sec: per_pair.iter().copied().max().map_or(0.0, rate),
         misdelivered: received
             .iter()
             .map(|r| r.misdelivered.load(Ordering::Relaxed))
@@ -285,11 +285,11 @@ async fn throughput(dialer: &Dialer, opts: &RelayOptions, pairs: usize) -> Resul
 
 /// Writes `packet` to `dst` as fast as the connection takes it.
 async fn flood(
-    mut writer: super::derp_client::Writer,
+    mut writer: Writer,
     dst: NodeKey,
     packet: Arc<[u8]>,
     sent: Arc<AtomicU64>,
-) -> std::io::Result<()> {
+) -> Result<()> {
     loop {
         for _ in 0..SEND_BATCH {
             writer.write_send_packet(&dst, &packet).await?;
@@ -300,15 +300,11 @@ async fn flood(
 }
 
 /// Reads every frame; with `counts`, counts the packets from `expected`.
-async fn drain(
-    mut reader: Reader,
-    counts: Option<(NodeKey, Arc<Received>)>,
-) -> std::io::Result<()> {
-    let to_io = |err: crate::relay::frame::FrameError| std::io::Error::other(err.to_string());
-    while let Some(header) = reader.read_header().await.map_err(to_io)? {
+async fn drain(mut reader: Reader, counts: Option<(NodeKey, Arc<Received>)>) -> Result<()> {
+    while let Some(header) = reader.read_header().await? {
         match &counts {
             Some((expected, counts)) if header.frame_type == FrameType::RECV_PACKET => {
-                let payload = reader.read_payload(header).await.map_err(to_io)?;
+                let payload = reader.read_payload(header).await?;
                 let Some((src, packet)) = payload.split_first_chunk::<KEY_LEN>() else {
                     continue;
                 };
@@ -321,7 +317,7 @@ async fn drain(
                     counts.misdelivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            _ => reader.skip_payload(header).await.map_err(to_io)?,
+            _ => reader.skip_payload(header).await?,
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! new order, and official Tailscale clients that trust only Pebble's root log in
 //! over https and relay through the embedded DERP on the same port.
 
-use crate::clients::{assert_tcp_crosses, joined_pair_at};
+use crate::clients::{assert_pings_via_derp, assert_tcp_crosses, joined_pair_at};
 use crate::support::pebble::{Pebble, https_get};
 use crate::support::tailscale::{free_port, versions};
 use crate::support::{Spawn, TestServer, test_config};
@@ -115,12 +115,7 @@ fn http01_gets_a_certificate_that_clients_and_the_relay_use_and_a_restart_keeps_
     ];
     let login = format!("https://localhost:{port}");
     let (a, _b, _ip_a, ip_b) = joined_pair_at(&server, &login, &version, &env);
-    let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
-    assert!(
-        ping.stdout.contains("via DERP(headway)"),
-        "{ping:?}\n{}",
-        a.log_tail()
-    );
+    assert_pings_via_derp(&a, &ip_b, "headway", 3, &server.log());
     assert_tcp_crosses(&a, &ip_b, &version);
     drop(a);
 

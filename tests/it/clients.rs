@@ -60,6 +60,26 @@ pub(crate) fn assert_tcp_crosses(from: &Client, to_ip: &str, version: &str) {
     assert_eq!(String::from_utf8_lossy(&back), payload);
 }
 
+/// `tailscale ping` from `from` to `to_ip` is answered through the relay of
+/// region `region` (`via DERP(<region>)`); `context` (a server's or relay's log)
+/// goes into the failure message.
+pub(crate) fn assert_pings_via_derp(
+    from: &Client,
+    to_ip: &str,
+    region: &str,
+    count: u32,
+    context: &str,
+) {
+    let ping = from.cli(&["ping", "--c", &count.to_string(), "--timeout", "5s", to_ip]);
+    assert!(
+        ping.stdout.contains(&format!("via DERP({region})")),
+        "{} ({}): {ping:?}\n{}\n{context}",
+        from.name,
+        from.version,
+        from.log_tail()
+    );
+}
+
 fn sees_peer(status: &serde_json::Value, name: &str, ip: &str) -> bool {
     status["Peer"].as_object().is_some_and(|peers| {
         peers.values().any(|p| {

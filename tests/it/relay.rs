@@ -6,7 +6,9 @@
 //! nodes. `headway bench-relay` measures the embedded relay and derper alike.
 
 use crate::cli::J1_CONFIG;
-use crate::clients::{assert_logged_in, assert_tcp_crosses, joined_pair_with_env, key, server};
+use crate::clients::{
+    assert_logged_in, assert_pings_via_derp, assert_tcp_crosses, joined_pair_with_env, key, server,
+};
 use crate::support::netns::{Netns, link};
 use crate::support::tailscale::{Client, bin_dir, free_port, versions};
 use crate::support::{Spawn, TestServer, http_post_json};
@@ -30,13 +32,7 @@ fn clients_talk_through_the_embedded_relay_when_udp_is_off() {
                 client.log_tail()
             );
         }
-        let ping = a.cli(&["ping", "--c", "10", "--timeout", "5s", &ip_b]);
-        assert!(
-            ping.stdout.contains("via DERP(headway)"),
-            "{version}: {ping:?}\n{}\n{}",
-            a.log_tail(),
-            server.log()
-        );
+        assert_pings_via_derp(&a, &ip_b, "headway", 10, &server.log());
         assert_tcp_crosses(&a, &ip_b, &version);
 
         // An external derper with --verify-client-url asks the same question.
@@ -182,12 +178,7 @@ fn blocked_udp_goes_through_the_relay_and_upgrades_to_direct_when_lifted() {
             assert_logged_in(client, &client.up_with(&server.url(), &key, &[]));
         }
         let ip_b = b.ipv4();
-        let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
-        assert!(
-            ping.stdout.contains("via DERP(headway)"),
-            "{version}: {ping:?}\n{}",
-            a.log_tail()
-        );
+        assert_pings_via_derp(&a, &ip_b, "headway", 3, "");
         let (port, _) = b_ns.echo_server("0.0.0.0");
         let target = format!("{ip_b}:{port}").parse().unwrap();
         let back = a_ns.tcp_exchange(target, "relayed line");
@@ -371,13 +362,7 @@ fn a_derper_that_asks_headway_relays_only_headways_nodes() {
     let (a, b, _ip_a, ip_b) =
         joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
     assert_eq!(a.status()["Self"]["Relay"], "derper", "{}", a.log_tail());
-    let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
-    assert!(
-        ping.stdout.contains("via DERP(derper)"),
-        "{version}: {ping:?}\n{}\n{}",
-        a.log_tail(),
-        derper.log()
-    );
+    assert_pings_via_derp(&a, &ip_b, "derper", 3, &derper.log());
     assert_tcp_crosses(&a, &ip_b, &version);
 
     // A node of another server, told to use the same derper: headway has never
@@ -420,12 +405,7 @@ fn the_embedded_relay_with_verify_clients_refuses_other_servers_nodes() {
     });
     let (a, _b, _ip_a, ip_b) =
         joined_pair_with_env(&server, &version, &[("TS_DEBUG_ALWAYS_USE_DERP", "true")]);
-    let ping = a.cli(&["ping", "--c", "3", "--timeout", "5s", &ip_b]);
-    assert!(
-        ping.stdout.contains("via DERP(headway)"),
-        "{ping:?}\n{}",
-        a.log_tail()
-    );
+    assert_pings_via_derp(&a, &ip_b, "headway", 3, "");
 
     // Another server hands its node headway's relay, as the map shows it.
     let map: serde_json::Value =
