@@ -6,6 +6,7 @@
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
 //! - [`websocket`]: a WebSocket as a byte stream, for the browser forms of `/ts2021` and `/derp`.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
+//! - [`policy`]: the access-control policy language and what it gives each node. Pure.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
 //! - [`relay`]: the embedded DERP relay and STUN responder, and their TLS certificate.
@@ -15,11 +16,14 @@
 //! - [`control`]: the Tailscale client protocol: `/key`, the `/ts2021` upgrade, Noise, HTTP/2.
 //! - [`bench`]: the load generators (`headway bench`, `headway bench-relay`), clients of any
 //!   control server or DERP relay.
+//! - [`conformance`]: the policy engine against cases recorded from Tailscale's
+//!   control plane.
 //! - [`grpc`]: the `headscale.v1` admin API over tonic (Unix socket and TCP).
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
 
+pub mod policy;
 pub mod tailcfg;
 pub mod types;
 pub mod websocket;
@@ -34,6 +38,7 @@ pub mod state;
 pub mod control;
 
 pub mod bench;
+pub mod conformance;
 pub mod grpc;
 pub mod http;
 

@@ -84,6 +84,8 @@ impl Server {
             tracing::info!(path = %path.display(), "database ready");
         }
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
+        let status = state.start_policy().await.context("policy")?;
+        log_policy_status(&status);
         let (host, port) = crate::derp::embedded::host_and_port(&config.server_url)?;
         let identity = load_identity(&config, &host)?;
         let relay = if config.derp.server.enabled {
@@ -195,6 +197,15 @@ impl Server {
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         // Ephemeral clean-up and key-expiry announcements.
         self.state.spawn_lifecycle();
+        // The policy is read again on SIGHUP and when its file changes.
+        let reload_stop = stopped();
+        let reload_state = self.state.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = watch_policy(reload_state) => {}
+                () = reload_stop => {}
+            }
+        });
         // Changes reach map sessions through the dispatcher.
         self.control.spawn_dispatcher();
         // A new DERP map reaches every client as a full map.
@@ -519,6 +530,64 @@ fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
 }
 
 /// Completes on SIGINT or SIGTERM.
+/// The start-up line saying which policy is in force.
+fn log_policy_status(status: &crate::state::PolicyStatus) {
+    use crate::state::PolicyStatus;
+    match status {
+        PolicyStatus::None => tracing::warn!(
+            "no access policy (policy.path is empty): every node may reach every node; \
+             set policy.path, or policy.mode: database and `headway policy set`, to restrict access"
+        ),
+        PolicyStatus::File(path) => {
+            tracing::info!(path = %path.display(), "access policy in force from file (reloaded on SIGHUP and when it changes)")
+        }
+        PolicyStatus::Database => tracing::info!("access policy in force from the database"),
+        PolicyStatus::DatabaseEmpty => tracing::warn!(
+            "policy.mode is database but no policy has been set yet: every node may reach every node \
+             until `headway policy set -f FILE`"
+        ),
+    }
+}
+
+/// Reloads the policy on SIGHUP, and (file mode) when the file's contents
+/// change: a broken policy is logged and the running one stays.
+async fn watch_policy(state: Arc<State>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let watched = state.policy_source().path.clone();
+    let stamp = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = watched.as_deref().and_then(stamp);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let reason = tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick() => {
+                let Some(path) = watched.as_deref() else { continue };
+                let now = stamp(path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "the policy file changed"
+            }
+        };
+        match state.reload_policy().await {
+            Ok(Some(change)) => {
+                tracing::info!(reason, "reloaded the access policy");
+                state.notifier().publish(change);
+            }
+            Ok(None) => tracing::debug!(reason, "the access policy is unchanged"),
+            Err(e) => {
+                tracing::error!(reason, error = %e, "the new access policy was refused; the running one stays")
+            }
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (

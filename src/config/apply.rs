@@ -89,6 +89,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
 
     flag(s, "logtail.enabled", &mut c.logtail_enabled)?;
     flag(s, "taildrop.enabled", &mut c.taildrop_enabled)?;
+    flag(s, "auto_update.enabled", &mut c.auto_update_enabled)?;
     flag(s, "randomize_client_port", &mut c.randomize_client_port)?;
 
     if let Some(v) = s.get("oidc.issuer")

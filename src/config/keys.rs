@@ -132,7 +132,7 @@ pub(crate) const KEYS: &[Key] = &[
     // Client capabilities.
     key("logtail.enabled", Scalar, Applied),
     key("taildrop.enabled", Scalar, Applied),
-    key("auto_update.enabled", Scalar, Accepted),
+    key("auto_update.enabled", Scalar, Applied),
     key("randomize_client_port", Scalar, Applied),
     // OIDC: known so that Headscale configs load; headway does not log users in this way yet.
     key("oidc.enabled", Scalar, Accepted),

@@ -100,6 +100,13 @@ pub fn load_with(
     let origin = path.display().to_string();
     let text = read_capped(&path, &origin)?;
     let mut loaded = load_from_str(&text, &origin, env)?;
+    // As Headscale does, a relative policy.path is relative to the config file.
+    if let Some(policy) = &loaded.config.policy.path
+        && policy.is_relative()
+        && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+    {
+        loaded.config.policy.path = Some(dir.join(policy));
+    }
     loaded.path = Some(path);
     Ok(loaded)
 }
@@ -360,6 +367,7 @@ impl Default for Config {
             disable_check_updates: false,
             logtail_enabled: false,
             taildrop_enabled: true,
+            auto_update_enabled: false,
             randomize_client_port: false,
             trusted_proxies: Vec::new(),
         }

@@ -65,6 +65,8 @@ pub struct Config {
     pub logtail_enabled: bool,
     /// `taildrop.enabled`.
     pub taildrop_enabled: bool,
+    /// `auto_update.enabled`: whether clients update themselves by default.
+    pub auto_update_enabled: bool,
     /// `randomize_client_port` (legacy; the policy holds it in Headscale 0.29).
     pub randomize_client_port: bool,
     /// `trusted_proxies`: CIDRs whose forwarding headers are believed.

@@ -2,6 +2,7 @@
 //! online, the DERP map and the map settings. No IO, no locks held.
 
 use crate::config::Config;
+use crate::policy::Compiled;
 use crate::state::Snapshot;
 use crate::tailcfg::{
     self, DERPMap, DNSConfig, FilterRule, MapResponse, PeerChange, Resolver, UserProfile,
@@ -25,6 +26,8 @@ pub struct MapSettings {
     pub dns: Option<DNSConfig>,
     pub disable_log_tail: bool,
     pub taildrop: bool,
+    /// `auto_update.enabled`, sent as `default-auto-update`.
+    pub auto_update: bool,
     /// `randomize_client_port` as a node attribute.
     pub randomize_client_port: bool,
 }
@@ -38,6 +41,7 @@ impl MapSettings {
             dns: dns_config(config),
             disable_log_tail: !config.logtail_enabled,
             taildrop: config.taildrop_enabled,
+            auto_update: config.auto_update_enabled,
             randomize_client_port: config.randomize_client_port,
         }
     }
@@ -102,13 +106,98 @@ pub struct MapInputs<'a> {
     pub online: &'a dyn Fn(NodeId) -> bool,
     pub settings: &'a MapSettings,
     pub now: Timestamp,
+    /// The access policy in force; `None`: every node sees every node and all
+    /// traffic is allowed.
+    pub policy: Option<&'a Compiled>,
 }
 
+/// The node attribute that takes a node's IPv4 address away.
+const DISABLE_IPV4: &str = "disable-ipv4";
+
 impl MapInputs<'_> {
-    /// A node as peers see it.
+    /// A node as every peer sees it when the policy hides none of its routes.
     pub fn peer(&self, node: &Node) -> tailcfg::Node {
+        let routes = self.served_routes(node);
+        self.peer_with_routes(node, routes, false)
+    }
+
+    /// A node as `viewer` sees it: its routes only where the policy lets the
+    /// viewer use them.
+    pub fn peer_for(&self, viewer: NodeId, node: &Node) -> tailcfg::Node {
+        let routes = self.routes_for(viewer, node);
+        self.peer_with_routes(node, routes, self.ipv4_disabled(viewer))
+    }
+
+    /// Whether `node` has the `disable-ipv4` attribute: it has no IPv4 address,
+    /// and (as a viewer) sees no peer's.
+    pub fn ipv4_disabled(&self, node: NodeId) -> bool {
+        self.attrs(node)
+            .is_some_and(|a| a.contains_key(DISABLE_IPV4))
+    }
+
+    /// The routes of `node` that `viewer` may use: the subnets it is primary
+    /// for and its exit routes, filtered by the policy.
+    pub fn routes_for(&self, viewer: NodeId, node: &Node) -> Vec<IpNet> {
+        let Some(policy) = self.policy else {
+            return self.served_routes(node);
+        };
+        let primary = self.snapshot.primary_routes(node.id);
+        self.snapshot
+            .routes(node.id)
+            .iter()
+            .filter(|r| r.advertised && r.approved)
+            .map(|r| r.prefix)
+            .filter(|r| {
+                if policy.route_visible(viewer, r) {
+                    return r.prefix_len() == 0 || primary.contains(r);
+                }
+                // Only a via grant gives the viewer this route: it picks the
+                // router, the primary if it is one of the grant's, else the
+                // first of them.
+                policy.via_routers(viewer, r).is_some_and(|routers| {
+                    let chosen = self
+                        .snapshot
+                        .primary_for(r)
+                        .filter(|p| routers.contains(p))
+                        .or_else(|| routers.iter().min().copied());
+                    chosen == Some(node.id)
+                })
+            })
+            .collect()
+    }
+
+    /// What `node` serves to peers: the subnets it is primary for, then its
+    /// approved exit routes.
+    fn served_routes(&self, node: &Node) -> Vec<IpNet> {
+        let mut routes = self.snapshot.primary_routes(node.id);
+        routes.extend(
+            self.snapshot
+                .routes(node.id)
+                .iter()
+                .filter(|r| r.is_exit() && r.advertised && r.approved)
+                .map(|r| r.prefix),
+        );
+        routes
+    }
+
+    fn peer_with_routes(&self, node: &Node, routes: Vec<IpNet>, no_v4: bool) -> tailcfg::Node {
         let online = (self.online)(node.id);
         let mut out = self.base_node(node);
+        if no_v4 {
+            out.addresses.retain(|a| !a.addr().is_ipv4());
+        }
+        let mut allowed = out.addresses.clone();
+        allowed.extend(routes.iter().copied());
+        out.primary_routes = routes
+            .iter()
+            .filter(|r| r.prefix_len() != 0)
+            .copied()
+            .collect();
+        // Clients offer a peer as a suggested exit node when it says so.
+        if routes.iter().any(|r| r.prefix_len() == 0) {
+            out.cap_map.insert("suggest-exit-node".into(), Vec::new());
+        }
+        out.allowed_ips = Some(allowed);
         out.online = Some(online);
         if !online {
             out.last_seen = node.last_seen;
@@ -116,10 +205,26 @@ impl MapInputs<'_> {
         out
     }
 
+    /// The policy's node attributes for `id` (none without a policy).
+    fn attrs(&self, id: NodeId) -> Option<&tailcfg::CapMap> {
+        self.policy.and_then(|p| p.node_attrs(id)).map(|a| &**a)
+    }
+
     /// A node as it sees itself.
     pub fn self_node(&self, node: &Node) -> tailcfg::Node {
         let mut out = self.base_node(node);
         out.online = Some(true);
+        // Its own view lists every route it serves, primary or not.
+        let mut allowed = out.addresses.clone();
+        allowed.extend(
+            self.snapshot
+                .routes(node.id)
+                .iter()
+                .filter(|r| r.advertised && r.approved)
+                .map(|r| r.prefix),
+        );
+        out.allowed_ips = Some(allowed);
+        out.primary_routes = self.snapshot.primary_routes(node.id);
         let mut caps = tailcfg::CapMap::new();
         caps.insert("https://tailscale.com/cap/is-admin".into(), vec![]);
         caps.insert("https://tailscale.com/cap/ssh".into(), vec![]);
@@ -131,31 +236,27 @@ impl MapInputs<'_> {
         }
         caps.insert(
             "default-auto-update".into(),
-            vec![serde_json::Value::Bool(false)],
+            vec![serde_json::Value::Bool(self.settings.auto_update)],
         );
+        if let Some(attrs) = self.attrs(node.id) {
+            for (k, v) in attrs {
+                caps.insert(k.clone(), v.clone());
+            }
+        }
         out.cap_map = caps;
         out
     }
 
     fn base_node(&self, node: &Node) -> tailcfg::Node {
         let expired = node.is_expired(self.now);
+        let no_v4 = self.ipv4_disabled(node.id);
         let addresses: Vec<IpNet> = node
             .ipv4
+            .filter(|_| !no_v4)
             .map(|ip| IpNet::V4(Ipv4Net::from(ip)))
             .into_iter()
             .chain(node.ipv6.map(|ip| IpNet::V6(Ipv6Net::from(ip))))
             .collect();
-        let primary = self.snapshot.primary_routes(node.id);
-        let exits: Vec<IpNet> = self
-            .snapshot
-            .routes(node.id)
-            .iter()
-            .filter(|r| r.is_exit() && r.advertised && r.approved)
-            .map(|r| r.prefix)
-            .collect();
-        let mut allowed: Vec<IpNet> = addresses.clone();
-        allowed.extend(primary.iter().copied());
-        allowed.extend(exits);
         let hostinfo = node
             .hostinfo
             .as_deref()
@@ -174,13 +275,11 @@ impl MapInputs<'_> {
             machine: node.machine_key,
             disco_key: node.disco_key,
             addresses,
-            allowed_ips: Some(allowed),
             endpoints: node.endpoints.clone(),
             home_derp,
             hostinfo,
             created: Some(node.created_at),
             tags: node.tags.clone(),
-            primary_routes: primary,
             machine_authorized: !expired,
             expired,
             ..tailcfg::Node::default()
@@ -215,31 +314,46 @@ impl MapInputs<'_> {
     pub fn full(&self, self_id: NodeId, derp: &DERPMap) -> Option<MapResponse> {
         let mut message = self.full_without_peers(self_id, derp)?;
         message.peers = self
-            .snapshot
-            .nodes()
-            .filter(|n| n.id != self_id)
-            .map(|n| self.peer(n))
+            .visible_peers(self_id)
+            .map(|n| self.peer_for(self_id, n))
             .collect();
         Some(message)
+    }
+
+    /// The peers `viewer` may see, ordered by id.
+    pub fn visible_peers(&self, viewer: NodeId) -> impl Iterator<Item = &Arc<Node>> + '_ {
+        self.snapshot
+            .nodes()
+            .filter(move |n| n.id != viewer && self.policy.is_none_or(|p| p.can_see(viewer, n.id)))
+    }
+
+    /// The packet filter of `node`: the policy's, or allow-all without one.
+    pub fn packet_filter(&self, node: NodeId) -> Vec<FilterRule> {
+        match self.policy {
+            None => vec![FilterRule::allow_all()],
+            Some(p) => p.filter(node).map(|f| (**f).clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The SSH policy of `node`, if the policy has an `ssh` section.
+    pub fn ssh_policy(&self, node: NodeId) -> Option<tailcfg::SSHPolicy> {
+        self.policy
+            .and_then(|p| p.ssh_policy(node))
+            .map(|s| (**s).clone())
     }
 
     /// [`MapInputs::full`] with `Peers` left out, for callers that splice in peers
     /// serialised earlier (see [`splice_peers`]).
     pub fn full_without_peers(&self, self_id: NodeId, derp: &DERPMap) -> Option<MapResponse> {
         let me = self.snapshot.get(self_id)?;
-        let peers: Vec<&Node> = self
-            .snapshot
-            .nodes()
-            .filter(|n| n.id != self_id)
-            .map(|n| &**n)
-            .collect();
+        let peers: Vec<&Node> = self.visible_peers(self_id).map(|n| &**n).collect();
         Some(MapResponse {
             node: Some(self.self_node(me)),
             derp_map: Some(derp.clone()),
             dns_config: self.settings.dns.clone(),
             domain: self.settings.domain.clone(),
-            // Allow-all until the policy engine lands.
-            packet_filters: MapResponse::base_filter(vec![FilterRule::allow_all()]),
+            packet_filters: MapResponse::base_filter(self.packet_filter(self_id)),
+            ssh_policy: self.ssh_policy(self_id),
             user_profiles: self.user_profiles(std::iter::once(&**me).chain(peers.iter().copied())),
             control_time: Some(self.now),
             debug: self.settings.disable_log_tail.then_some(tailcfg::Debug {
@@ -257,6 +371,7 @@ impl MapInputs<'_> {
             primary: self.snapshot.primary_routes(node.id),
             online: (self.online)(node.id),
             expired: node.is_expired(self.now),
+            no_v4: self.ipv4_disabled(node.id),
         }
     }
 
@@ -301,6 +416,8 @@ pub struct PeerVersion {
     primary: Vec<IpNet>,
     online: bool,
     expired: bool,
+    /// The policy takes its IPv4 address away.
+    no_v4: bool,
 }
 
 impl PartialEq for PeerVersion {
@@ -310,6 +427,7 @@ impl PartialEq for PeerVersion {
             && self.primary == other.primary
             && self.online == other.online
             && self.expired == other.expired
+            && self.no_v4 == other.no_v4
     }
 }
 

@@ -19,8 +19,10 @@ pub mod hub;
 mod key;
 pub mod map;
 pub mod noise;
+pub mod plan;
 mod poll;
 mod register;
+mod ssh;
 mod upgrade;
 
 pub use key::ServerKey;
@@ -60,13 +62,21 @@ pub struct Control {
     pub settings: Arc<map::MapSettings>,
     /// `server_url` without a trailing slash, for auth URLs.
     pub server_url: Arc<str>,
-    /// Each peer's JSON, serialised once per version of the peer and shared by
-    /// every full map (std Mutex: lookups and inserts only, never across an await).
+    /// Each peer's JSON, serialised once per version of the peer (and per way
+    /// a viewer may see it) and shared by every full map (std Mutex: lookups and
+    /// inserts only, never across an await).
     peer_json: Arc<std::sync::Mutex<PeerJsonCache>>,
+    /// The policy view the open sessions were last told about (dispatcher only).
+    last_view: Arc<std::sync::Mutex<Option<Arc<crate::policy::Compiled>>>>,
 }
 
-/// Serialised peers by node, each with the version it was made from.
-type PeerJsonCache = HashMap<NodeId, (map::PeerVersion, Arc<str>)>;
+/// How a viewer sees a peer beyond the peer itself: the routes it may use on
+/// it, and whether it sees IPv4 addresses.
+type PeerVariant = (Vec<ipnet::IpNet>, bool);
+
+/// Serialised peers by node: for each way it is seen, the version it was made
+/// from and its JSON.
+type PeerJsonCache = HashMap<NodeId, Vec<(PeerVariant, map::PeerVersion, Arc<str>)>>;
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +100,7 @@ impl Control {
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
             peer_json: Arc::default(),
+            last_view: Arc::default(),
         }
     }
 
@@ -98,6 +109,10 @@ impl Control {
         Router::new()
             .route("/machine/register", post(register::register))
             .route("/machine/map", post(poll::map))
+            .route(
+                "/machine/ssh/action/{src}/to/{dst}",
+                axum::routing::get(ssh::action),
+            )
             .with_state(self.clone())
     }
 
@@ -118,6 +133,7 @@ impl Control {
             online,
             settings: &self.settings,
             now: chrono::Utc::now(),
+            policy: None,
         }
     }
 
@@ -136,28 +152,45 @@ impl Control {
         let snapshot = self.state.snapshot();
         let online = |id| self.state.is_online(id);
         let derp = map::derp_map_for(&self.derp.current(), capver);
-        let inputs = self.inputs(&snapshot, &users, &online);
+        let view = self.state.policy_view();
+        let mut inputs = self.inputs(&snapshot, &users, &online);
+        inputs.policy = view.as_deref();
         let message = inputs.full_without_peers(node, &derp)?;
-        let peers: Vec<Arc<str>> = snapshot
-            .nodes()
-            .filter(|n| n.id != node)
-            .map(|peer| self.peer_json(&inputs, peer))
+        let peers: Vec<Arc<str>> = inputs
+            .visible_peers(node)
+            .map(|peer| self.peer_json(&inputs, node, peer))
             .collect();
         Some(map::splice_peers(map::to_json(&message), &peers))
     }
 
-    fn peer_json(&self, inputs: &map::MapInputs<'_>, peer: &Arc<crate::types::Node>) -> Arc<str> {
+    /// `peer` as `viewer` sees it, serialised once per version and variant.
+    fn peer_json(
+        &self,
+        inputs: &map::MapInputs<'_>,
+        viewer: NodeId,
+        peer: &Arc<crate::types::Node>,
+    ) -> Arc<str> {
         let version = inputs.peer_version(peer);
+        let variant: PeerVariant = (
+            inputs.routes_for(viewer, peer),
+            inputs.ipv4_disabled(viewer),
+        );
         let cache = || self.peer_json.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached, json)) = cache().get(&peer.id)
-            && *cached == version
+        if let Some(entries) = cache().get(&peer.id)
+            && let Some((_, _, json)) = entries
+                .iter()
+                .find(|(v, cached, _)| *v == variant && *cached == version)
         {
             return json.clone();
         }
-        let json: Arc<str> = serde_json::to_string(&inputs.peer(peer))
+        let json: Arc<str> = serde_json::to_string(&inputs.peer_for(viewer, peer))
             .expect("nodes always serialise")
             .into();
-        cache().insert(peer.id, (version, json.clone()));
+        let mut cache = cache();
+        let entries = cache.entry(peer.id).or_default();
+        // Stale versions go; a few variants of the current one may live together.
+        entries.retain(|(v, cached, _)| *cached == version && *v != variant);
+        entries.push((variant, version, json.clone()));
         json
     }
 

@@ -111,6 +111,9 @@ async fn handle(
                 .unwrap_or_default(),
             user_id: key.user_id,
             tags: key.tags.clone(),
+            requested_tags: hostinfo
+                .map(|h| h.request_tags().to_vec())
+                .unwrap_or_default(),
             ephemeral: key.ephemeral,
             register_method: RegisterMethod::AuthKey,
             requested_expiry: req.expiry.filter(|e| *e > now),
@@ -158,16 +161,22 @@ async fn handle(
 /// Queues an interactive registration and returns the URL the client shows.
 fn begin_interactive(ctl: &Control, peer: &NoisePeer, req: &RegisterRequest) -> String {
     let hostinfo = req.hostinfo.as_ref();
-    let (id, _) = ctl.state.begin_registration(
-        peer.machine_key,
-        req.node_key,
-        hostinfo.map(|h| h.hostname()).unwrap_or_default(),
-        hostinfo.map(|h| h.as_json().to_owned()),
-        hostinfo
+    let (id, _) = ctl.state.begin_registration(state::RegistrationRequest {
+        machine_key: peer.machine_key,
+        node_key: req.node_key,
+        hostname: hostinfo
+            .map(|h| h.hostname())
+            .unwrap_or_default()
+            .to_owned(),
+        hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
+        advertised_routes: hostinfo
             .map(|h| h.routable_ips().to_vec())
             .unwrap_or_default(),
-        req.expiry.filter(|e| *e > chrono::Utc::now()),
-    );
+        requested_tags: hostinfo
+            .map(|h| h.request_tags().to_vec())
+            .unwrap_or_default(),
+        requested_expiry: req.expiry.filter(|e| *e > chrono::Utc::now()),
+    });
     format!("{}/register/{id}", ctl.server_url)
 }
 

@@ -615,6 +615,11 @@ mod protocol {
             node_expiry: None,
             registration_timeout: Duration::from_secs(60),
             ephemeral_inactivity_timeout: Duration::from_secs(120),
+            policy: crate::state::PolicySource {
+                mode: crate::config::PolicyMode::File,
+                path: None,
+            },
+            server_url: "http://127.0.0.1:1".into(),
         };
         let state = Arc::new(State::load(db, settings).await.unwrap());
         let map_settings = map::MapSettings {
@@ -623,6 +628,7 @@ mod protocol {
             dns: None,
             disable_log_tail: true,
             taildrop: true,
+            auto_update: false,
             randomize_client_port: false,
         };
         let control = Control::new(
@@ -719,6 +725,7 @@ mod protocol {
                 advertised_routes: Vec::new(),
                 user_id: Some(user.id),
                 tags: Vec::new(),
+                requested_tags: Vec::new(),
                 ephemeral: false,
                 register_method: crate::types::RegisterMethod::AuthKey,
                 auth_key: Some(key.clone()),

@@ -232,9 +232,10 @@ impl Db {
         node_id: NodeId,
         advertised: &[IpNet],
         approved: &[IpNet],
+        by_policy: &[IpNet],
         now: Timestamp,
     ) -> Result<Vec<Route>> {
-        routes::set_for_node(self, node_id, advertised, approved, now).await
+        routes::set_for_node(self, node_id, advertised, approved, by_policy, now).await
     }
     /// NotFound("route").
     pub async fn delete_route(&self, id: RouteId) -> Result<()> {

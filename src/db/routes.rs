@@ -15,16 +15,18 @@ pub(super) enum Routes {
     Prefix,
     Advertised,
     Approved,
+    ApprovedByPolicy,
     CreatedAt,
     UpdatedAt,
 }
 
-const COLUMNS: [Routes; 7] = [
+const COLUMNS: [Routes; 8] = [
     Routes::Id,
     Routes::NodeId,
     Routes::Prefix,
     Routes::Advertised,
     Routes::Approved,
+    Routes::ApprovedByPolicy,
     Routes::CreatedAt,
     Routes::UpdatedAt,
 ];
@@ -38,6 +40,7 @@ fn from_row(row: &SqliteRow) -> Result<Route> {
         prefix: r.parse(Routes::Prefix)?,
         advertised: r.flag(Routes::Advertised)?,
         approved: r.flag(Routes::Approved)?,
+        approved_by_policy: r.flag(Routes::ApprovedByPolicy)?,
         created_at: r.time(Routes::CreatedAt)?,
         updated_at: r.time(Routes::UpdatedAt)?,
     })
@@ -85,6 +88,7 @@ struct Wanted {
     prefix: IpNet,
     advertised: bool,
     approved: bool,
+    by_policy: bool,
     has_row: bool,
 }
 
@@ -93,6 +97,7 @@ pub(super) async fn set_for_node(
     node_id: NodeId,
     advertised: &[IpNet],
     approved: &[IpNet],
+    by_policy: &[IpNet],
     now: Timestamp,
 ) -> Result<Vec<Route>> {
     // The union of both lists in first-seen order, so new rows get ids in that order.
@@ -110,6 +115,7 @@ pub(super) async fn set_for_node(
                     prefix,
                     advertised: false,
                     approved: false,
+                    by_policy: false,
                     has_row: false,
                 });
                 wanted.len() - 1
@@ -119,6 +125,7 @@ pub(super) async fn set_for_node(
             wanted[index].advertised = true;
         } else {
             wanted[index].approved = true;
+            wanted[index].by_policy = by_policy.iter().any(|p| canonical(p) == prefix);
         }
     }
 
@@ -133,11 +140,15 @@ pub(super) async fn set_for_node(
         match keep {
             Some(w) => {
                 w.has_row = true;
-                if route.advertised != w.advertised || route.approved != w.approved {
+                if route.advertised != w.advertised
+                    || route.approved != w.approved
+                    || route.approved_by_policy != w.by_policy
+                {
                     let stmt = Query::update()
                         .table(Routes::Table)
                         .value(Routes::Advertised, w.advertised)
                         .value(Routes::Approved, w.approved)
+                        .value(Routes::ApprovedByPolicy, w.by_policy)
                         .value(Routes::UpdatedAt, rows::time(now))
                         .and_where(by_id(route.id))
                         .to_owned();
@@ -162,6 +173,7 @@ pub(super) async fn set_for_node(
                 Routes::Prefix,
                 Routes::Advertised,
                 Routes::Approved,
+                Routes::ApprovedByPolicy,
                 Routes::CreatedAt,
                 Routes::UpdatedAt,
             ])
@@ -170,6 +182,7 @@ pub(super) async fn set_for_node(
                 w.prefix.to_string().into(),
                 w.advertised.into(),
                 w.approved.into(),
+                w.by_policy.into(),
                 rows::time(now),
                 rows::time(now),
             ])

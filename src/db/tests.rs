@@ -543,11 +543,11 @@ async fn delete_node_takes_its_routes() {
         .await
         .unwrap();
     let now = at(1_700_000_000, 0);
-    db.set_node_routes(doomed.id, &[net("10.0.0.0/8")], &[], now)
+    db.set_node_routes(doomed.id, &[net("10.0.0.0/8")], &[], &[], now)
         .await
         .unwrap();
     let kept_routes = db
-        .set_node_routes(kept.id, &[net("192.168.0.0/16")], &[], now)
+        .set_node_routes(kept.id, &[net("192.168.0.0/16")], &[], &[], now)
         .await
         .unwrap();
 
@@ -812,6 +812,7 @@ async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes() {
             node.id,
             &[net("10.0.0.7/24"), net("192.168.1.0/24"), net("0.0.0.0/0")],
             &[net("10.0.0.0/24"), net("fd00::1/64")],
+            &[],
             t1,
         )
         .await
@@ -844,6 +845,7 @@ async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes() {
             node.id,
             &[net("10.0.0.0/24"), net("0.0.0.0/0"), net("172.16.0.0/12")],
             &[],
+            &[],
             t2,
         )
         .await
@@ -859,7 +861,10 @@ async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes() {
     assert!(second[2].id > first[3].id);
     assert_eq!(db.list_routes().await.unwrap(), second);
 
-    let cleared = db.set_node_routes(node.id, &[], &[], t2).await.unwrap();
+    let cleared = db
+        .set_node_routes(node.id, &[], &[], &[], t2)
+        .await
+        .unwrap();
     assert!(cleared.is_empty());
     assert!(db.list_routes().await.unwrap().is_empty());
 }
@@ -877,11 +882,11 @@ async fn set_node_routes_touches_only_that_node() {
         .unwrap();
     let now = at(1_700_000_000, 0);
     let a_routes = db
-        .set_node_routes(a.id, &[net("10.0.0.0/8")], &[], now)
+        .set_node_routes(a.id, &[net("10.0.0.0/8")], &[], &[], now)
         .await
         .unwrap();
     let b_routes = db
-        .set_node_routes(b.id, &[net("10.0.0.0/8")], &[net("10.0.0.0/8")], now)
+        .set_node_routes(b.id, &[net("10.0.0.0/8")], &[net("10.0.0.0/8")], &[], now)
         .await
         .unwrap();
     assert_eq!(b_routes.len(), 1);
@@ -890,7 +895,7 @@ async fn set_node_routes_touches_only_that_node() {
     assert_eq!(db.list_routes().await.unwrap(), all);
 
     assert_not_found(
-        db.set_node_routes(NodeId(99), &[net("10.0.0.0/8")], &[], now)
+        db.set_node_routes(NodeId(99), &[net("10.0.0.0/8")], &[], &[], now)
             .await,
         "node",
     );
@@ -907,6 +912,7 @@ async fn delete_route_removes_one_row() {
         .set_node_routes(
             node.id,
             &[net("10.0.0.0/8"), net("10.1.0.0/16")],
+            &[],
             &[],
             at(1_700_000_000, 0),
         )
@@ -981,7 +987,7 @@ async fn corrupt_addresses_timestamps_and_lists_are_reported() {
             .insert_node(&full_node(1, None, None), None)
             .await
             .unwrap();
-        db.set_node_routes(node.id, &[net("10.0.0.0/8")], &[], at(0, 0))
+        db.set_node_routes(node.id, &[net("10.0.0.0/8")], &[], &[], at(0, 0))
             .await
             .unwrap();
         sqlx::query(sqlx::AssertSqlSafe(sql))

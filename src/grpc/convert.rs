@@ -98,6 +98,24 @@ pub fn node(v: &NodeView) -> pb::Node {
     }
 }
 
+/// A node as `ListNodes` shows it: a tagged node under Headscale's pseudo-user
+/// `tagged-devices`, as `nodes list` prints it.
+pub fn listed_node(v: &NodeView) -> pb::Node {
+    let mut out = node(v);
+    if out.user.is_none() && !v.node.tags.is_empty() {
+        out.user = Some(pb::User {
+            id: TAGGED_DEVICES_ID,
+            name: "tagged-devices".into(),
+            display_name: "Tagged Devices".into(),
+            ..pb::User::default()
+        });
+    }
+    out
+}
+
+/// The id Headscale gives its pseudo-user of tagged nodes (clients see the same).
+const TAGGED_DEVICES_ID: u64 = 2_147_455_555;
+
 pub fn route(r: &RouteView) -> pb::Route {
     pb::Route {
         id: r.route.id.0,

@@ -68,12 +68,6 @@ fn required(field: &str, id: u64) -> Result<u64, Status> {
     }
 }
 
-fn unimplemented_policy() -> Status {
-    Status::unimplemented(
-        "ACL policies are not supported by this headway version yet: every node can reach every other node",
-    )
-}
-
 #[tonic::async_trait]
 impl HeadscaleService for AdminApi {
     async fn create_user(
@@ -327,7 +321,7 @@ impl HeadscaleService for AdminApi {
             .await
             .map_err(convert::status)?;
         Ok(Response::new(pb::ListNodesResponse {
-            nodes: views.iter().map(convert::node).collect(),
+            nodes: views.iter().map(convert::listed_node).collect(),
         }))
     }
 
@@ -435,21 +429,35 @@ impl HeadscaleService for AdminApi {
         &self,
         _req: Request<pb::GetPolicyRequest>,
     ) -> Reply<pb::GetPolicyResponse> {
-        Err(unimplemented_policy())
+        let (policy, updated_at) = self.state.get_policy().await.map_err(convert::status)?;
+        Ok(Response::new(pb::GetPolicyResponse {
+            policy,
+            updated_at: updated_at.map(convert::timestamp),
+        }))
     }
 
-    async fn set_policy(
-        &self,
-        _req: Request<pb::SetPolicyRequest>,
-    ) -> Reply<pb::SetPolicyResponse> {
-        Err(unimplemented_policy())
+    async fn set_policy(&self, req: Request<pb::SetPolicyRequest>) -> Reply<pb::SetPolicyResponse> {
+        let text = req.into_inner().policy;
+        let (loaded, change) = self
+            .state
+            .set_policy(&text)
+            .await
+            .map_err(convert::status)?;
+        self.publish(change);
+        tracing::info!("a new policy was set through the admin API");
+        Ok(Response::new(pb::SetPolicyResponse {
+            policy: loaded.text.clone(),
+            updated_at: loaded.updated_at.map(convert::timestamp),
+        }))
     }
 
     async fn check_policy(
         &self,
-        _req: Request<pb::CheckPolicyRequest>,
+        req: Request<pb::CheckPolicyRequest>,
     ) -> Reply<pb::CheckPolicyResponse> {
-        Err(unimplemented_policy())
+        let text = req.into_inner().policy;
+        self.state.check_policy(&text).map_err(convert::status)?;
+        Ok(Response::new(pb::CheckPolicyResponse {}))
     }
 
     async fn get_routes(

@@ -28,8 +28,11 @@ pub struct Change {
     pub logged_out: BTreeSet<NodeId>,
     /// Users whose profile (name, display name) changed.
     pub users_changed: BTreeSet<UserId>,
-    /// Every node needs a full map (policy or DERP map changed).
+    /// Every node needs a full map (the DERP map changed).
     pub full: bool,
+    /// The access policy changed: every node's view (peers, packet filter,
+    /// SSH policy, attributes) must be recomputed and the differences sent.
+    pub policy: bool,
 }
 
 impl Change {
@@ -71,6 +74,14 @@ impl Change {
         }
     }
 
+    /// A new access policy is in force.
+    pub fn policy() -> Self {
+        Self {
+            policy: true,
+            ..Self::default()
+        }
+    }
+
     /// A node's endpoints, home DERP or disco key changed.
     pub fn node_patched(id: NodeId) -> Self {
         Self {
@@ -101,6 +112,7 @@ impl Change {
         self.logged_out.extend(other.logged_out);
         self.users_changed.extend(other.users_changed);
         self.full |= other.full;
+        self.policy |= other.policy;
         for removed in &self.peers_removed {
             self.peers_changed.remove(removed);
             self.self_changed.remove(removed);

@@ -8,12 +8,14 @@
 pub mod change;
 pub mod ip_alloc;
 pub mod node_store;
+pub mod policy;
 
 mod keys;
 mod nodes;
 mod presence;
 mod register;
 mod routes;
+mod ssh_check;
 mod users;
 
 #[cfg(test)]
@@ -22,9 +24,13 @@ mod tests;
 pub use change::{Change, Notifier};
 pub use keys::NewCredential;
 pub use node_store::{NodeStore, Snapshot};
+pub use policy::{LoadedPolicy, PolicySource, PolicyStatus};
 pub use presence::Presence;
-pub use register::{Admission, PendingRegistration, RegistrationId, RegistrationOutcome};
+pub use register::{
+    Admission, PendingRegistration, RegistrationId, RegistrationOutcome, RegistrationRequest,
+};
 pub use routes::RouteView;
+pub use ssh_check::SshVerdict;
 pub use users::UserFilter;
 
 use crate::config::Config;
@@ -72,6 +78,11 @@ pub struct Settings {
     pub registration_timeout: Duration,
     /// How long a disconnected ephemeral node lives on.
     pub ephemeral_inactivity_timeout: Duration,
+    /// Where the access policy comes from.
+    pub policy: PolicySource,
+    /// `server_url` without a trailing slash (where SSH `check` rules send
+    /// clients back to).
+    pub server_url: String,
 }
 
 impl Settings {
@@ -83,6 +94,11 @@ impl Settings {
             node_expiry: config.node.expiry,
             registration_timeout: Duration::from_secs(15 * 60),
             ephemeral_inactivity_timeout: config.node.ephemeral_inactivity_timeout,
+            policy: PolicySource {
+                mode: config.policy.mode,
+                path: config.policy.path.clone(),
+            },
+            server_url: config.server_url.trim_end_matches('/').to_owned(),
         }
     }
 }
@@ -137,6 +153,10 @@ pub struct State {
     /// Open map sessions per node; a node is online while its count is above zero.
     sessions: Mutex<HashMap<NodeId, presence::Sessions>>,
     notifier: Notifier,
+    /// The access policy and its compiled view.
+    policy: policy::PolicyStore,
+    /// Pending and approved SSH `check`s.
+    ssh: ssh_check::SshChecks,
 }
 
 impl std::fmt::Debug for State {
@@ -163,8 +183,11 @@ impl State {
         for node in &nodes {
             alloc.reserve(node.ipv4, node.ipv6);
         }
+        let policy = policy::PolicyStore::new(settings.policy.clone(), settings.server_url.clone());
         Ok(State {
             db,
+            policy,
+            ssh: ssh_check::SshChecks::default(),
             settings,
             nodes: NodeStore::new(Snapshot::from_rows(nodes, routes)),
             writer: tokio::sync::Mutex::new(alloc),
@@ -174,6 +197,12 @@ impl State {
             sessions: Mutex::new(HashMap::new()),
             notifier: Notifier::new(),
         })
+    }
+
+    /// Loads the configured access policy (call once, after [`State::load`]). A
+    /// policy that does not parse is an error naming file, line and column.
+    pub async fn start_policy(&self) -> Result<PolicyStatus> {
+        self.load_policy().await
     }
 
     /// Where mutations' changes are published for the map sessions.

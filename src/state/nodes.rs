@@ -132,18 +132,47 @@ impl State {
         self.update_node(id, |node| node.node_key = new_key).await
     }
 
-    /// Replaces a node's tags (`tag:name` each); an empty list clears them.
+    /// Replaces a node's tags (`tag:name` each): the node then belongs to its
+    /// tags, not to a user. With a policy, as in Headscale, every tag must be
+    /// defined in its `tagOwners` (an admin need not own it); without one, any
+    /// tag goes (the guides tag nodes before writing a policy). The list may not
+    /// be empty: a tagged node goes back to a user by logging in again.
     pub async fn set_tags(&self, id: NodeId, tags: &[String]) -> Result<(NodeView, Change)> {
         let tags = super::keys::validate_tags(tags)?;
+        if tags.is_empty() {
+            return Err(Error::InvalidArgument(
+                "cannot remove all tags from a node - tagged nodes must have at least one tag \
+                 (to give a node back to a user, log it in again: tailscale up --advertise-tags= --force-reauth)"
+                    .into(),
+            ));
+        }
+        let undefined: Vec<String> = match self.current_policy() {
+            None => Vec::new(),
+            Some(p) => tags
+                .iter()
+                .filter(|t| !p.policy.tag_owners.contains_key(*t))
+                .cloned()
+                .collect(),
+        };
+        if !undefined.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "{} (tags must be defined in the policy's tagOwners)",
+                super::register::tags_refused(&undefined)
+            )));
+        }
         let (_, change) = self
             .update_node(id, |node| {
-                node.tags = tags;
-                if !node.tags.is_empty() {
-                    // Tagged nodes never expire, as in Tailscale and Headscale.
-                    node.expiry = None;
-                }
+                node.tags = tags.clone();
+                node.user_id = None;
+                // Tagged nodes never expire, as in Tailscale.
+                node.expiry = None;
             })
             .await?;
+        // Who owns a node decides which routes the policy approves for it.
+        let mut change = change;
+        if let Ok(c) = self.reapprove_all().await {
+            change.merge(c);
+        }
         Ok((self.node_view(id).await?, change))
     }
 

@@ -64,9 +64,24 @@ pub struct PendingRegistration {
     pub hostname: String,
     pub hostinfo: Option<String>,
     pub advertised_routes: Vec<IpNet>,
+    /// Tags the client asks for (`--advertise-tags`), checked when an admin
+    /// registers it to a user.
+    pub requested_tags: Vec<String>,
     pub requested_expiry: Option<Timestamp>,
     pub created_at: Timestamp,
     outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
+}
+
+/// What a client asking to be registered interactively sent.
+#[derive(Clone, Debug)]
+pub struct RegistrationRequest {
+    pub machine_key: MachineKey,
+    pub node_key: NodeKey,
+    pub hostname: String,
+    pub hostinfo: Option<String>,
+    pub advertised_routes: Vec<IpNet>,
+    pub requested_tags: Vec<String>,
+    pub requested_expiry: Option<Timestamp>,
 }
 
 /// Everything needed to admit a node, whichever way it authenticated.
@@ -77,9 +92,14 @@ pub struct Admission {
     pub hostname: String,
     pub hostinfo: Option<String>,
     pub advertised_routes: Vec<IpNet>,
-    /// Owner; `None` only for tagged nodes.
+    /// Who authenticated the node: the registering user, or the pre-auth
+    /// key's user (`None` for a tagged key made for nobody).
     pub user_id: Option<UserId>,
+    /// Tags of the pre-auth key: the node gets them unconditionally.
     pub tags: Vec<String>,
+    /// Tags the client asks for (`--advertise-tags`): granted only where the
+    /// policy's `tagOwners` let the user (or the key's tags) apply them.
+    pub requested_tags: Vec<String>,
     pub ephemeral: bool,
     pub register_method: RegisterMethod,
     /// The pre-auth key used; a single-use key is consumed atomically with the node write.
@@ -94,13 +114,17 @@ impl State {
     /// existing entry back.
     pub fn begin_registration(
         &self,
-        machine_key: MachineKey,
-        node_key: NodeKey,
-        hostname: &str,
-        hostinfo: Option<String>,
-        advertised_routes: Vec<IpNet>,
-        requested_expiry: Option<Timestamp>,
+        req: RegistrationRequest,
     ) -> (RegistrationId, watch::Receiver<Option<RegistrationOutcome>>) {
+        let RegistrationRequest {
+            machine_key,
+            node_key,
+            hostname,
+            hostinfo,
+            advertised_routes,
+            requested_tags,
+            requested_expiry,
+        } = req;
         let now = Self::now();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.drop_stale(&mut pending, now);
@@ -118,9 +142,10 @@ impl State {
                 id: id.clone(),
                 machine_key,
                 node_key,
-                hostname: hostname.to_owned(),
+                hostname,
                 hostinfo,
                 advertised_routes,
+                requested_tags,
                 requested_expiry,
                 created_at: now,
                 outcome: Arc::new(tx),
@@ -153,6 +178,7 @@ impl State {
             hostname: hostname.to_owned(),
             hostinfo: None,
             advertised_routes,
+            requested_tags: Vec::new(),
             requested_expiry: None,
             created_at: now,
             outcome: Arc::new(tx),
@@ -235,6 +261,7 @@ impl State {
             advertised_routes: reg.advertised_routes.clone(),
             user_id: Some(user.id),
             tags: Vec::new(),
+            requested_tags: reg.requested_tags.clone(),
             ephemeral: false,
             register_method: RegisterMethod::Cli,
             auth_key: None,
@@ -258,10 +285,14 @@ impl State {
     }
 
     /// Approves a waiting re-login of a machine that already has a node, keeping its owner.
-    pub async fn approve_registration(&self, auth_id: &str) -> Result<(NodeView, Change)> {
+    /// Also approves a pending SSH `check` with that id (then no node is returned).
+    pub async fn approve_registration(&self, auth_id: &str) -> Result<(Option<NodeView>, Change)> {
         let id = RegistrationId::parse(auth_id).ok_or_else(|| {
             Error::InvalidArgument(format!("{auth_id:?} is not an auth id (hskey-authreq-…)"))
         })?;
+        if self.decide_ssh_check(&id, super::SshVerdict::Approved) {
+            return Ok((None, Change::none()));
+        }
         let reg = self
             .pending_registration(&id)
             .ok_or_else(|| Error::NotFound(format!("no pending auth request {id}")))?;
@@ -271,10 +302,10 @@ impl State {
             .next()
             .map(|n| n.user_id);
         match owner {
-            Some(Some(user)) => {
-                self.complete_registration(id.as_str(), &user.to_string())
-                    .await
-            }
+            Some(Some(user)) => self
+                .complete_registration(id.as_str(), &user.to_string())
+                .await
+                .map(|(view, change)| (Some(view), change)),
             _ => Err(Error::FailedPrecondition(format!(
                 "{id} is a new machine: choose its user with `headway auth register --auth-id {id} --user <name>`"
             ))),
@@ -283,6 +314,11 @@ impl State {
 
     /// Refuses a waiting registration; its client is told so.
     pub fn reject_registration(&self, auth_id: &str) -> Result<()> {
+        if let Some(id) = RegistrationId::parse(auth_id)
+            && self.decide_ssh_check(&id, super::SshVerdict::Rejected)
+        {
+            return Ok(());
+        }
         let reg = self.take_pending(auth_id)?;
         reg.outcome.send_replace(Some(RegistrationOutcome::Rejected(
             "registration rejected by an administrator".into(),
@@ -296,7 +332,16 @@ impl State {
         let mut alloc = self.writer.lock().await;
         let snap = self.snapshot();
         let now = Self::now();
-        let tags = super::keys::validate_tags(&adm.tags)?;
+        let key_tags = super::keys::validate_tags(&adm.tags)?;
+        let requested = super::keys::validate_tags(&adm.requested_tags)
+            .map_err(|_| tags_refused(&adm.requested_tags))?;
+        self.check_requested_tags(&requested, adm.user_id, &key_tags)?;
+        let mut tags = key_tags;
+        tags.extend(requested);
+        tags.sort();
+        tags.dedup();
+        // A tagged node belongs to its tags, not to whoever registered it.
+        let owner = if tags.is_empty() { adm.user_id } else { None };
         let expiry = if tags.is_empty() {
             adm.requested_expiry.filter(|e| *e > now).or_else(|| {
                 self.settings
@@ -317,9 +362,13 @@ impl State {
                 "this node key is already registered by another machine".into(),
             ));
         }
+        // The same machine logging in again as the same owner (a user, or tags).
         let existing = by_node_key.or_else(|| {
             snap.by_machine_key(&adm.machine_key)
-                .find(|n| n.user_id == adm.user_id)
+                .find(|n| {
+                    (n.is_tagged() && !tags.is_empty())
+                        || (!n.is_tagged() && n.user_id == adm.user_id && tags.is_empty())
+                })
                 .cloned()
         });
 
@@ -330,11 +379,18 @@ impl State {
             if adm.hostinfo.is_some() {
                 node.hostinfo = adm.hostinfo.clone();
             }
-            node.user_id = adm.user_id;
             if !tags.is_empty() {
                 node.tags = tags;
+                node.user_id = None;
+            } else if node.is_tagged() && adm.auth_key.is_some() {
+                // A pre-auth key without tags keeps the tags an admin gave the node.
+            } else {
+                // An interactive login without requested tags takes the node back
+                // for the user (`tailscale up --advertise-tags= --force-reauth`).
+                node.tags = Vec::new();
+                node.user_id = owner;
             }
-            node.expiry = expiry;
+            node.expiry = if node.is_tagged() { None } else { expiry };
             node.register_method = adm.register_method;
             node.auth_key_id = adm.auth_key.as_ref().map(|k| k.id).or(node.auth_key_id);
             node.updated_at = now;
@@ -357,7 +413,7 @@ impl State {
                 disco_key: DiscoKey::zero(),
                 hostname: adm.hostname.clone(),
                 given_name,
-                user_id: adm.user_id,
+                user_id: owner,
                 ipv4,
                 ipv6,
                 endpoints: Vec::new(),
@@ -397,6 +453,53 @@ impl State {
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("node {id} vanished")))?;
         Ok((node, change))
+    }
+}
+
+/// Headscale's refusal of tags a client may not have.
+pub(super) fn tags_refused(tags: &[String]) -> Error {
+    Error::InvalidArgument(format!(
+        "requested tags [{}] are invalid or not permitted",
+        tags.join(" ")
+    ))
+}
+
+impl State {
+    /// Checks tags a client asks for against the policy's `tagOwners`: each must
+    /// be owned by the registering user (directly or through a group) or by one
+    /// of the pre-auth key's tags. Without a policy no tag may be requested.
+    fn check_requested_tags(
+        &self,
+        requested: &[String],
+        user: Option<crate::types::UserId>,
+        key_tags: &[String],
+    ) -> Result<()> {
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let Some(loaded) = self.current_policy() else {
+            return Err(tags_refused(requested));
+        };
+        let users: Vec<crate::types::User> = self.users().values().cloned().collect();
+        let devices = super::policy::devices_of(&self.snapshot());
+        let approvals = crate::policy::Approvals::new(
+            &loaded.policy,
+            crate::policy::Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+        );
+        let user = user.and_then(|id| users.iter().find(|u| u.id == id));
+        let refused: Vec<String> = requested
+            .iter()
+            .filter(|t| !key_tags.contains(t) && !approvals.may_tag(t, user, key_tags))
+            .cloned()
+            .collect();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(tags_refused(&refused))
+        }
     }
 }
 

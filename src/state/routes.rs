@@ -127,15 +127,88 @@ impl State {
             set.into_iter().collect()
         };
         let advertised = pick(advertised, |r| r.advertised);
-        let approved = pick(approved, |r| r.approved);
+        // What an admin approved, and on top what the policy approves now.
+        let mut approved = pick(approved, |r| r.approved && !r.approved_by_policy);
+        let by_policy: Vec<IpNet> = self
+            .policy_approvals(id, &advertised)
+            .into_iter()
+            .filter(|p| !approved.contains(p))
+            .collect();
+        approved.extend(by_policy.iter().copied());
+        approved.sort();
         let rows = self
             .db
-            .set_node_routes(id, &advertised, &approved, Self::now())
+            .set_node_routes(id, &advertised, &approved, &by_policy, Self::now())
             .await?;
         let (_, moved) = self.update_nodes(|snap| snap.with_routes(id, rows.clone()));
         let mut change = Change::node_changed(id);
         change.merge(moved);
         Ok((rows, change))
+    }
+
+    /// The advertised routes of node `id` the policy approves by itself
+    /// (`autoApprovers`); none without a policy.
+    fn policy_approvals(&self, id: NodeId, advertised: &[IpNet]) -> Vec<IpNet> {
+        let Some(loaded) = self.current_policy() else {
+            return Vec::new();
+        };
+        if advertised.is_empty() {
+            return Vec::new();
+        }
+        let users: Vec<crate::types::User> = self.users().values().cloned().collect();
+        let devices = super::policy::devices_of(&self.snapshot());
+        let approvals = crate::policy::Approvals::new(
+            &loaded.policy,
+            crate::policy::Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+        );
+        advertised
+            .iter()
+            .filter(|p| approvals.auto_approves(id, p))
+            .copied()
+            .collect()
+    }
+
+    /// Re-applies the policy's route approvals to every node (after a new policy,
+    /// or a change of who owns what): newly approvable routes are approved, and
+    /// routes the policy approved but no longer does lose their approval.
+    pub(super) async fn reapprove_all(&self) -> Result<Change> {
+        let _writer = self.writer.lock().await;
+        let mut change = Change::none();
+        let snap = self.snapshot();
+        let ids: Vec<NodeId> = snap
+            .nodes()
+            .map(|n| n.id)
+            .filter(|id| !snap.routes(*id).is_empty())
+            .collect();
+        for id in ids {
+            let current = self.snapshot();
+            let routes = current.routes(id);
+            let advertised: Vec<IpNet> = routes
+                .iter()
+                .filter(|r| r.advertised)
+                .map(|r| r.prefix)
+                .collect();
+            let wanted: BTreeSet<IpNet> =
+                self.policy_approvals(id, &advertised).into_iter().collect();
+            let had: BTreeSet<IpNet> = routes
+                .iter()
+                .filter(|r| r.approved_by_policy)
+                .map(|r| r.prefix)
+                .collect();
+            let admin: BTreeSet<IpNet> = routes
+                .iter()
+                .filter(|r| r.approved && !r.approved_by_policy)
+                .map(|r| r.prefix)
+                .collect();
+            let wanted: BTreeSet<IpNet> = wanted.difference(&admin).copied().collect();
+            if wanted != had {
+                change.merge(self.store_routes(id, None, None).await?.1);
+            }
+        }
+        Ok(change)
     }
 
     /// Records the prefixes a node announces (from its Hostinfo); approvals stay.

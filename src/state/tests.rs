@@ -22,6 +22,11 @@ async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
         node_expiry,
         registration_timeout: Duration::from_secs(60),
         ephemeral_inactivity_timeout: Duration::from_millis(300),
+        policy: crate::state::PolicySource {
+            mode: crate::config::PolicyMode::File,
+            path: None,
+        },
+        server_url: "http://127.0.0.1:1".into(),
     };
     (dir, State::load(db, settings).await.unwrap())
 }
@@ -35,6 +40,7 @@ fn admission(n: u8, user: Option<crate::types::UserId>, key: Option<PreAuthKey>)
         advertised_routes: Vec::new(),
         user_id: user,
         tags: key.as_ref().map(|k| k.tags.clone()).unwrap_or_default(),
+        requested_tags: Vec::new(),
         ephemeral: key.as_ref().is_some_and(|k| k.ephemeral),
         register_method: RegisterMethod::AuthKey,
         auth_key: key,
@@ -163,22 +169,24 @@ async fn a_node_key_of_another_machine_is_refused() {
 async fn waiting_clients_learn_the_outcome() {
     let (_dir, state) = state(None).await;
     state.create_user("default", "", "", "").await.unwrap();
-    let (id, mut rx) = state.begin_registration(
-        MachineKey::from_bytes([5; 32]),
-        NodeKey::from_bytes([6; 32]),
-        "laptop",
-        None,
-        Vec::new(),
-        None,
-    );
-    let (retry_id, _) = state.begin_registration(
-        MachineKey::from_bytes([5; 32]),
-        NodeKey::from_bytes([6; 32]),
-        "laptop",
-        None,
-        Vec::new(),
-        None,
-    );
+    let (id, mut rx) = state.begin_registration(RegistrationRequest {
+        machine_key: MachineKey::from_bytes([5; 32]),
+        node_key: NodeKey::from_bytes([6; 32]),
+        hostname: "laptop".into(),
+        hostinfo: None,
+        advertised_routes: Vec::new(),
+        requested_tags: Vec::new(),
+        requested_expiry: None,
+    });
+    let (retry_id, _) = state.begin_registration(RegistrationRequest {
+        machine_key: MachineKey::from_bytes([5; 32]),
+        node_key: NodeKey::from_bytes([6; 32]),
+        hostname: "laptop".into(),
+        hostinfo: None,
+        advertised_routes: Vec::new(),
+        requested_tags: Vec::new(),
+        requested_expiry: None,
+    });
     assert_eq!(retry_id, id, "a retrying client keeps its registration id");
     let key = format!("nodekey:{}", hex::encode([6u8; 32]));
     let (view, _) = state.complete_registration(&key, "default").await.unwrap();
@@ -189,14 +197,15 @@ async fn waiting_clients_learn_the_outcome() {
     );
     assert!(state.pending_registration(&id).is_none());
 
-    let (id, mut rx) = state.begin_registration(
-        MachineKey::from_bytes([7; 32]),
-        NodeKey::from_bytes([8; 32]),
-        "x",
-        None,
-        vec![],
-        None,
-    );
+    let (id, mut rx) = state.begin_registration(RegistrationRequest {
+        machine_key: MachineKey::from_bytes([7; 32]),
+        node_key: NodeKey::from_bytes([8; 32]),
+        hostname: "x".into(),
+        hostinfo: None,
+        advertised_routes: Vec::new(),
+        requested_tags: Vec::new(),
+        requested_expiry: None,
+    });
     state.reject_registration(id.as_str()).unwrap();
     rx.changed().await.unwrap();
     assert!(matches!(

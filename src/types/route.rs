@@ -12,6 +12,9 @@ pub struct Route {
     pub advertised: bool,
     /// An admin (or an auto-approver) allowed peers to use it.
     pub approved: bool,
+    /// The approval came from the policy's `autoApprovers`, not an admin: it
+    /// goes when the policy stops approving the route.
+    pub approved_by_policy: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -66,17 +66,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
     ("websocket", &["websocket"]),
     ("tailcfg", &["tailcfg", "types"]),
+    ("policy", &["policy", "tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
     ("relay", &["relay", "types", "websocket"]),
     ("acme", &["acme"]),
     ("db", &["db", "types", "config"]),
-    ("state", &["state", "db", "types", "config"]),
+    ("state", &["state", "db", "policy", "types", "config"]),
     (
         "control",
         &[
             "control",
             "state",
+            "policy",
             "types",
             "config",
             "tailcfg",
@@ -85,6 +87,17 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("bench", &["bench", "control", "relay", "types"]),
+    (
+        "conformance",
+        &[
+            "conformance",
+            "control",
+            "policy",
+            "state",
+            "tailcfg",
+            "types",
+        ],
+    ),
     ("grpc", &["grpc", "state", "types"]),
     (
         "http",
@@ -92,7 +105,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "cli",
-        &["cli", "grpc", "config", "types", "server", "bench"],
+        &[
+            "cli",
+            "grpc",
+            "config",
+            "types",
+            "server",
+            "bench",
+            "conformance",
+        ],
     ),
 ];
 

@@ -1,0 +1,355 @@
+//! Decides what every open session must receive for one batch of changes: a
+//! pure function of the node snapshot, the policy views before and after, and
+//! the `Change`. Sending (encoding, caching, queueing) is `dispatch.rs`'s job.
+//!
+//! Messages that many sessions receive are planned once, with their audience, so
+//! the sender serialises and compresses each once: without a policy, a change to
+//! one node is one delta for every peer; with one, viewers that would receive the
+//! same delta are grouped.
+
+use super::map::{MapInputs, profile};
+use crate::policy::Compiled;
+use crate::state::Change;
+use crate::tailcfg::{self, MapResponse, PeerChange};
+use crate::types::NodeId;
+use ipnet::IpNet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Who receives a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Audience {
+    /// Every open session.
+    Everyone,
+    /// Every open session but those of these nodes.
+    Except(BTreeSet<NodeId>),
+    /// The sessions of these nodes.
+    Only(Vec<NodeId>),
+}
+
+/// What one batch of changes sends.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Nodes whose sessions end (removed or logged out for good).
+    pub disconnect: Vec<NodeId>,
+    /// Nodes whose sessions must get a whole new map.
+    pub resync: Vec<NodeId>,
+    /// Messages in the order they are queued, each with its audience.
+    pub messages: Vec<(MapResponse, Audience)>,
+}
+
+/// Plans the delivery of `change` to the `connected` nodes. `before` is the
+/// policy view the sessions were last told about (`None`: no policy), `inputs`
+/// carries the view after it.
+pub fn plan(
+    inputs: &MapInputs<'_>,
+    before: Option<&Compiled>,
+    change: &Change,
+    connected: &BTreeSet<NodeId>,
+) -> Plan {
+    let mut plan = Plan::default();
+    if connected.is_empty() {
+        return plan;
+    }
+    if change.full {
+        plan.resync = connected.iter().copied().collect();
+        return plan;
+    }
+    plan.disconnect = change.peers_removed.iter().copied().collect();
+    match (before, inputs.policy) {
+        (None, None) => plan_open(inputs, change, connected, &mut plan),
+        (before, _) => plan_by_view(inputs, before, change, connected, &mut plan),
+    }
+    let self_changed: BTreeSet<NodeId> = change
+        .self_changed
+        .iter()
+        .chain(&change.logged_out)
+        .copied()
+        .filter(|id| connected.contains(id))
+        .collect();
+    for id in self_changed {
+        if let Some(node) = inputs.snapshot.get(id) {
+            plan.messages.push((
+                MapResponse {
+                    node: Some(inputs.self_node(node)),
+                    user_profiles: inputs.user_profiles(std::iter::once(&**node)),
+                    control_time: Some(inputs.now),
+                    ..MapResponse::default()
+                },
+                Audience::Only(vec![id]),
+            ));
+        }
+    }
+    if !change.users_changed.is_empty() {
+        let profiles: Vec<_> = change
+            .users_changed
+            .iter()
+            .filter_map(|id| inputs.users.get(id))
+            .map(profile)
+            .collect();
+        if !profiles.is_empty() {
+            plan.messages.push((
+                MapResponse {
+                    user_profiles: profiles,
+                    ..MapResponse::default()
+                },
+                Audience::Everyone,
+            ));
+        }
+    }
+    plan
+}
+
+/// Without a policy every node sees every node: each delta is one message for
+/// every session (a changed node learns the others, never itself).
+fn plan_open(
+    inputs: &MapInputs<'_>,
+    change: &Change,
+    connected: &BTreeSet<NodeId>,
+    plan: &mut Plan,
+) {
+    if !change.peers_removed.is_empty() {
+        plan.messages.push((
+            MapResponse {
+                peers_removed: change.peers_removed.iter().map(|id| id.0).collect(),
+                ..MapResponse::default()
+            },
+            Audience::Everyone,
+        ));
+    }
+    let changed: Vec<_> = change
+        .peers_changed
+        .iter()
+        .filter_map(|id| inputs.snapshot.get(*id))
+        .collect();
+    if !changed.is_empty() {
+        let peers: Vec<_> = changed.iter().map(|n| inputs.peer(n)).collect();
+        let profiles = inputs.user_profiles(changed.iter().map(|n| &***n));
+        let changed_ids: BTreeSet<NodeId> = changed.iter().map(|n| n.id).collect();
+        plan.messages.push((
+            MapResponse {
+                peers_changed: peers.clone(),
+                user_profiles: profiles.clone(),
+                ..MapResponse::default()
+            },
+            Audience::Except(changed_ids.clone()),
+        ));
+        for node in changed_ids.iter().filter(|id| connected.contains(id)) {
+            let others: Vec<_> = peers.iter().filter(|p| p.id != node.0).cloned().collect();
+            if !others.is_empty() {
+                plan.messages.push((
+                    MapResponse {
+                        peers_changed: others,
+                        user_profiles: profiles.clone(),
+                        ..MapResponse::default()
+                    },
+                    Audience::Only(vec![*node]),
+                ));
+            }
+        }
+    }
+    let patches = patches(inputs, change, &|_| true);
+    if !patches.is_empty() {
+        // A patch about a session's own node is an unknown peer to it, which clients ignore.
+        plan.messages.push((
+            MapResponse {
+                peers_changed_patch: patches,
+                ..MapResponse::default()
+            },
+            Audience::Everyone,
+        ));
+    }
+}
+
+/// Light patches for nodes whose endpoints or online state changed (and that
+/// are not sent whole anyway), for the nodes `include` accepts.
+fn patches(
+    inputs: &MapInputs<'_>,
+    change: &Change,
+    include: &dyn Fn(NodeId) -> bool,
+) -> Vec<PeerChange> {
+    let patched: BTreeSet<NodeId> = change
+        .patched
+        .iter()
+        .chain(change.online.keys())
+        .copied()
+        .filter(|id| !change.peers_changed.contains(id) && include(*id))
+        .collect();
+    let mut out = Vec::new();
+    for id in patched {
+        let Some(node) = inputs.snapshot.get(id) else {
+            continue;
+        };
+        let mut patch = if change.patched.contains(&id) {
+            inputs.patch(node)
+        } else {
+            PeerChange {
+                node_id: id.0,
+                ..Default::default()
+            }
+        };
+        if let Some(online) = change.online.get(&id) {
+            let presence = inputs.presence(node, *online);
+            patch.online = presence.online;
+            patch.last_seen = presence.last_seen;
+        }
+        out.push(patch);
+    }
+    out
+}
+
+/// What one viewer must learn, as a key: viewers with equal keys share one
+/// message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+struct Delta {
+    removed: Vec<NodeId>,
+    /// Peers to send whole, with the routes this viewer sees on each and
+    /// whether it sees IPv4 addresses.
+    changed: Vec<(NodeId, Vec<IpNet>)>,
+    no_v4: bool,
+    patched: Vec<NodeId>,
+    /// The viewer's new packet filter and SSH policy, by fingerprint (viewers
+    /// with equal fingerprints have equal contents); `None`: unchanged.
+    filter: Option<u64>,
+    ssh: Option<u64>,
+}
+
+/// With a policy, every viewer gets the part of the change it may see, plus
+/// whatever the new view changed for it (peers gained and lost, its packet
+/// filter, its SSH policy, routes of its peers).
+fn plan_by_view(
+    inputs: &MapInputs<'_>,
+    before: Option<&Compiled>,
+    change: &Change,
+    connected: &BTreeSet<NodeId>,
+    plan: &mut Plan,
+) {
+    let after = inputs.policy;
+    let view_changed = match (before, after) {
+        (Some(b), Some(a)) => !std::ptr::eq(b, a),
+        _ => true,
+    };
+    // Routers may show different routes to a viewer when the view changes.
+    let routers: BTreeSet<NodeId> = if view_changed {
+        inputs
+            .snapshot
+            .nodes()
+            .filter(|n| {
+                inputs
+                    .snapshot
+                    .routes(n.id)
+                    .iter()
+                    .any(|r| r.approved && r.advertised)
+            })
+            .map(|n| n.id)
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let mut groups: BTreeMap<Delta, Vec<NodeId>> = BTreeMap::new();
+    for &viewer in connected {
+        if change.peers_removed.contains(&viewer) || inputs.snapshot.get(viewer).is_none() {
+            continue;
+        }
+        let sees = |peer: NodeId| peer != viewer && after.is_none_or(|p| p.can_see(viewer, peer));
+        let mut delta = Delta {
+            no_v4: inputs.ipv4_disabled(viewer),
+            ..Delta::default()
+        };
+        let mut removed: BTreeSet<NodeId> = change.peers_removed.iter().copied().collect();
+        let mut changed: BTreeSet<NodeId> = change
+            .peers_changed
+            .iter()
+            .copied()
+            .filter(|p| sees(*p))
+            .collect();
+        if view_changed {
+            let vc = match (before, after) {
+                (Some(b), Some(a)) => a.changes_for(b, viewer),
+                _ => None,
+            };
+            match vc {
+                Some(vc) => {
+                    if vc.attrs {
+                        // Its own attributes (addresses it may use) changed: start over.
+                        plan.resync.push(viewer);
+                        continue;
+                    }
+                    removed.extend(vc.lost);
+                    changed.extend(vc.gained);
+                    let prints = after
+                        .and_then(|a| a.fingerprints(viewer))
+                        .unwrap_or_default();
+                    if vc.filter {
+                        delta.filter = Some(prints.0);
+                    }
+                    if vc.ssh {
+                        delta.ssh = Some(prints.1);
+                    }
+                }
+                // A policy appeared or went away, or the viewer is new to the view.
+                None => {
+                    plan.resync.push(viewer);
+                    continue;
+                }
+            }
+            changed.extend(routers.iter().copied().filter(|r| sees(*r)));
+        }
+        changed.retain(|p| !removed.contains(p));
+        delta.removed = removed.into_iter().filter(|p| *p != viewer).collect();
+        delta.changed = changed
+            .iter()
+            .filter_map(|p| inputs.snapshot.get(*p))
+            .map(|n| (n.id, inputs.routes_for(viewer, n)))
+            .collect();
+        delta.patched = patches(inputs, change, &|id| {
+            id != viewer && !changed.contains(&id) && sees(id)
+        })
+        .iter()
+        .map(|p| NodeId(p.node_id))
+        .collect();
+        if delta.removed.is_empty()
+            && delta.changed.is_empty()
+            && delta.patched.is_empty()
+            && delta.filter.is_none()
+            && delta.ssh.is_none()
+        {
+            continue;
+        }
+        groups.entry(delta).or_default().push(viewer);
+    }
+    for (delta, viewers) in groups {
+        let peers: Vec<tailcfg::Node> = delta
+            .changed
+            .iter()
+            .filter_map(|(id, _)| inputs.snapshot.get(*id))
+            .map(|n| inputs.peer_for(viewers[0], n))
+            .collect();
+        let profiles = if peers.is_empty() {
+            Vec::new()
+        } else {
+            inputs.user_profiles(
+                delta
+                    .changed
+                    .iter()
+                    .filter_map(|(id, _)| inputs.snapshot.get(*id))
+                    .map(|n| &**n),
+            )
+        };
+        let patched_set: BTreeSet<NodeId> = delta.patched.iter().copied().collect();
+        let mut message = MapResponse {
+            peers_removed: delta.removed.iter().map(|id| id.0).collect(),
+            peers_changed: peers,
+            peers_changed_patch: patches(inputs, change, &|id| patched_set.contains(&id)),
+            user_profiles: profiles,
+            ..MapResponse::default()
+        };
+        // Group members share fingerprints, so the first one's content is everyone's.
+        if delta.filter.is_some() {
+            message.packet_filters = MapResponse::base_filter(inputs.packet_filter(viewers[0]));
+        }
+        if delta.ssh.is_some() {
+            message.ssh_policy = Some(inputs.ssh_policy(viewers[0]).unwrap_or_default());
+        }
+        plan.messages.push((message, Audience::Only(viewers)));
+    }
+}

@@ -1,0 +1,846 @@
+//! Grants (and ACLs, as grants) → packet filters: each grant's sources and
+//! destinations are resolved once for the whole tailnet, then every node gets
+//! the rules whose destinations are its own addresses or the routes it serves
+//! (Tailscale's "reduced" filter). [`Compiled`] holds the result for every node,
+//! with the peers each node may see and its SSH policy and attributes.
+
+use super::attrs;
+use super::ipset::{IpSet, IpSetBuilder};
+use super::parse::{Alias, AutoGroup, Grant, Policy, Ports, ProtoPorts};
+use super::peers::{self, Matcher, Visibility};
+use super::resolve::{Resolver, covers_internet, is_internet};
+use super::{Device, Tailnet, ssh};
+use crate::tailcfg::{CapGrant, CapMap, FilterRule, NetPortRange, PortRange, SSHPolicy};
+use crate::types::NodeId;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Capabilities whose grant also gives the destination a capability towards
+/// the source (Tailscale adds these "companion" rules itself).
+const COMPANION_CAPS: &[(&str, &str)] = &[
+    ("tailscale.com/cap/drive", "tailscale.com/cap/drive-sharer"),
+    ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
+];
+
+/// How one node's view differs between two compiled views.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewChange {
+    pub filter: bool,
+    pub ssh: bool,
+    pub attrs: bool,
+    /// Peers it may see now and could not before.
+    pub gained: Vec<NodeId>,
+    /// Peers it could see before and may not now.
+    pub lost: Vec<NodeId>,
+}
+
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Settings the compiled view needs from outside the policy.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `server_url` without a trailing slash: where `check` SSH rules send
+    /// clients to re-authenticate.
+    pub server_url: String,
+}
+
+/// A policy applied to one tailnet: what each node receives. Cheap to share;
+/// rebuilt when the policy, the users or the nodes' identities change.
+#[derive(Debug)]
+pub struct Compiled {
+    policy: Arc<Policy>,
+    index: HashMap<NodeId, usize>,
+    devices: Vec<Device>,
+    filters: Vec<Arc<Vec<FilterRule>>>,
+    /// A fingerprint of each device's filter, SSH policy and attributes, so
+    /// that two views can be compared without comparing their contents.
+    fingerprints: Vec<(u64, u64, u64)>,
+    visibility: Visibility,
+    ssh: Vec<Option<Arc<SSHPolicy>>>,
+    attrs: Vec<Arc<CapMap>>,
+    /// Every route served in the tailnet, with the devices that may use it.
+    route_viewers: HashMap<ipnet::IpNet, Vec<u64>>,
+    /// Routes that `via` grants steer: (viewer index, route) → the routers the
+    /// viewer's traffic to that route must go through.
+    via_routers: HashMap<(usize, ipnet::IpNet), Vec<NodeId>>,
+}
+
+/// The source side of a compiled grant.
+#[derive(Debug)]
+struct Sources {
+    /// What the rule matches (approved subnets included for `*`).
+    set: IpSet,
+    /// The wire `SrcIPs`.
+    wire: Vec<String>,
+}
+
+/// One destination entry of a port rule: its wire text, its addresses and ports.
+#[derive(Clone, Debug)]
+struct Dst {
+    text: String,
+    set: IpSet,
+    ports: PortRange,
+}
+
+/// A rule for the whole tailnet, before it is reduced per node.
+#[derive(Debug)]
+enum Body {
+    Ports { proto: Vec<i32>, dsts: Vec<Dst> },
+    Caps { grants: Vec<(IpSet, Arc<CapMap>)> },
+}
+
+#[derive(Debug)]
+struct Rule {
+    src: Arc<Sources>,
+    body: Body,
+}
+
+impl Rule {
+    /// Every address the rule lets traffic reach, for peer visibility.
+    fn dst_set(&self) -> IpSet {
+        let mut b = IpSetBuilder::default();
+        match &self.body {
+            Body::Ports { dsts, .. } => dsts.iter().for_each(|d| b.add_set(&d.set)),
+            Body::Caps { grants } => grants.iter().for_each(|(s, _)| b.add_set(s)),
+        }
+        b.build()
+    }
+}
+
+/// The parts of a grant that depend on the node looking at it.
+#[derive(Debug)]
+struct SelfPart {
+    /// The grant's sources (addresses; only same-user devices count).
+    src: IpSet,
+    ip: Vec<ProtoPorts>,
+    app: Arc<CapMap>,
+}
+
+#[derive(Debug)]
+struct ViaPart {
+    tags: Vec<String>,
+    src: Arc<Sources>,
+    /// Destination prefixes (as a set) and whether `autogroup:internet` is one.
+    dst: IpSet,
+    internet: bool,
+    ip: Vec<ProtoPorts>,
+}
+
+impl Compiled {
+    /// Applies `policy` to `tailnet`.
+    pub fn new(policy: Arc<Policy>, tailnet: Tailnet<'_>, options: &Options) -> Compiled {
+        let r = Resolver::new(&policy, tailnet);
+        let devices = tailnet.devices;
+        let n = devices.len();
+        let approved_subnets = r.approved_subnets();
+
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut selves: Vec<SelfPart> = Vec::new();
+        let mut vias: Vec<ViaPart> = Vec::new();
+        for grant in policy.all_grants() {
+            compile_grant(
+                &r,
+                &grant,
+                &approved_subnets,
+                &mut rules,
+                &mut selves,
+                &mut vias,
+            );
+        }
+        let rules = merge_rules(rules);
+
+        // Which global rules (and which of their destinations) each device gets.
+        let mut hits: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        let special: Vec<usize> = (0..n)
+            .filter(|i| !devices[*i].subnet_routes.is_empty() || devices[*i].exit_node)
+            .collect();
+        for (ri, rule) in rules.iter().enumerate() {
+            if let Body::Ports { dsts, .. } = &rule.body {
+                for (di, dst) in dsts.iter().enumerate() {
+                    let mut covered = r.devices_in(&dst.set);
+                    for &i in &special {
+                        if covered.binary_search(&i).is_err() && serves(&devices[i], &dst.set) {
+                            covered.push(i);
+                        }
+                    }
+                    for i in covered {
+                        hits[i].push((ri, di));
+                    }
+                }
+            }
+        }
+
+        let mut filters = Vec::with_capacity(n);
+        let mut filter_prints = Vec::with_capacity(n);
+        // Nodes with the same filter share one copy (keyed by its JSON).
+        let mut dedup: HashMap<String, Arc<Vec<FilterRule>>> = HashMap::new();
+        for (i, device) in devices.iter().enumerate() {
+            let mut out = reduced_global(&rules, &mut hits[i], device);
+            out.extend(self_rules(&r, &selves, i));
+            out.extend(via_rules(&vias, device));
+            let out = merge_wire(out);
+            let key = serde_json::to_string(&out).expect("filters always serialise");
+            filter_prints.push(fingerprint(&key));
+            let shared = dedup.entry(key).or_insert_with(|| Arc::new(out)).clone();
+            filters.push(shared);
+        }
+
+        let matchers: Vec<Matcher> = rules
+            .iter()
+            .map(|rule| Matcher {
+                src: rule.src.set.clone(),
+                dst: rule.dst_set(),
+            })
+            .collect();
+        // Companion capability rules run the other way, so they make peers too,
+        // and are already in `rules`; self and via rules are per node.
+        let mut pairs: Vec<(Vec<usize>, Vec<usize>)> = Vec::new();
+        for part in &selves {
+            for (_, members) in r.users_with_devices() {
+                let srcs: Vec<usize> = members
+                    .iter()
+                    .copied()
+                    .filter(|i| devices[*i].addrs.iter().any(|a| part.src.contains(*a)))
+                    .collect();
+                if !srcs.is_empty() {
+                    pairs.push((srcs, members.to_vec()));
+                }
+            }
+        }
+        // A via grant makes its sources and the routers it names peers, and
+        // shows the sources those routers' routes that lead to its destinations.
+        let mut via_routers: HashMap<(usize, ipnet::IpNet), Vec<NodeId>> = HashMap::new();
+        for via in &vias {
+            let routers: Vec<usize> = (0..n)
+                .filter(|i| via.routes_through(&devices[*i]))
+                .collect();
+            if routers.is_empty() {
+                continue;
+            }
+            let srcs = peers::devices_matching(&r, &via.src.set);
+            for &i in &routers {
+                let mut steered: Vec<ipnet::IpNet> = devices[i]
+                    .subnet_routes
+                    .iter()
+                    .filter(|route| via.dst.overlaps_prefix(route))
+                    .copied()
+                    .collect();
+                if via.internet && devices[i].exit_node {
+                    for exit in ["0.0.0.0/0", "::/0"] {
+                        steered.push(exit.parse().expect("constant"));
+                    }
+                }
+                for route in steered {
+                    for &v in &srcs {
+                        let list = via_routers.entry((v, route)).or_default();
+                        if !list.contains(&devices[i].id) {
+                            list.push(devices[i].id);
+                        }
+                    }
+                }
+            }
+            pairs.push((srcs, routers));
+        }
+        let visibility = peers::visibility(&r, &matchers, &pairs);
+        let mut routes: Vec<ipnet::IpNet> = devices
+            .iter()
+            .flat_map(|d| d.subnet_routes.iter().copied())
+            .collect();
+        if devices.iter().any(|d| d.exit_node) {
+            routes.push("0.0.0.0/0".parse().expect("constant"));
+            routes.push("::/0".parse().expect("constant"));
+        }
+        routes.sort_unstable();
+        routes.dedup();
+        let route_viewers = peers::route_viewers(&r, &matchers, &routes)
+            .into_iter()
+            .collect();
+
+        let ssh = ssh::compile(&r, &options.server_url);
+        let attrs = attrs::node_attrs(&r);
+        let fingerprints = (0..n)
+            .map(|i| {
+                let ssh_print = ssh[i].as_ref().map_or(0, |s| {
+                    fingerprint(&serde_json::to_string(&**s).expect("serialises"))
+                });
+                let attrs_print =
+                    fingerprint(&serde_json::to_string(&*attrs[i]).expect("serialises"));
+                (filter_prints[i], ssh_print, attrs_print)
+            })
+            .collect();
+
+        Compiled {
+            index: devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect(),
+            devices: devices.to_vec(),
+            filters,
+            fingerprints,
+            visibility,
+            ssh,
+            attrs,
+            route_viewers,
+            via_routers,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// What differs for node `id` between `before` and this view: whether its
+    /// packet filter, SSH policy or attributes changed, and which peers it
+    /// gained and lost. `None` if `id` is in neither view.
+    pub fn changes_for(&self, before: &Compiled, id: NodeId) -> Option<ViewChange> {
+        let (new_i, old_i) = (self.index.get(&id), before.index.get(&id));
+        let new_i = *new_i?;
+        let Some(&old_i) = old_i else {
+            return Some(ViewChange {
+                filter: true,
+                ssh: true,
+                attrs: true,
+                gained: self.peers_of(id),
+                lost: Vec::new(),
+            });
+        };
+        let (nf, ns, na) = self.fingerprints[new_i];
+        let (of, os, oa) = before.fingerprints[old_i];
+        let (gained, lost) = if self.same_prefix(before) {
+            self.visibility.row_diff(new_i, &before.visibility, old_i)
+        } else {
+            let old: std::collections::HashSet<usize> = before.visibility.row(old_i).collect();
+            let new: std::collections::HashSet<NodeId> = self
+                .visibility
+                .row(new_i)
+                .map(|b| self.devices[b].id)
+                .collect();
+            let old_ids: std::collections::HashSet<NodeId> =
+                old.iter().map(|b| before.devices[*b].id).collect();
+            (
+                new.difference(&old_ids).map(|id| self.index[id]).collect(),
+                old_ids
+                    .difference(&new)
+                    .map(|id| before.index[id])
+                    .collect(),
+            )
+        };
+        Some(ViewChange {
+            filter: nf != of,
+            ssh: ns != os,
+            attrs: na != oa,
+            gained: gained.into_iter().map(|b| self.devices[b].id).collect(),
+            lost: lost.into_iter().map(|b| before.devices[b].id).collect(),
+        })
+    }
+
+    /// Fingerprints of node `id`'s packet filter, SSH policy and attributes:
+    /// equal fingerprints, equal contents.
+    pub fn fingerprints(&self, id: NodeId) -> Option<(u64, u64, u64)> {
+        self.index.get(&id).map(|i| self.fingerprints[*i])
+    }
+
+    /// Whether `before`'s devices are, in order, the first devices of this view
+    /// (nodes only joined since, with higher ids): then device indices agree.
+    fn same_prefix(&self, before: &Compiled) -> bool {
+        before.devices.len() <= self.devices.len()
+            && before
+                .devices
+                .iter()
+                .zip(&self.devices)
+                .all(|(a, b)| a.id == b.id)
+    }
+
+    /// The packet filter of node `id` (`None` for an unknown node).
+    pub fn filter(&self, id: NodeId) -> Option<&Arc<Vec<FilterRule>>> {
+        self.index.get(&id).map(|i| &self.filters[*i])
+    }
+
+    /// Whether `viewer` may see `peer` in its map (traffic is allowed in either
+    /// direction, or the peer serves a route the viewer may use).
+    pub fn can_see(&self, viewer: NodeId, peer: NodeId) -> bool {
+        match (self.index.get(&viewer), self.index.get(&peer)) {
+            (Some(a), Some(b)) => a != b && self.visibility.get(*a, *b),
+            _ => false,
+        }
+    }
+
+    /// The peers `viewer` may see.
+    pub fn peers_of(&self, viewer: NodeId) -> Vec<NodeId> {
+        let Some(a) = self.index.get(&viewer) else {
+            return Vec::new();
+        };
+        self.visibility
+            .row(*a)
+            .map(|b| self.devices[b].id)
+            .collect()
+    }
+
+    /// Whether `viewer` may use `route` (a subnet or exit route some peer serves):
+    /// only then does the route appear in that peer's `AllowedIPs` in the viewer's
+    /// map.
+    pub fn route_visible(&self, viewer: NodeId, route: &ipnet::IpNet) -> bool {
+        let (Some(i), Some(bits)) = (self.index.get(&viewer), self.route_viewers.get(route)) else {
+            return false;
+        };
+        bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// The routers a `via` grant sends `viewer`'s traffic for `route` through,
+    /// if one does. Where no other rule gives the viewer the route, it sees it
+    /// only on those routers, whichever router is primary for everyone else.
+    pub fn via_routers(&self, viewer: NodeId, route: &ipnet::IpNet) -> Option<&[NodeId]> {
+        let i = self.index.get(&viewer)?;
+        self.via_routers.get(&(*i, *route)).map(Vec::as_slice)
+    }
+
+    /// The SSH policy of node `id`; `None` when the policy has no `ssh` section.
+    pub fn ssh_policy(&self, id: NodeId) -> Option<&Arc<SSHPolicy>> {
+        self.index.get(&id).and_then(|i| self.ssh[*i].as_ref())
+    }
+
+    /// The node attributes `nodeAttrs` (and `randomizeClientPort`) give node `id`.
+    pub fn node_attrs(&self, id: NodeId) -> Option<&Arc<CapMap>> {
+        self.index.get(&id).map(|i| &self.attrs[*i])
+    }
+
+    /// The devices the view was built from.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+}
+
+/// Whether a destination set reaches `device` through a route it serves: an
+/// approved subnet route it overlaps, or the internet for an exit node.
+fn serves(device: &Device, set: &IpSet) -> bool {
+    device.subnet_routes.iter().any(|r| set.overlaps_prefix(r))
+        || (device.exit_node && is_internet(set))
+}
+
+fn compile_grant(
+    r: &Resolver<'_>,
+    grant: &Grant,
+    approved_subnets: &IpSet,
+    rules: &mut Vec<Rule>,
+    selves: &mut Vec<SelfPart>,
+    vias: &mut Vec<ViaPart>,
+) {
+    if grant.src.is_empty() || grant.dst.is_empty() {
+        return;
+    }
+    let src = sources(r, &grant.src, approved_subnets);
+    let app: Arc<CapMap> = Arc::new(grant.app.clone());
+    if !grant.via.is_empty() {
+        if src.set.is_empty() {
+            return;
+        }
+        let internet = grant.dst.contains(&Alias::AutoGroup(AutoGroup::Internet));
+        let dst = r.resolve_all(
+            grant
+                .dst
+                .iter()
+                .filter(|d| **d != Alias::AutoGroup(AutoGroup::Internet)),
+        );
+        vias.push(ViaPart {
+            tags: grant.via.clone(),
+            src: Arc::new(src),
+            dst,
+            internet,
+            ip: grant.ip.clone(),
+        });
+        return;
+    }
+    let is_self = |d: &&Alias| **d == Alias::AutoGroup(AutoGroup::SelfDevices);
+    if grant.dst.iter().any(|d| is_self(&d)) {
+        selves.push(SelfPart {
+            src: src.set.clone(),
+            ip: grant.ip.clone(),
+            app: app.clone(),
+        });
+    }
+    let others: Vec<&Alias> = grant.dst.iter().filter(|d| !is_self(d)).collect();
+    if others.is_empty() {
+        return;
+    }
+    let src = Arc::new(src);
+    if !src.set.is_empty() {
+        for pp in &grant.ip {
+            let mut dsts = Vec::new();
+            for alias in &others {
+                if **alias == Alias::Wildcard {
+                    for p in &pp.ports {
+                        dsts.push(Dst {
+                            text: "*".into(),
+                            set: IpSet::all(),
+                            ports: wire_ports(*p),
+                        });
+                    }
+                    continue;
+                }
+                let set = r.resolve(alias);
+                for prefix in set.prefixes() {
+                    let text = if prefix.prefix_len() == prefix.max_prefix_len() {
+                        prefix.addr().to_string()
+                    } else {
+                        prefix.to_string()
+                    };
+                    let one = IpSet::from_prefix(prefix);
+                    for p in &pp.ports {
+                        dsts.push(Dst {
+                            text: text.clone(),
+                            set: one.clone(),
+                            ports: wire_ports(*p),
+                        });
+                    }
+                }
+            }
+            if !dsts.is_empty() {
+                rules.push(Rule {
+                    src: src.clone(),
+                    body: Body::Ports {
+                        proto: pp.protocol.numbers(),
+                        dsts,
+                    },
+                });
+            }
+        }
+    }
+    if !grant.app.is_empty() {
+        let mut grants = Vec::new();
+        let mut dst_all = IpSetBuilder::default();
+        for alias in &others {
+            let set = r.resolve(alias);
+            if set.is_empty() {
+                continue;
+            }
+            dst_all.add_set(&set);
+            grants.push((set, app.clone()));
+        }
+        if grants.is_empty() {
+            return;
+        }
+        rules.push(Rule {
+            src: src.clone(),
+            body: Body::Caps { grants },
+        });
+        let mut dst_all = dst_all.build();
+        if others.contains(&&Alias::Wildcard) {
+            dst_all = dst_all.union(approved_subnets);
+        }
+        for (cap, companion) in COMPANION_CAPS {
+            if grant.app.contains_key(*cap) {
+                let reversed = Arc::new(Sources {
+                    wire: dst_all.strings(),
+                    set: dst_all.clone(),
+                });
+                rules.push(Rule {
+                    src: reversed,
+                    body: Body::Caps {
+                        grants: vec![(
+                            src_without_routes(&src.set, approved_subnets, &grant.src),
+                            Arc::new(BTreeMap::from([(
+                                (*companion).to_owned(),
+                                Vec::<Value>::new(),
+                            )])),
+                        )],
+                    },
+                });
+            }
+        }
+    }
+}
+
+/// A companion rule grants back to the grant's sources as resolved (for `*`,
+/// the Tailscale ranges without the approved subnets added for matching).
+fn src_without_routes(set: &IpSet, approved_subnets: &IpSet, src: &[Alias]) -> IpSet {
+    if src.contains(&Alias::Wildcard) {
+        set.difference(approved_subnets)
+            .union(&set.intersection(&super::resolve::WILDCARD))
+    } else {
+        set.clone()
+    }
+}
+
+/// Resolves a grant's sources: the union of its aliases, plus every approved
+/// subnet when `*` is one of them; `autogroup:danger-all` is written `*`.
+fn sources(r: &Resolver<'_>, src: &[Alias], approved_subnets: &IpSet) -> Sources {
+    let danger = src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
+    let mut set = r.resolve_all(src);
+    if src.contains(&Alias::Wildcard) {
+        set = set.union(approved_subnets);
+    }
+    let wire = if danger {
+        vec!["*".to_owned()]
+    } else {
+        set.strings()
+    };
+    Sources { set, wire }
+}
+
+fn wire_ports(p: Ports) -> PortRange {
+    PortRange {
+        first: p.first,
+        last: p.last,
+    }
+}
+
+/// Merges port rules with the same sources and protocols (keeping the first's
+/// place), as Tailscale sends them.
+fn merge_rules(rules: Vec<Rule>) -> Vec<Rule> {
+    let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
+    let mut seen: HashMap<(Vec<String>, Vec<i32>), usize> = HashMap::new();
+    for rule in rules {
+        let Body::Ports { proto, dsts } = rule.body else {
+            out.push(rule);
+            continue;
+        };
+        let key = (rule.src.wire.clone(), proto.clone());
+        if let Some(&at) = seen.get(&key)
+            && let Body::Ports { dsts: existing, .. } = &mut out[at].body
+        {
+            existing.extend(dsts);
+            continue;
+        }
+        seen.insert(key, out.len());
+        out.push(Rule {
+            src: rule.src,
+            body: Body::Ports { proto, dsts },
+        });
+    }
+    out
+}
+
+/// The global rules as `device` receives them: port rules keep only the
+/// destinations that reach it (found in `hits`); capability rules keep the
+/// grants that name its addresses (narrowed to them) or routes it serves.
+fn reduced_global(rules: &[Rule], hits: &mut [(usize, usize)], device: &Device) -> Vec<FilterRule> {
+    hits.sort_unstable();
+    let mut out = Vec::new();
+    let mut h = 0;
+    for (ri, rule) in rules.iter().enumerate() {
+        match &rule.body {
+            Body::Ports { proto, dsts } => {
+                let mut kept = Vec::new();
+                while h < hits.len() && hits[h].0 == ri {
+                    let d = &dsts[hits[h].1];
+                    kept.push(NetPortRange {
+                        ip: d.text.clone(),
+                        ports: d.ports,
+                    });
+                    h += 1;
+                }
+                if !kept.is_empty() {
+                    out.push(FilterRule {
+                        src_ips: rule.src.wire.clone(),
+                        dst_ports: kept,
+                        ip_proto: proto.clone(),
+                        cap_grant: Vec::new(),
+                    });
+                }
+            }
+            Body::Caps { grants } => {
+                let mut cap_grant = Vec::new();
+                for (set, caps) in grants {
+                    let mut dsts: Vec<ipnet::IpNet> = device
+                        .addrs
+                        .iter()
+                        .filter(|a| set.contains(**a))
+                        .map(|a| ipnet::IpNet::from(*a))
+                        .collect();
+                    for route in &device.subnet_routes {
+                        for p in set.prefixes() {
+                            if p.contains(&route.network()) || route.contains(&p.network()) {
+                                dsts.push(p);
+                            }
+                        }
+                    }
+                    dsts.sort_unstable();
+                    dsts.dedup();
+                    if !dsts.is_empty() {
+                        cap_grant.push(CapGrant {
+                            dsts,
+                            cap_map: (**caps).clone(),
+                        });
+                    }
+                }
+                if !cap_grant.is_empty() {
+                    out.push(FilterRule {
+                        src_ips: rule.src.wire.clone(),
+                        dst_ports: Vec::new(),
+                        ip_proto: Vec::new(),
+                        cap_grant,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `autogroup:self` rules for device `i`: sources are the same user's devices
+/// among the grant's sources, destinations the device's own addresses.
+fn self_rules(r: &Resolver<'_>, selves: &[SelfPart], i: usize) -> Vec<FilterRule> {
+    let devices = r.devices();
+    let device = &devices[i];
+    let mut out = Vec::new();
+    let Some(user) = device.user.filter(|_| !device.is_tagged()) else {
+        return out;
+    };
+    let same_user = r.devices_of(user);
+    for part in selves {
+        let srcs: Vec<usize> = same_user
+            .iter()
+            .copied()
+            .filter(|j| devices[*j].addrs.iter().any(|a| part.src.contains(*a)))
+            .collect();
+        if srcs.is_empty() {
+            continue;
+        }
+        let src_wire = r.addrs_of(&srcs).strings();
+        for pp in &part.ip {
+            let dst_ports: Vec<NetPortRange> = device
+                .addrs
+                .iter()
+                .flat_map(|a| {
+                    pp.ports.iter().map(move |p| NetPortRange {
+                        ip: a.to_string(),
+                        ports: wire_ports(*p),
+                    })
+                })
+                .collect();
+            if !dst_ports.is_empty() {
+                out.push(FilterRule {
+                    src_ips: src_wire.clone(),
+                    dst_ports,
+                    ip_proto: pp.protocol.numbers(),
+                    cap_grant: Vec::new(),
+                });
+            }
+        }
+        if !part.app.is_empty() {
+            out.push(FilterRule {
+                src_ips: src_wire.clone(),
+                dst_ports: Vec::new(),
+                ip_proto: Vec::new(),
+                cap_grant: vec![CapGrant {
+                    dsts: device
+                        .addrs
+                        .iter()
+                        .map(|a| ipnet::IpNet::from(*a))
+                        .collect(),
+                    cap_map: (*part.app).clone(),
+                }],
+            });
+            // Companion capabilities go back to every same-user source.
+            let own = IpSet::from_addrs(device.addrs.iter().copied());
+            for (cap, companion) in COMPANION_CAPS {
+                if part.app.contains_key(*cap) {
+                    let src_set = r.addrs_of(&srcs);
+                    if src_set.overlaps(&own) {
+                        out.push(FilterRule {
+                            src_ips: r.addrs_of(same_user).strings(),
+                            dst_ports: Vec::new(),
+                            ip_proto: Vec::new(),
+                            cap_grant: vec![CapGrant {
+                                dsts: device
+                                    .addrs
+                                    .iter()
+                                    .map(|a| ipnet::IpNet::from(*a))
+                                    .collect(),
+                                cap_map: BTreeMap::from([((*companion).to_owned(), Vec::new())]),
+                            }],
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl ViaPart {
+    /// Whether traffic of this grant goes through `device`: it carries one of
+    /// the via tags and serves a route to the destinations.
+    fn routes_through(&self, device: &Device) -> bool {
+        self.tags.iter().any(|t| device.has_tag(t))
+            && (device
+                .subnet_routes
+                .iter()
+                .any(|r| self.dst.overlaps_prefix(r))
+                || (self.internet && device.exit_node))
+    }
+}
+
+/// Rules of `via` grants for a router carrying one of the via tags: the
+/// destinations its approved routes serve (and the internet, for an exit node).
+fn via_rules(vias: &[ViaPart], device: &Device) -> Vec<FilterRule> {
+    let mut out = Vec::new();
+    for via in vias {
+        if !via.tags.iter().any(|t| device.has_tag(t)) {
+            continue;
+        }
+        let mut prefixes: Vec<ipnet::IpNet> = via
+            .dst
+            .prefixes()
+            .into_iter()
+            .filter(|p| {
+                device
+                    .subnet_routes
+                    .iter()
+                    .any(|r| r.contains(&p.network()) || p.contains(&r.network()))
+            })
+            .collect();
+        if via.internet && device.exit_node {
+            prefixes.extend(super::resolve::INTERNET.prefixes());
+        }
+        if prefixes.is_empty() {
+            continue;
+        }
+        for pp in &via.ip {
+            let dst_ports: Vec<NetPortRange> = prefixes
+                .iter()
+                .flat_map(|p| {
+                    pp.ports.iter().map(move |ports| NetPortRange {
+                        ip: p.to_string(),
+                        ports: wire_ports(*ports),
+                    })
+                })
+                .collect();
+            out.push(FilterRule {
+                src_ips: via.src.wire.clone(),
+                dst_ports,
+                ip_proto: pp.protocol.numbers(),
+                cap_grant: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// Merges wire rules with the same sources and protocols.
+fn merge_wire(rules: Vec<FilterRule>) -> Vec<FilterRule> {
+    let mut out: Vec<FilterRule> = Vec::with_capacity(rules.len());
+    let mut seen: HashMap<(Vec<String>, Vec<i32>), usize> = HashMap::new();
+    for rule in rules {
+        if !rule.cap_grant.is_empty() {
+            out.push(rule);
+            continue;
+        }
+        let key = (rule.src_ips.clone(), rule.ip_proto.clone());
+        if let Some(&at) = seen.get(&key) {
+            out[at].dst_ports.extend(rule.dst_ports);
+            continue;
+        }
+        seen.insert(key, out.len());
+        out.push(rule);
+    }
+    out
+}
+
+#[allow(dead_code)]
+fn _uses(_: fn(&IpSet) -> bool) {}
+const _: fn(&IpSet) -> bool = covers_internet;
