@@ -87,3 +87,49 @@ fn headscale_cli_drives_headway() {
     let ours = server.cli(&["users", "list", "-o", "json"]).ok();
     assert!(ours.stdout.contains("alice"), "{}", ours.stdout);
 }
+
+#[test]
+fn headscale_cli_sets_gets_and_checks_the_policy() {
+    let server = crate::support::TestServer::spawn_with(crate::support::Spawn {
+        extra_config: "policy:\n  mode: database\n".into(),
+        ..Default::default()
+    });
+    let config = headscale_config(&server);
+    let dir = server.dir.path();
+    let good = dir.join("good.hujson");
+    let policy = "// from Headscale's CLI\n{\"acls\": [{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}]}";
+    std::fs::write(&good, policy).unwrap();
+    let bad = dir.join("bad.hujson");
+    std::fs::write(
+        &bad,
+        r#"{"acls": [{"action": "deny", "src": ["*"], "dst": ["*:*"]}]}"#,
+    )
+    .unwrap();
+
+    let (code, out, err) = headscale(
+        &server,
+        &config,
+        &["policy", "check", "-f", bad.to_str().unwrap()],
+    );
+    assert_ne!(code, 0, "a bad policy passed: {out}{err}");
+    assert!(
+        format!("{out}{err}").contains("is not supported"),
+        "{out}{err}"
+    );
+    let (code, out, err) = headscale(
+        &server,
+        &config,
+        &["policy", "check", "-f", good.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Policy is valid"), "{out}{err}");
+    let (code, out, err) = headscale(
+        &server,
+        &config,
+        &["policy", "set", "-f", good.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = headscale(&server, &config, &["policy", "get"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), policy);
+}

@@ -13,6 +13,7 @@ mod grpc_admin;
 mod headscale_cli;
 mod pages;
 mod persistence;
+mod policy;
 mod relay;
 mod routes;
 mod tidy;

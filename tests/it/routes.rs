@@ -17,11 +17,17 @@ const HUB: &str = "10.99.0.1";
 
 /// The uplink switch with headway on its gateway address.
 fn hub_with_server() -> (Switch, TestServer) {
+    hub_with_server_config("")
+}
+
+/// [`hub_with_server`] with more config.
+fn hub_with_server_config(extra_config: &str) -> (Switch, TestServer) {
     let hub = Switch::new("hub", &format!("{HUB}/24"));
     let server = TestServer::spawn_with(Spawn {
         port: Some(8080),
         host: Some(HUB.into()),
         netns: Some(hub.ns.name.clone()),
+        extra_config: extra_config.into(),
         ..Spawn::default()
     });
     (hub, server)
@@ -359,4 +365,155 @@ fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() 
     wait_until("the exit node is dropped", Duration::from_secs(20), || {
         !laptop_ns.ping("203.0.113.10")
     });
+}
+
+/// A policy approving the LAN for `tag:router` nodes and exit routes for
+/// `tag:exit` nodes, with everyone allowed everywhere.
+const AUTO_APPROVE: &str = r#"{
+  "tagOwners": {"tag:router": ["alice@"], "tag:exit": ["alice@"]},
+  "autoApprovers": {
+    "routes": {"192.168.0.0/16": ["tag:router"]},
+    "exitNode": ["tag:exit"],
+  },
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+}"#;
+
+#[test]
+fn routes_the_policy_approves_work_with_no_admin_and_stop_when_it_stops() {
+    for version in versions() {
+        let (hub, server) = hub_with_server_config("policy:\n  mode: database\n");
+        let policy_file = server.dir.path().join("auto.hujson");
+        std::fs::write(&policy_file, AUTO_APPROVE).unwrap();
+        server
+            .cli(&["policy", "set", "-f", policy_file.to_str().unwrap()])
+            .ok();
+
+        // A LAN behind a tagged router; an "internet" host one hop beyond a tagged
+        // exit node's second link.
+        let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
+        let router_ns = machine(&hub, "ra", 11);
+        lan.attach(&router_ns, "lan0", "192.168.100.1/24", false);
+        router_ns.forward();
+        let exit_ns = machine(&hub, "ex", 13);
+        let isp = Netns::new("isp");
+        let internet = Netns::new("inet");
+        link(
+            &exit_ns,
+            "wan0",
+            Some("198.51.100.2/24"),
+            &isp,
+            "down0",
+            Some("198.51.100.1/24"),
+        );
+        link(
+            &isp,
+            "up0",
+            Some("203.0.113.1/24"),
+            &internet,
+            "eth0",
+            Some("203.0.113.10/24"),
+        );
+        isp.forward();
+        exit_ns.forward();
+        exit_ns.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"]);
+        internet.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+        let laptop_ns = machine(&hub, "cl", 10);
+
+        server.cli(&["users", "create", "alice"]).ok();
+        let key = |tags: &[&str]| {
+            let mut args = vec![
+                "preauthkeys",
+                "create",
+                "--user",
+                "alice",
+                "--reusable",
+                "-e",
+                "1h",
+            ];
+            args.extend_from_slice(tags);
+            server.cli(&args).ok().stdout.trim().to_owned()
+        };
+        let url = server.url();
+        let router = Client::start_in(&router_ns, &version, "router");
+        let exit = Client::start_in(&exit_ns, &version, "exit");
+        let laptop = Client::start_in(&laptop_ns, &version, "laptop");
+        let advertise = format!("--advertise-routes={LAN}");
+        assert_logged_in(
+            &router,
+            &router.up_with(&url, &key(&["--tags", "tag:router"]), &[&advertise]),
+        );
+        assert_logged_in(
+            &exit,
+            &exit.up_with(
+                &url,
+                &key(&["--tags", "tag:exit"]),
+                &["--advertise-exit-node"],
+            ),
+        );
+        let laptop_key = key(&[]);
+        assert_logged_in(
+            &laptop,
+            &laptop.up_with(&url, &laptop_key, &["--accept-routes"]),
+        );
+
+        // No admin command: the LAN is reachable and the exit node is offered.
+        laptop_ns
+            .ping_until(LAN_HOST, Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{version}: the auto-approved LAN is not reachable\n{}\n{}",
+                    server.cli(&["nodes", "list-routes", "-o", "json"]).stdout,
+                    laptop.log_tail()
+                )
+            });
+        let exit_ip = exit.ipv4();
+        laptop.wait_status("the exit node offered", Duration::from_secs(20), |status| {
+            status["Peer"]
+                .as_object()
+                .is_some_and(|peers| peers.values().any(|p| p["ExitNodeOption"] == true))
+        });
+        let exit_node = format!("--exit-node={exit_ip}");
+        laptop
+            .up_with(&url, &laptop_key, &["--accept-routes", &exit_node])
+            .ok();
+        laptop_ns
+            .ping_until("203.0.113.10", Duration::from_secs(30))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{version}: no internet through the exit node\n{}",
+                    laptop.log_tail()
+                )
+            });
+
+        // A policy without autoApprovers: both approvals go.
+        std::fs::write(
+            &policy_file,
+            r#"{"tagOwners": {"tag:router": ["alice@"], "tag:exit": ["alice@"]},
+                "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+        )
+        .unwrap();
+        server
+            .cli(&["policy", "set", "-f", policy_file.to_str().unwrap()])
+            .ok();
+        wait_until(
+            &format!("{version}: the LAN route leaves table 52"),
+            Duration::from_secs(20),
+            || !table_52(&laptop_ns).contains(LAN),
+        );
+        assert!(
+            !laptop_ns.ping(LAN_HOST),
+            "{version}: LAN reachable after the approval went"
+        );
+        laptop.wait_status(
+            "the exit node withdrawn",
+            Duration::from_secs(20),
+            |status| {
+                status["Peer"]
+                    .as_object()
+                    .is_some_and(|peers| peers.values().all(|p| p["ExitNodeOption"] != true))
+            },
+        );
+        eprintln!("{version}: auto-approved routes worked and went with the policy");
+        drop((router, exit, laptop, lan, internet, isp));
+    }
 }

@@ -266,8 +266,18 @@ impl Client {
     /// Opens a TCP connection to `target` through this client's tunnel (its
     /// SOCKS5 proxy), sends `payload` and returns what comes back.
     pub fn tcp_exchange(&self, target: SocketAddr, payload: &[u8]) -> std::io::Result<Vec<u8>> {
+        self.tcp_exchange_within(target, payload, Duration::from_secs(20))
+    }
+
+    /// [`Client::tcp_exchange`] giving up after `timeout` without an answer.
+    pub fn tcp_exchange_within(
+        &self,
+        target: SocketAddr,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> std::io::Result<Vec<u8>> {
         let mut s = TcpStream::connect(self.socks)?;
-        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.set_read_timeout(Some(timeout))?;
         s.write_all(&[5, 1, 0])?;
         let mut reply = [0u8; 2];
         s.read_exact(&mut reply)?;
