@@ -49,6 +49,20 @@ pub fn configtest(config_flag: Option<&Path>) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    let policy = &loaded.config.policy;
+    if policy.mode == config::PolicyMode::File
+        && let Some(path) = &policy.path
+    {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("policy.path {}: {e}", path.display()))?;
+        crate::policy::Policy::parse(&text).map_err(|e| match e {
+            crate::policy::Error::Syntax(s) => {
+                anyhow::anyhow!("{}:{}:{}: {}", path.display(), s.line, s.column, s.message)
+            }
+            other => anyhow::anyhow!("{}: {other}", path.display()),
+        })?;
+        println!("policy OK ({})", path.display());
+    }
     println!("{}", configtest_ok(loaded.path.as_deref()));
     Ok(())
 }

@@ -353,3 +353,257 @@ fn plan_by_view(
         plan.messages.push((message, Audience::Only(viewers)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::map::MapSettings;
+    use crate::policy::{Device, Options, Policy, Tailnet};
+    use crate::state::Snapshot;
+    use crate::types::{
+        DiscoKey, GivenName, MachineKey, Node, NodeKey, RegisterMethod, User, UserId, UserName,
+    };
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    /// Node `n` of user `user` (or tagged), at 100.64.0.`n`.
+    fn node(n: u8, user: Option<u64>, tags: &[&str]) -> Node {
+        let now = chrono::Utc::now();
+        Node {
+            id: NodeId(u64::from(n)),
+            machine_key: MachineKey::from_bytes([n; 32]),
+            node_key: NodeKey::from_bytes([n + 100; 32]),
+            disco_key: DiscoKey::from_bytes([n + 50; 32]),
+            hostname: format!("n{n}"),
+            given_name: GivenName::sanitize(&format!("n{n}")),
+            user_id: user.map(UserId),
+            ipv4: Some(format!("100.64.0.{n}").parse().unwrap()),
+            ipv6: None,
+            endpoints: Vec::new(),
+            hostinfo: None,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            expiry: None,
+            last_seen: None,
+            ephemeral: false,
+            register_method: RegisterMethod::AuthKey,
+            auth_key_id: None,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn user(id: u64, name: &str) -> User {
+        let now = chrono::Utc::now();
+        User {
+            id: UserId(id),
+            name: UserName::parse(name).unwrap(),
+            display_name: String::new(),
+            email: String::new(),
+            provider: "cli".into(),
+            provider_id: String::new(),
+            profile_pic_url: String::new(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// Alice owns 1 and 2, bob owns 3, 4 is `tag:server`.
+    struct World {
+        snapshot: Snapshot,
+        users: HashMap<UserId, User>,
+        settings: MapSettings,
+    }
+
+    fn world() -> World {
+        World {
+            snapshot: Snapshot::from_rows(
+                vec![
+                    node(1, Some(1), &[]),
+                    node(2, Some(1), &[]),
+                    node(3, Some(2), &[]),
+                    node(4, None, &["tag:server"]),
+                ],
+                Vec::new(),
+            ),
+            users: [(UserId(1), user(1, "alice")), (UserId(2), user(2, "bob"))].into(),
+            settings: MapSettings {
+                base_domain: "t.test".into(),
+                domain: String::new(),
+                dns: None,
+                disable_log_tail: false,
+                taildrop: true,
+                auto_update: false,
+                randomize_client_port: false,
+            },
+        }
+    }
+
+    impl World {
+        fn compile(&self, policy: &str) -> Arc<Compiled> {
+            let devices: Vec<Device> = self
+                .snapshot
+                .nodes()
+                .map(|n| Device {
+                    id: n.id,
+                    user: if n.tags.is_empty() { n.user_id } else { None },
+                    tags: n.tags.clone(),
+                    addrs: n.ip_addresses(),
+                    subnet_routes: Vec::new(),
+                    exit_node: false,
+                })
+                .collect();
+            let users: Vec<User> = self.users.values().cloned().collect();
+            Arc::new(Compiled::new(
+                Arc::new(Policy::parse(policy).unwrap()),
+                Tailnet {
+                    users: &users,
+                    devices: &devices,
+                },
+                &Options::default(),
+            ))
+        }
+
+        fn plan(
+            &self,
+            before: Option<&Compiled>,
+            after: Option<&Compiled>,
+            change: &Change,
+        ) -> Plan {
+            let online = |_| true;
+            let inputs = MapInputs {
+                snapshot: &self.snapshot,
+                users: &self.users,
+                online: &online,
+                settings: &self.settings,
+                now: chrono::Utc::now(),
+                policy: after,
+            };
+            let connected: BTreeSet<NodeId> = (1..=4).map(NodeId).collect();
+            plan(&inputs, before, change, &connected)
+        }
+    }
+
+    fn ids(ns: &[u64]) -> Vec<NodeId> {
+        ns.iter().copied().map(NodeId).collect()
+    }
+
+    /// One planned message: (audience, peers sent whole, peers removed, patched,
+    /// whether it carries a packet filter).
+    type Sent = (Audience, Vec<u64>, Vec<u64>, Vec<u64>, bool);
+
+    fn summary(plan: &Plan) -> Vec<Sent> {
+        plan.messages
+            .iter()
+            .filter(|(m, _)| m.node.is_none())
+            .map(|(m, a)| {
+                (
+                    a.clone(),
+                    m.peers_changed.iter().map(|p| p.id).collect(),
+                    m.peers_removed.clone(),
+                    m.peers_changed_patch.iter().map(|p| p.node_id).collect(),
+                    !m.packet_filters.is_empty(),
+                )
+            })
+            .collect()
+    }
+
+    const ALICE_TO_SERVER: &str = r#"{"tagOwners": {"tag:server": []}, "acls": [{"action": "accept", "src": ["alice@"], "dst": ["tag:server:22"]}]}"#;
+
+    #[test]
+    fn without_a_policy_a_change_is_one_message_for_everyone_else() {
+        let w = world();
+        let plan = w.plan(None, None, &Change::node_changed(NodeId(1)));
+        assert_eq!(
+            summary(&plan),
+            [(
+                Audience::Except([NodeId(1)].into()),
+                vec![1],
+                vec![],
+                vec![],
+                false
+            )]
+        );
+        let plan = w.plan(None, None, &Change::node_patched(NodeId(3)));
+        assert_eq!(
+            summary(&plan),
+            [(Audience::Everyone, vec![], vec![], vec![3], false)]
+        );
+    }
+
+    #[test]
+    fn with_a_policy_only_the_viewers_that_may_see_a_node_learn_of_it() {
+        let w = world();
+        let view = w.compile(ALICE_TO_SERVER);
+        let v = Some(&*view);
+        // The server changed: alice's two nodes see it (one shared message); bob does not.
+        let plan = w.plan(v, v, &Change::node_changed(NodeId(4)));
+        assert_eq!(
+            summary(&plan),
+            [(Audience::Only(ids(&[1, 2])), vec![4], vec![], vec![], false)]
+        );
+        // Alice's laptop moved: only the server hears of it (alice's nodes do not
+        // see each other under this policy), and bob hears nothing.
+        let plan = w.plan(v, v, &Change::node_patched(NodeId(1)));
+        assert_eq!(
+            summary(&plan),
+            [(Audience::Only(ids(&[4])), vec![], vec![], vec![1], false)]
+        );
+        let plan = w.plan(v, v, &Change::node_patched(NodeId(3)));
+        assert!(summary(&plan).is_empty(), "{:?}", summary(&plan));
+    }
+
+    #[test]
+    fn a_new_policy_sends_each_node_what_changed_for_it() {
+        let w = world();
+        let open = w.compile(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#);
+        let narrow = w.compile(ALICE_TO_SERVER);
+        let plan = w.plan(Some(&open), Some(&narrow), &Change::policy());
+        let mut got = summary(&plan);
+        got.sort_by_key(|(a, ..)| format!("{a:?}"));
+        assert_eq!(
+            got,
+            [
+                // Alice's nodes lose each other and bob; their filter changes.
+                (Audience::Only(ids(&[1])), vec![], vec![2, 3], vec![], true),
+                (Audience::Only(ids(&[2])), vec![], vec![1, 3], vec![], true),
+                // Bob loses everyone.
+                (
+                    Audience::Only(ids(&[3])),
+                    vec![],
+                    vec![1, 2, 4],
+                    vec![],
+                    true
+                ),
+                // The server keeps alice's nodes, loses bob, gets its port-22 filter.
+                (Audience::Only(ids(&[4])), vec![], vec![3], vec![], true),
+            ]
+        );
+        // And back: peers come back whole.
+        let plan = w.plan(Some(&narrow), Some(&open), &Change::policy());
+        let bob: Vec<_> = summary(&plan)
+            .into_iter()
+            .filter(|(a, ..)| *a == Audience::Only(ids(&[3])))
+            .collect();
+        assert_eq!(
+            bob,
+            [(
+                Audience::Only(ids(&[3])),
+                vec![1, 2, 4],
+                vec![],
+                vec![],
+                true
+            )]
+        );
+    }
+
+    #[test]
+    fn a_removed_node_ends_its_sessions_and_everyone_forgets_it() {
+        let w = world();
+        let view = w.compile(ALICE_TO_SERVER);
+        let plan = w.plan(Some(&view), Some(&view), &Change::node_removed(NodeId(2)));
+        assert_eq!(plan.disconnect, ids(&[2]));
+        for (_, _, removed, _, _) in summary(&plan) {
+            assert_eq!(removed, vec![2]);
+        }
+    }
+}

@@ -43,6 +43,7 @@ pub fn router(state: Arc<State>, server_url: &str, control: Router) -> Router {
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/register/{id}", get(pages::register))
+        .route("/auth/{id}", get(pages::auth))
         .route("/apple", get(pages::apple))
         .route("/apple/{platform}", get(pages::apple_profile))
         .route("/windows", get(pages::windows))

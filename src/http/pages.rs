@@ -75,6 +75,26 @@ pub async fn register(Shared(site): Shared<Site>, Path(id): Path<String>) -> Res
     Html(page("Machine registration", &body)).into_response()
 }
 
+/// `GET /auth/{id}`: a Tailscale SSH session held by a `check` rule waits for an
+/// admin; this page says what to run.
+pub async fn auth(Shared(site): Shared<Site>, Path(id): Path<String>) -> Response {
+    let Some(id) = RegistrationId::parse(&id) else {
+        return not_found("This is not an authentication link.");
+    };
+    let Some((src, dst)) = site.state.pending_ssh_check(&id) else {
+        return not_found(
+            "This check is unknown or has expired (they last 15 minutes). Connect again and open the new link.",
+        );
+    };
+    let body = format!(
+        "<p>An SSH session from node {src} to node {dst} waits for a check required by the policy.</p>\
+         <p>To let it in, run this on the server:</p>{approve}<p>To refuse it:</p>{reject}",
+        approve = code(&format!("headway auth approve --auth-id {id}")),
+        reject = code(&format!("headway auth reject --auth-id {id}")),
+    );
+    Html(page("Authentication check", &body)).into_response()
+}
+
 fn not_found(message: &str) -> Response {
     (
         StatusCode::NOT_FOUND,

@@ -129,6 +129,15 @@ impl State {
         Ok(Some(verdict))
     }
 
+    /// The nodes of pending check `id`, if it is still waiting.
+    pub fn pending_ssh_check(&self, id: &RegistrationId) -> Option<(NodeId, NodeId)> {
+        let pending = self.ssh.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending
+            .get(id)
+            .filter(|c| c.outcome.borrow().is_none())
+            .map(|c| (c.src, c.dst))
+    }
+
     /// Decides pending check `id`: `true` if there was one. The check stays
     /// until it expires, so a client asking again learns the same verdict.
     pub(super) fn decide_ssh_check(&self, id: &RegistrationId, verdict: SshVerdict) -> bool {

@@ -115,6 +115,12 @@ impl State {
         for node in self.snapshot().nodes().filter(|n| n.user_id == Some(id)) {
             change.merge(Change::node_changed(node.id));
         }
+        // A policy naming users by name now means someone else (or someone).
+        if self.current_policy().is_some() {
+            change.merge(Change::policy());
+            drop(_users);
+            change.merge(self.reapprove_all().await?);
+        }
         Ok((user, change))
     }
 

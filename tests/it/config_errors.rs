@@ -87,3 +87,49 @@ fn a_bad_value_stops_serve() {
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("listen_addr"), "{text}");
 }
+
+#[test]
+fn a_broken_policy_file_names_its_line_and_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("acl.hujson");
+    std::fs::write(
+        &policy,
+        "{\n  // fine so far\n  \"acls\": [\n    {\"action\": \"accept\", \"src\": [\"*\"] \"dst\": [\"*:*\"]}\n  ]\n}\n",
+    )
+    .unwrap();
+    let text = format!("{}policy:\n  path: {}\n", valid(), policy.display());
+    let (code, out) = configtest(&text);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("acl.hujson:4:"), "{out}");
+
+    // `serve` refuses to start on it too, with the same position.
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        text.replace("{dir}", &dir.path().display().to_string()),
+    )
+    .unwrap();
+    let out = Command::new(headway_bin())
+        .current_dir(dir.path())
+        .env("HOME", dir.path())
+        .env("NO_COLOR", "1")
+        .arg("-c")
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("acl.hujson:4:"), "{said}");
+
+    // A valid one passes, and is named.
+    std::fs::write(
+        &policy,
+        r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+    )
+    .unwrap();
+    let (code, out) = configtest(&text);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("policy OK"), "{out}");
+}

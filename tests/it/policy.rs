@@ -5,7 +5,7 @@
 
 use crate::clients::assert_logged_in;
 use crate::support::tailscale::{Client, echo_server, free_port, versions};
-use crate::support::{Spawn, TestServer};
+use crate::support::{Spawn, TestServer, http_get};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -358,6 +358,11 @@ fn tailscale_ssh_is_accepted_checked_or_refused_as_the_policy_says() {
             }
         }
         let auth_id = auth_id.unwrap_or_else(|| panic!("no auth id in the log:\n{log}"));
+        let (status, _, page) = http_get(&server.http_addr, &format!("/auth/{auth_id}"));
+        assert!(
+            status == 200 && page.contains(&format!("auth approve --auth-id {auth_id}")),
+            "{status} {page}"
+        );
         server.cli(&["auth", "approve", "--auth-id", &auth_id]).ok();
         let checked = finish(pending, Duration::from_secs(60));
         assert!(

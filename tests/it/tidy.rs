@@ -110,6 +110,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "grpc",
             "config",
             "types",
+            "policy",
             "server",
             "bench",
             "conformance",
