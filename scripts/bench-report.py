@@ -4,7 +4,8 @@ section of the file and rewrites only that one:
 
   bench-report.py RESULTS_DIR DOCS_DIR           # scripts/bench-vs-headscale: the
                                                  # control plane, with PNG plots (gnuplot)
-  bench-report.py --relay RESULTS_DIR DOCS_DIR   # scripts/bench-relay-vs-derper"""
+  bench-report.py --relay RESULTS_DIR DOCS_DIR   # scripts/bench-relay-vs-derper
+  bench-report.py --policy RESULTS_DIR DOCS_DIR  # scripts/bench-policy"""
 
 import glob
 import json
@@ -139,7 +140,7 @@ plot '{data}' using 1:2 with linespoints title 'headway', \\
 TITLE = "# Benchmarks: headway against Headscale and Tailscale's derper"
 # Sections in the order they appear; each is delimited by HTML comments that
 # Markdown does not show.
-SECTIONS = ["control-plane", "relay"]
+SECTIONS = ["control-plane", "policy", "relay"]
 
 
 def begin(name):
@@ -383,10 +384,106 @@ def relay(results, docs):
     write_section(docs, "relay", out)
 
 
+def load_policy(results):
+    """(server, scenario, n) → (report, seconds `policy set` took before the run)."""
+    runs = {}
+    for path in glob.glob(os.path.join(results, "*-*-*.json")):
+        name = os.path.basename(path)[: -len(".json")]
+        server, scenario, n = name.split("-")
+        with open(path) as f:
+            report = json.load(f)
+        set_secs = None
+        stamp = os.path.join(results, name + ".policy-set")
+        if os.path.exists(stamp):
+            started, ended = (float(x) for x in open(stamp).read().split())
+            set_secs = ended - started
+        runs[(server, scenario, int(n))] = (report, set_secs)
+    return runs
+
+
+def policy_metrics(report, set_secs):
+    change = report.get("policy_change") or {}
+    latency = change.get("latency") or {}
+    return {
+        **metrics(report),
+        "set_s": set_secs,
+        "change_cmd_s": change.get("command_secs"),
+        "change_all_s": change.get("all_secs"),
+        "change_p50_ms": latency.get("median_ms"),
+        "change_p99_ms": latency.get("p99_ms"),
+        "change_cpu_s": change.get("cpu_secs"),
+    }
+
+
+def policy(results, docs):
+    runs = load_policy(results)
+    with open(os.path.join(results, "machine.txt")) as f:
+        machine = f.read().strip().splitlines()
+    out = [
+        "## Access policy: headway vs Headscale v0.29.2",
+        "",
+        "Written by `scripts/bench-policy`. The same load generator and the same policy for both",
+        "servers, in database mode. **shared**: 50 users each in a group, 20 tags, per-group and",
+        "per-tag rules, `autogroup:self`, an admin group that reaches everything, and a monitoring",
+        "port every node opens (so every node still sees every node, each with its own packet",
+        "filter), plus SSH rules; nodes register with the 50 users' and 20 tags' keys in turn. The",
+        "change adds a port every node opens, so every node's filter changes. **partitioned**: each",
+        "user's nodes see only each other (50 cohorts); the change opens a port inside each.",
+        "",
+        "- `policy set`: the CLI round trip that parses, compiles, runs tests and stores the policy",
+        "  (on the empty server, then during the run for the change);",
+        "- change → all: from the start of the change until every node had its new packet filter.",
+        "",
+    ]
+    out += [f"- {line}" for line in machine]
+    out.append("")
+    for scenario in ["shared", "partitioned"]:
+        sizes = sorted({n for (_, s, n) in runs if s == scenario})
+        if not sizes:
+            continue
+        out += [f"### {scenario}", ""]
+        out.append("| nodes | server | status | convergence s | fan-out p99 ms | RSS/node KiB | bytes/node | policy set s | change: command s | change → all s | change p99 ms | change CPU s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for n in sizes:
+            for server in SERVERS:
+                if (server, scenario, n) not in runs:
+                    continue
+                report, set_secs = runs[(server, scenario, n)]
+                m = policy_metrics(report, set_secs)
+                out.append(
+                    f"| {n} | {server} | {status(report)} | {fmt(m['convergence_s'])} | "
+                    f"{fmt(m['fanout_p99_ms'])} | {fmt(m['rss_per_node_kib'])} | "
+                    f"{fmt(m['bytes_per_node'], 0)} | {fmt(m['set_s'], 2)} | {fmt(m['change_cmd_s'], 2)} | "
+                    f"{fmt(m['change_all_s'], 2)} | {fmt(m['change_p99_ms'])} | {fmt(m['change_cpu_s'], 2)} |"
+                )
+        out.append("")
+        both = [n for n in sizes if ("headway", scenario, n) in runs and ("headscale", scenario, n) in runs]
+        for n in both:
+            hw = policy_metrics(*runs[("headway", scenario, n)])
+            hs = policy_metrics(*runs[("headscale", scenario, n)])
+            out.append(
+                f"At {n} nodes, Headscale / headway: convergence {ratio(hs['convergence_s'], hw['convergence_s'])}, "
+                f"fan-out p99 {ratio(hs['fanout_p99_ms'], hw['fanout_p99_ms'])}, "
+                f"RSS per node {ratio(hs['rss_per_node_kib'], hw['rss_per_node_kib'])}, "
+                f"policy set {ratio(hs['set_s'], hw['set_s'])}, "
+                f"change → all {ratio(hs['change_all_s'], hw['change_all_s'])}."
+            )
+            out.append("")
+    notes = []
+    for (server, scenario, n), (report, _) in sorted(runs.items()):
+        for note in report.get("notes", [])[:3]:
+            notes.append(f"{server}, {scenario}, {n}: {note}")
+    if notes:
+        out += ["Notes from the runs:", ""] + [f"- {note}" for note in notes] + [""]
+    write_section(docs, "policy", out)
+
+
 def main():
     args = sys.argv[1:]
     if args and args[0] == "--relay":
         relay(args[1], args[2])
+    elif args and args[0] == "--policy":
+        policy(args[1], args[2])
     else:
         control_plane(args[0], args[1])
 

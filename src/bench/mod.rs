@@ -27,8 +27,17 @@ use tokio::task::JoinSet;
 pub struct Options {
     /// The control server URL (`http://127.0.0.1:8080`).
     pub server: String,
-    /// A reusable pre-auth key of the server.
-    pub auth_key: String,
+    /// Reusable pre-auth keys of the server: node `i` registers with key
+    /// `i % keys.len()` (several users and tagged keys, for a policy).
+    pub auth_keys: Vec<String>,
+    /// Nodes registered with different keys do not see each other (a policy that
+    /// partitions the tailnet by user): convergence and fan-out expect only the
+    /// nodes of the same key.
+    pub cohorts: bool,
+    /// A shell command run after the steady window that changes the server's
+    /// policy (every node's packet filter must change): the report says how long
+    /// until every node had a new filter.
+    pub policy_change: Option<String>,
     /// How many nodes to simulate.
     pub nodes: usize,
     /// How many nodes may be connecting and registering at once.
@@ -95,6 +104,21 @@ enum Event {
         port: u16,
         at: Instant,
     },
+    /// A node got a packet filter after the policy change began.
+    NewFilter {
+        at: Instant,
+    },
+}
+
+impl Options {
+    /// How many peers node `index` may see.
+    fn expected_peers(&self, index: usize) -> usize {
+        if !self.cohorts || self.auth_keys.len() <= 1 {
+            return self.nodes - 1;
+        }
+        let k = self.auth_keys.len();
+        (0..self.nodes).filter(|j| j % k == index % k).count() - 1
+    }
 }
 
 /// How long a node waits before opening a new map session.
@@ -118,6 +142,12 @@ struct Marker {
 pub async fn run(opts: Options) -> Result<Report> {
     if opts.nodes < 2 {
         bail!("--nodes must be at least 2 (a node needs a peer)");
+    }
+    if opts.auth_keys.is_empty() {
+        bail!("--authkey is required");
+    }
+    if opts.cohorts && !opts.churn.is_zero() {
+        bail!("--cohorts runs without churn (--churn 0s)");
     }
     let rate_ok = (f64::MIN_POSITIVE..=10_000.0).contains(&opts.churn_rate);
     if !opts.churn.is_zero() && !rate_ok {
@@ -151,6 +181,7 @@ pub async fn run(opts: Options) -> Result<Report> {
     // Join storm: every node connects, registers and streams.
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (marker_tx, marker_rx) = watch::channel(Marker::default());
+    let (policy_tx, policy_rx) = watch::channel(None::<Instant>);
     let (first_tx, mut first_rx) = mpsc::channel::<Node>(1);
     let bytes = Arc::new(AtomicU64::new(0));
     let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
@@ -161,12 +192,13 @@ pub async fn run(opts: Options) -> Result<Report> {
         churn_commands.push(command);
         let sim = Sim {
             index,
-            expected_peers: opts.nodes - 1,
+            expected_peers: opts.expected_peers(index),
             target: target.clone(),
             source: source_address(&addr, opts.sources, index),
-            auth_key: opts.auth_key.clone(),
+            auth_key: opts.auth_keys[index % opts.auth_keys.len()].clone(),
             events: events_tx.clone(),
             marker: marker_rx.clone(),
+            policy_change: policy_rx.clone(),
             bytes: bytes.clone(),
             first: (index == 0).then(|| first_tx.clone()),
         };
@@ -230,7 +262,8 @@ pub async fn run(opts: Options) -> Result<Report> {
         announcer.announce_endpoint(port).await?;
         let mut latencies = Vec::new();
         let round_deadline = (sent + Duration::from_secs(30)).min(deadline);
-        while latencies.len() < opts.nodes - 1 {
+        let observers = opts.expected_peers(0);
+        while latencies.len() < observers {
             match recv_until(&mut events, round_deadline).await {
                 Some(Event::Saw { round: r, at }) if r == round => {
                     latencies.push(at.saturating_duration_since(sent));
@@ -247,7 +280,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         }
         report
             .fan_out
-            .push(Distribution::of_round(&mut latencies, opts.nodes - 1));
+            .push(Distribution::of_round(&mut latencies, observers));
     }
 
     // Steady state: everyone connected and idle.
@@ -270,6 +303,18 @@ pub async fn run(opts: Options) -> Result<Report> {
             Some((after.rss_kib as f64 - before.rss_kib as f64) / opts.nodes as f64);
     }
     report.server_after = idle_end;
+
+    if let Some(command) = &opts.policy_change {
+        policy_change(
+            &opts,
+            command,
+            &policy_tx,
+            &mut events,
+            &mut report,
+            deadline,
+        )
+        .await;
+    }
 
     if !opts.churn.is_zero() {
         let mut churn = Churn {
@@ -434,6 +479,64 @@ impl Churn<'_> {
     }
 }
 
+/// Changes the server's policy with `command` and waits until every node got a
+/// new packet filter.
+async fn policy_change(
+    opts: &Options,
+    command: &str,
+    started: &watch::Sender<Option<Instant>>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    report: &mut Report,
+    deadline: Instant,
+) {
+    let before = opts.server_pid.and_then(ServerSample::take);
+    let t0 = Instant::now();
+    started.send_replace(Some(t0));
+    let command_line = command.to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("sh")
+            .args(["-c", &command_line])
+            .output()
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    let command_secs = t0.elapsed().as_secs_f64();
+    match run {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => report.note(format!(
+            "the policy change command failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => report.note(format!("the policy change command did not run: {e}")),
+    }
+    let mut latencies = Vec::new();
+    let wait_end = (Instant::now() + Duration::from_secs(120)).min(deadline);
+    while latencies.len() < opts.nodes {
+        match recv_until(events, wait_end).await {
+            Some(Event::NewFilter { at }) => latencies.push(at.saturating_duration_since(t0)),
+            Some(Event::Failed { index, error }) => {
+                report.failed += 1;
+                report.note(format!(
+                    "node {index} failed during the policy change: {error}"
+                ));
+            }
+            Some(Event::Reconnect { index, reason }) => report.reconnected(index, reason),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let after = opts.server_pid.and_then(ServerSample::take);
+    let p = &mut report.policy_change;
+    p.command_secs = Some(command_secs);
+    p.all_secs = (latencies.len() == opts.nodes)
+        .then(|| latencies.iter().max().map(Duration::as_secs_f64))
+        .flatten();
+    p.latency = Distribution::of_round(&mut latencies, opts.nodes);
+    if let (Some(a), Some(b)) = (&before, &after) {
+        p.cpu_secs = Some(b.cpu_secs - a.cpu_secs);
+    }
+}
+
 /// The next event, or `None` when the channel closed or `deadline` passed.
 async fn recv_until(
     events: &mut mpsc::UnboundedReceiver<Event>,
@@ -464,6 +567,8 @@ struct Sim {
     auth_key: String,
     events: mpsc::UnboundedSender<Event>,
     marker: watch::Receiver<Marker>,
+    /// When the policy change began (`None`: not yet).
+    policy_change: watch::Receiver<Option<Instant>>,
     bytes: Arc<AtomicU64>,
     /// Node 0 hands a handle to the coordinator for the fan-out rounds.
     first: Option<mpsc::Sender<Node>>,
@@ -594,6 +699,13 @@ impl Sim {
                 });
             }
         }
+        if !progress.new_filter
+            && let (Some(t0), Some(at)) = (*self.policy_change.borrow(), view.last_filter)
+            && at > t0
+        {
+            progress.new_filter = true;
+            let _ = self.events.send(Event::NewFilter { at });
+        }
         let marker = self.marker.borrow();
         if marker.round > progress.seen_round
             && view
@@ -627,4 +739,6 @@ struct Progress {
     rejoining: Option<Instant>,
     seen_round: usize,
     last_bytes: u64,
+    /// Reported a packet filter newer than the policy change.
+    new_filter: bool,
 }

@@ -57,6 +57,8 @@ pub struct View {
     pub messages: u64,
     /// Peers whose entry the last message set or changed.
     pub changed: Vec<u64>,
+    /// When the last message carrying a packet filter arrived.
+    pub last_filter: Option<std::time::Instant>,
 }
 
 /// The parts of a `MapResponse` the load generator reads; the rest is skipped.
@@ -73,6 +75,8 @@ struct MapMessage {
     peers_removed: Option<Vec<u64>>,
     #[serde(default)]
     peers_changed_patch: Option<Vec<PeerPatch>>,
+    #[serde(default)]
+    packet_filters: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +110,9 @@ impl View {
             serde_json::from_slice(json).context("a map message that is not a MapResponse")?;
         self.messages += 1;
         self.changed.clear();
+        if message.packet_filters.is_some() {
+            self.last_filter = Some(std::time::Instant::now());
+        }
         if let Some(node) = message.node {
             self.self_id = Some(node.id);
         }

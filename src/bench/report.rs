@@ -15,6 +15,8 @@ pub struct Report {
     /// One entry per fan-out round.
     pub fan_out: Vec<Distribution>,
     pub steady: Steady,
+    /// How a policy change reached the nodes (`--policy-change`).
+    pub policy_change: PolicyChange,
     pub churn: Churn,
     pub server_before: Option<ServerSample>,
     pub server_after: Option<ServerSample>,
@@ -38,6 +40,20 @@ pub struct JoinStorm {
     pub convergence_secs: Option<f64>,
     /// Connect + handshake + register, per node.
     pub registration: Distribution,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PolicyChange {
+    /// How long the command that changed the policy took (a CLI round trip:
+    /// parse, compile, check, store).
+    pub command_secs: Option<f64>,
+    /// From the start of the command until every node had a new packet filter;
+    /// `None` when not every node got one (or no change was asked for).
+    pub all_secs: Option<f64>,
+    /// Per node: from the start of the command until its new packet filter.
+    pub latency: Distribution,
+    /// Server CPU seconds spent on the change.
+    pub cpu_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -172,6 +188,7 @@ impl Report {
             && self.fan_out.iter().all(|round| round.missing == 0)
             && self.churn.rejoin.missing == 0
             && self.churn.propagation.missing == 0
+            && self.policy_change.latency.missing == 0
     }
 }
 

@@ -16,9 +16,23 @@ pub struct BenchArgs {
     /// The server's URL, as clients use it (http:// only).
     #[arg(long)]
     pub server: String,
-    /// A reusable pre-auth key of that server.
-    #[arg(long = "authkey", visible_alias = "auth-key")]
-    pub auth_key: String,
+    /// A reusable pre-auth key of that server; repeat (or separate with commas)
+    /// for several, which nodes take in turn.
+    #[arg(
+        long = "authkey",
+        visible_alias = "auth-key",
+        required = true,
+        value_delimiter = ','
+    )]
+    pub auth_key: Vec<String>,
+    /// Nodes of different keys do not see each other (the server's policy
+    /// partitions the tailnet by key): expect peers of the same key only.
+    #[arg(long)]
+    pub cohorts: bool,
+    /// After the steady window, run this shell command to change the server's
+    /// policy, and time until every node has a new packet filter.
+    #[arg(long)]
+    pub policy_change: Option<String>,
     /// How many nodes to simulate.
     #[arg(long, default_value_t = 100)]
     pub nodes: usize,
@@ -100,7 +114,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let options = Options {
         server: args.server,
-        auth_key: args.auth_key,
+        auth_keys: args.auth_key,
+        cohorts: args.cohorts,
+        policy_change: args.policy_change,
         nodes: args.nodes,
         concurrency: args.concurrency,
         sources: args.sources,

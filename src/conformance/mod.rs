@@ -10,8 +10,9 @@
 mod normalise;
 
 use crate::control::map::{MapInputs, MapSettings};
-use crate::policy::{self, Compiled, Device, Policy, Tailnet};
+use crate::policy::{self, Compiled, Policy, Tailnet};
 use crate::state::Snapshot;
+use crate::state::policy::devices_of;
 use crate::tailcfg;
 use crate::types::{
     DiscoKey, GivenName, MachineKey, Node, NodeId, NodeKey, RegisterMethod, Route, RouteId, User,
@@ -242,33 +243,6 @@ fn tailnet_domains(case: &Value) -> Vec<String> {
     out.sort();
     out.dedup();
     out
-}
-
-/// The policy's view of each node of a snapshot.
-fn devices_of(snapshot: &Snapshot) -> Vec<Device> {
-    snapshot
-        .nodes()
-        .map(|n| {
-            let active: Vec<IpNet> = snapshot
-                .routes(n.id)
-                .iter()
-                .filter(|r| r.advertised && r.approved)
-                .map(|r| r.prefix)
-                .collect();
-            Device {
-                id: n.id,
-                user: if n.tags.is_empty() { n.user_id } else { None },
-                tags: n.tags.clone(),
-                addrs: n.ip_addresses(),
-                subnet_routes: active
-                    .iter()
-                    .filter(|p| p.prefix_len() != 0)
-                    .copied()
-                    .collect(),
-                exit_node: active.iter().any(|p| p.prefix_len() == 0),
-            }
-        })
-        .collect()
 }
 
 /// `bulbasaur.tail78f774.ts.net.` → `bulbasaur`.

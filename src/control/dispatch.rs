@@ -34,7 +34,13 @@ impl Control {
         let online = |id| self.state.is_online(id);
         let mut inputs = self.inputs(&snapshot, &users, &online);
         inputs.policy = after.as_deref();
-        let plan = plan::plan(&inputs, before.as_deref(), &change, &connected);
+        let views = self
+            .session_views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let has_view = |node: NodeId, generation: u64| views.get(&node) == Some(&generation);
+        let plan = plan::plan(&inputs, before.as_deref(), &change, &connected, &has_view);
 
         for node in &plan.disconnect {
             self.hub.disconnect(*node);

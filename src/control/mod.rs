@@ -68,6 +68,9 @@ pub struct Control {
     peer_json: Arc<std::sync::Mutex<PeerJsonCache>>,
     /// The policy view the open sessions were last told about (dispatcher only).
     last_view: Arc<std::sync::Mutex<Option<Arc<crate::policy::Compiled>>>>,
+    /// The view each node's last whole map was built from (its generation), so
+    /// the dispatcher does not send it differences it already has.
+    session_views: Arc<std::sync::Mutex<HashMap<NodeId, u64>>>,
 }
 
 /// How a viewer sees a peer beyond the peer itself: the routes it may use on
@@ -101,6 +104,7 @@ impl Control {
             server_url: server_url.trim_end_matches('/').into(),
             peer_json: Arc::default(),
             last_view: Arc::default(),
+            session_views: Arc::default(),
         }
     }
 
@@ -153,6 +157,12 @@ impl Control {
         let online = |id| self.state.is_online(id);
         let derp = map::derp_map_for(&self.derp.current(), capver);
         let view = self.state.policy_view();
+        if let Some(v) = &view {
+            self.session_views
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(node, v.generation());
+        }
         let mut inputs = self.inputs(&snapshot, &users, &online);
         inputs.policy = view.as_deref();
         let message = inputs.full_without_peers(node, &derp)?;
@@ -197,8 +207,10 @@ impl Control {
     /// Drops cached JSON of nodes that no longer exist.
     fn forget_peers(&self, removed: impl IntoIterator<Item = NodeId>) {
         let mut cache = self.peer_json.lock().unwrap_or_else(|e| e.into_inner());
+        let mut views = self.session_views.lock().unwrap_or_else(|e| e.into_inner());
         for id in removed {
             cache.remove(&id);
+            views.remove(&id);
         }
     }
 }

@@ -45,6 +45,7 @@ pub fn plan(
     before: Option<&Compiled>,
     change: &Change,
     connected: &BTreeSet<NodeId>,
+    has_view: &dyn Fn(NodeId, u64) -> bool,
 ) -> Plan {
     let mut plan = Plan::default();
     if connected.is_empty() {
@@ -57,7 +58,7 @@ pub fn plan(
     plan.disconnect = change.peers_removed.iter().copied().collect();
     match (before, inputs.policy) {
         (None, None) => plan_open(inputs, change, connected, &mut plan),
-        (before, _) => plan_by_view(inputs, before, change, connected, &mut plan),
+        (before, _) => plan_by_view(inputs, before, change, connected, has_view, &mut plan),
     }
     let self_changed: BTreeSet<NodeId> = change
         .self_changed
@@ -221,6 +222,7 @@ fn plan_by_view(
     before: Option<&Compiled>,
     change: &Change,
     connected: &BTreeSet<NodeId>,
+    has_view: &dyn Fn(NodeId, u64) -> bool,
     plan: &mut Plan,
 ) {
     let after = inputs.policy;
@@ -262,7 +264,9 @@ fn plan_by_view(
             .copied()
             .filter(|p| sees(*p))
             .collect();
-        if view_changed {
+        // A session whose whole map was built from the new view already has it.
+        let current = after.is_some_and(|a| has_view(viewer, a.generation()));
+        if view_changed && !current {
             let vc = match (before, after) {
                 (Some(b), Some(a)) => a.changes_for(b, viewer),
                 _ => None,
@@ -358,10 +362,11 @@ fn plan_by_view(
 mod tests {
     use super::*;
     use crate::control::map::MapSettings;
+    use crate::policy::testing::user;
     use crate::policy::{Device, Options, Policy, Tailnet};
     use crate::state::Snapshot;
     use crate::types::{
-        DiscoKey, GivenName, MachineKey, Node, NodeKey, RegisterMethod, User, UserId, UserName,
+        DiscoKey, GivenName, MachineKey, Node, NodeKey, RegisterMethod, User, UserId,
     };
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -392,21 +397,6 @@ mod tests {
         }
     }
 
-    fn user(id: u64, name: &str) -> User {
-        let now = chrono::Utc::now();
-        User {
-            id: UserId(id),
-            name: UserName::parse(name).unwrap(),
-            display_name: String::new(),
-            email: String::new(),
-            provider: "cli".into(),
-            provider_id: String::new(),
-            profile_pic_url: String::new(),
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
     /// Alice owns 1 and 2, bob owns 3, 4 is `tag:server`.
     struct World {
         snapshot: Snapshot,
@@ -425,7 +415,11 @@ mod tests {
                 ],
                 Vec::new(),
             ),
-            users: [(UserId(1), user(1, "alice")), (UserId(2), user(2, "bob"))].into(),
+            users: [
+                (UserId(1), user(1, "alice", "")),
+                (UserId(2), user(2, "bob", "")),
+            ]
+            .into(),
             settings: MapSettings {
                 base_domain: "t.test".into(),
                 domain: String::new(),
@@ -479,7 +473,7 @@ mod tests {
                 policy: after,
             };
             let connected: BTreeSet<NodeId> = (1..=4).map(NodeId).collect();
-            plan(&inputs, before, change, &connected)
+            plan(&inputs, before, change, &connected, &|_, _| false)
         }
     }
 

@@ -379,38 +379,10 @@ fn principal_addrs(rule: &SSHRule) -> IpSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::testing::{device, user};
     use crate::policy::{Device, Options};
-    use crate::types::{NodeId, User, UserName};
+    use crate::types::User;
     use std::sync::Arc;
-
-    fn user(id: u64, name: &str, email: &str) -> User {
-        let now = chrono::Utc::now();
-        User {
-            id: UserId(id),
-            name: UserName::parse(name).unwrap(),
-            display_name: String::new(),
-            email: email.into(),
-            provider: "cli".into(),
-            provider_id: String::new(),
-            profile_pic_url: String::new(),
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
-    fn device(id: u64, user: Option<u64>, tags: &[&str]) -> Device {
-        Device {
-            id: NodeId(id),
-            user: user.map(UserId),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            addrs: vec![
-                format!("100.64.0.{id}").parse().unwrap(),
-                format!("fd7a:115c:a1e0::{id:x}").parse().unwrap(),
-            ],
-            subnet_routes: Vec::new(),
-            exit_node: false,
-        }
-    }
 
     /// odin (1) owns node 1, thor (2) node 2 and node 5; node 3 is tag:server,
     /// node 4 tag:prod.

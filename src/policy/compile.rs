@@ -69,7 +69,12 @@ pub struct Compiled {
     /// Routes that `via` grants steer: (viewer index, route) → the routers the
     /// viewer's traffic to that route must go through.
     via_routers: HashMap<(usize, ipnet::IpNet), Vec<NodeId>>,
+    /// Distinguishes views: every build gets the next number.
+    generation: u64,
 }
+
+/// The generation of the next view built.
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The source side of a compiled grant.
 #[derive(Debug)]
@@ -285,12 +290,18 @@ impl Compiled {
             attrs,
             route_viewers,
             via_routers,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             policy,
         }
     }
 
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// A number no other view shares.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// What differs for node `id` between `before` and this view: whether its

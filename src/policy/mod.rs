@@ -23,6 +23,8 @@ mod parse;
 mod peers;
 mod resolve;
 mod ssh;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use attrs::Approvals;
 pub use checks::run_tests;

@@ -265,38 +265,10 @@ fn localparts(r: &Resolver<'_>, users: &[SshUser]) -> HashMap<UserId, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{User, UserName};
+    use crate::policy::testing::{device, user};
+    use crate::types::User;
 
     const BASE: &str = "https://hs.example";
-
-    fn user(id: u64, name: &str, email: &str) -> User {
-        let now = chrono::Utc::now();
-        User {
-            id: UserId(id),
-            name: UserName::parse(name).unwrap(),
-            display_name: String::new(),
-            email: email.into(),
-            provider: "cli".into(),
-            provider_id: String::new(),
-            profile_pic_url: String::new(),
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
-    fn device(id: u64, user: Option<u64>, tags: &[&str]) -> Device {
-        Device {
-            id: NodeId(id),
-            user: user.map(UserId),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            addrs: vec![
-                format!("100.64.0.{id}").parse().unwrap(),
-                format!("fd7a:115c:a1e0::{id:x}").parse().unwrap(),
-            ],
-            subnet_routes: Vec::new(),
-            exit_node: false,
-        }
-    }
 
     /// odin (1, example.com) owns node 1, thor (2, example.org) node 2, freya
     /// (3, example.com) node 3; node 4 is tag:server, node 5 tag:exit+tag:router.

@@ -182,6 +182,25 @@ impl State {
             .map_err(|e| Error::InvalidArgument(e.to_string()))
     }
 
+    /// Runs `f` with what the policy in force says about tags and routes for
+    /// the current users and nodes; `None` without a policy.
+    pub(super) fn with_approvals<T>(
+        &self,
+        f: impl FnOnce(&policy::Approvals<'_>) -> T,
+    ) -> Option<T> {
+        let loaded = self.current_policy()?;
+        let users: Vec<User> = self.users().values().cloned().collect();
+        let devices = devices_of(&self.snapshot());
+        let approvals = policy::Approvals::new(
+            &loaded.policy,
+            Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+        );
+        Some(f(&approvals))
+    }
+
     fn compile_options(&self) -> policy::Options {
         policy::Options {
             server_url: self.policy.server_url.clone(),

@@ -149,26 +149,17 @@ impl State {
     /// The advertised routes of node `id` the policy approves by itself
     /// (`autoApprovers`); none without a policy.
     fn policy_approvals(&self, id: NodeId, advertised: &[IpNet]) -> Vec<IpNet> {
-        let Some(loaded) = self.current_policy() else {
-            return Vec::new();
-        };
         if advertised.is_empty() {
             return Vec::new();
         }
-        let users: Vec<crate::types::User> = self.users().values().cloned().collect();
-        let devices = super::policy::devices_of(&self.snapshot());
-        let approvals = crate::policy::Approvals::new(
-            &loaded.policy,
-            crate::policy::Tailnet {
-                users: &users,
-                devices: &devices,
-            },
-        );
-        advertised
-            .iter()
-            .filter(|p| approvals.auto_approves(id, p))
-            .copied()
-            .collect()
+        self.with_approvals(|approvals| {
+            advertised
+                .iter()
+                .filter(|p| approvals.auto_approves(id, p))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
     }
 
     /// Re-applies the policy's route approvals to every node (after a new policy,

@@ -559,5 +559,26 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
         eventually("a reaches b again", Duration::from_secs(10), || {
             crosses(&a, &b_ip, port)
         });
+
+        // A policy may name a user who does not exist yet: carol matches once she
+        // joins, with no reload.
+        set(
+            "carol.hujson",
+            r#"{"acls": [{"action": "accept", "src": ["carol@"], "dst": ["bob@:*"]}]}"#,
+        )
+        .ok();
+        let c = join(
+            &server,
+            &version,
+            "node-c",
+            &key_for(&server, "carol", &[]),
+            &[],
+        );
+        eventually(
+            "carol's new node reaches b",
+            Duration::from_secs(30),
+            || crosses(&c, &b_ip, port),
+        );
+        assert!(!crosses(&a, &b_ip, port), "{version}: alice reaches b");
     }
 }
