@@ -230,6 +230,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         }
     }
     report.join_storm.registered = registration.len();
+    report.join_storm.bytes_per_node = bytes.load(Ordering::Relaxed) as f64 / opts.nodes as f64;
     report.join_storm.converged = converged;
     report.join_storm.registration = Distribution::of(&mut registration);
     report.join_storm.convergence_secs = (converged == opts.nodes)

@@ -40,6 +40,9 @@ pub struct JoinStorm {
     pub convergence_secs: Option<f64>,
     /// Connect + handshake + register, per node.
     pub registration: Distribution,
+    /// Map bytes (framed, compressed) each node received by the end of the storm,
+    /// on average: what its first maps and the join deltas cost it.
+    pub bytes_per_node: f64,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -118,3 +118,89 @@ impl<'a> Approvals<'a> {
         self.r.policy.tag_owners.contains_key(tag)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{device, user};
+
+    const POLICY: &str = r#"{
+        "groups": {"group:ops": ["alice@"]},
+        "tagOwners": {"tag:router": ["group:ops"], "tag:web": ["tag:router"], "tag:db": []},
+        "autoApprovers": {
+            "routes": {"10.0.0.0/8": ["tag:router"], "192.168.1.0/24": ["bob@"]},
+            "exitNode": ["group:ops"],
+        },
+        "nodeAttrs": [{"target": ["tag:router"], "attr": ["magicdns-aaaa"]}],
+        "randomizeClientPort": true,
+    }"#;
+
+    #[test]
+    fn routes_are_approved_by_containing_prefixes_and_exit_nodes_apart() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let users = vec![user(1, "alice", ""), user(2, "bob", "")];
+        let devices = vec![
+            device(1, Some(1), &[]),
+            device(2, Some(2), &[]),
+            device(3, None, &["tag:router"]),
+        ];
+        let a = Approvals::new(
+            &policy,
+            Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+        );
+        let net = |s: &str| s.parse::<IpNet>().unwrap();
+        assert!(a.auto_approves(NodeId(3), &net("10.33.0.0/16")));
+        assert!(!a.auto_approves(NodeId(3), &net("11.0.0.0/8")));
+        assert!(!a.auto_approves(NodeId(1), &net("10.33.0.0/16")));
+        assert!(a.auto_approves(NodeId(2), &net("192.168.1.0/24")));
+        // A /0 is an exit route: only exitNode approves it.
+        assert!(a.auto_approves(NodeId(1), &net("0.0.0.0/0")));
+        assert!(!a.auto_approves(NodeId(3), &net("::/0")));
+    }
+
+    #[test]
+    fn tags_are_owned_through_groups_and_other_tags() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let users = vec![user(1, "alice", ""), user(2, "bob", "")];
+        let a = Approvals::new(
+            &policy,
+            Tailnet {
+                users: &users,
+                devices: &[],
+            },
+        );
+        assert!(a.may_tag("tag:router", Some(&users[0]), &[]));
+        assert!(!a.may_tag("tag:router", Some(&users[1]), &[]));
+        // tag:web is owned by tag:router, which alice owns.
+        assert!(a.may_tag("tag:web", Some(&users[0]), &[]));
+        assert!(a.may_tag("tag:web", None, &["tag:router".into()]));
+        assert!(!a.may_tag("tag:db", Some(&users[0]), &[]));
+        assert!(!a.may_tag("tag:nope", Some(&users[0]), &[]));
+    }
+
+    #[test]
+    fn node_attributes_follow_their_targets() {
+        let policy = Policy::parse(POLICY).unwrap();
+        let users = vec![user(1, "alice", "")];
+        let devices = vec![device(1, Some(1), &[]), device(3, None, &["tag:router"])];
+        let r = Resolver::new(
+            &policy,
+            Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+        );
+        let attrs = node_attrs(&r);
+        assert_eq!(
+            attrs[0].keys().collect::<Vec<_>>(),
+            ["randomize-client-port"]
+        );
+        assert_eq!(
+            attrs[1].keys().collect::<Vec<_>>(),
+            ["magicdns-aaaa", "randomize-client-port"]
+        );
+    }
+}

@@ -855,3 +855,103 @@ fn merge_wire(rules: Vec<FilterRule>) -> Vec<FilterRule> {
 #[allow(dead_code)]
 fn _uses(_: fn(&IpSet) -> bool) {}
 const _: fn(&IpSet) -> bool = covers_internet;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::testing::{device, user};
+    use crate::types::User;
+
+    /// alice (1) owns 1 and 2, bob (2) owns 3, 4 is tag:server, 5 a router of
+    /// 10.1.0.0/16.
+    fn compile(policy: &str) -> Compiled {
+        let users: Vec<User> = vec![user(1, "alice", "alice@example.com"), user(2, "bob", "")];
+        let mut devices = vec![
+            device(1, Some(1), &[]),
+            device(2, Some(1), &[]),
+            device(3, Some(2), &[]),
+            device(4, None, &["tag:server"]),
+            device(5, None, &["tag:router"]),
+        ];
+        devices[4].subnet_routes = vec!["10.1.0.0/16".parse().unwrap()];
+        Compiled::new(
+            Arc::new(Policy::parse(policy).unwrap()),
+            Tailnet {
+                users: &users,
+                devices: &devices,
+            },
+            &Options::default(),
+        )
+    }
+
+    fn dsts(c: &Compiled, id: u64) -> Vec<String> {
+        c.filter(NodeId(id))
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.dst_ports
+                    .iter()
+                    .map(|d| format!("{}:{}", d.ip, d.ports.first))
+            })
+            .collect()
+    }
+
+    fn peers(c: &Compiled, id: u64) -> Vec<u64> {
+        c.peers_of(NodeId(id)).into_iter().map(|n| n.0).collect()
+    }
+
+    const POLICY: &str = r#"{
+        "tagOwners": {"tag:server": [], "tag:router": []},
+        "acls": [
+            {"action": "accept", "src": ["alice@example.com"], "dst": ["tag:server:22"]},
+            {"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+            {"action": "accept", "src": ["bob@"], "dst": ["10.1.2.0/24:443"]},
+        ],
+    }"#;
+
+    #[test]
+    fn each_node_gets_only_the_rules_that_reach_it() {
+        let c = compile(POLICY);
+        assert_eq!(dsts(&c, 4), ["100.64.0.4:22", "fd7a:115c:a1e0::4:22"]);
+        // Alice's devices reach each other (autogroup:self), each only itself as dst.
+        assert_eq!(dsts(&c, 1), ["100.64.0.1:0", "fd7a:115c:a1e0::1:0"]);
+        // The router gets the rule for the subnet behind it.
+        assert_eq!(dsts(&c, 5), ["10.1.2.0/24:443"]);
+        // Bob's device is nobody's destination but its own (self).
+        assert_eq!(dsts(&c, 3), ["100.64.0.3:0", "fd7a:115c:a1e0::3:0"]);
+    }
+
+    #[test]
+    fn visibility_is_mutual_and_counts_routes() {
+        let c = compile(POLICY);
+        assert_eq!(peers(&c, 1), [2, 4]);
+        assert_eq!(peers(&c, 4), [1, 2]);
+        // Bob may use a subnet behind the router: they see each other.
+        assert_eq!(peers(&c, 3), [5]);
+        assert_eq!(peers(&c, 5), [3]);
+        assert!(c.route_visible(NodeId(3), &"10.1.0.0/16".parse().unwrap()));
+        assert!(!c.route_visible(NodeId(1), &"10.1.0.0/16".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_policy_without_rules_allows_all_and_empty_rules_allow_none() {
+        let open = compile(r#"{"tagOwners": {"tag:server": [], "tag:router": []}}"#);
+        assert_eq!(peers(&open, 1), [2, 3, 4, 5]);
+        let closed = compile(r#"{"acls": []}"#);
+        assert!(peers(&closed, 1).is_empty());
+        assert!(closed.filter(NodeId(1)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn views_compare_by_fingerprint() {
+        let a = compile(POLICY);
+        let b = compile(&POLICY.replace("tag:server:22", "tag:server:2222"));
+        let server = b.changes_for(&a, NodeId(4)).unwrap();
+        assert!(server.filter && server.gained.is_empty() && server.lost.is_empty());
+        let laptop = b.changes_for(&a, NodeId(1)).unwrap();
+        assert!(!laptop.filter, "node 1's filter did not change");
+        let same = a.changes_for(&a, NodeId(3)).unwrap();
+        assert_eq!(same, ViewChange::default());
+        assert_ne!(a.generation(), b.generation());
+    }
+}

@@ -89,3 +89,98 @@ fn the_load_generator_converges_every_simulated_node() {
         serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), 30);
 }
+
+#[test]
+fn under_a_partitioning_policy_nodes_see_their_cohort_and_get_a_changed_policy() {
+    let server = TestServer::spawn_with(crate::support::Spawn {
+        extra_config: "policy:\n  mode: database\n".into(),
+        ..Default::default()
+    });
+    let dir = server.dir.path();
+    let mut keys = Vec::new();
+    for user in ["u0", "u1", "u2"] {
+        server.cli(&["users", "create", user]).ok();
+        let key = server
+            .cli(&[
+                "preauthkeys",
+                "create",
+                "--user",
+                user,
+                "--reusable",
+                "-e",
+                "1h",
+            ])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned();
+        keys.push(key);
+    }
+    let cohorts = |port: u16| {
+        let rules: Vec<String> = (0..3)
+            .map(|u| {
+                format!(r#"{{"action": "accept", "src": ["u{u}@"], "dst": ["u{u}@:{port}"]}}"#)
+            })
+            .collect();
+        format!(r#"{{"acls": [{}]}}"#, rules.join(","))
+    };
+    std::fs::write(dir.join("first.hujson"), cohorts(22)).unwrap();
+    std::fs::write(dir.join("second.hujson"), cohorts(2222)).unwrap();
+    let first = dir.join("first.hujson").display().to_string();
+    server.cli(&["policy", "set", "-f", &first]).ok();
+    let change = format!(
+        "{} -c {} policy set -f {}",
+        crate::support::headway_bin().display(),
+        server.config_path.as_ref().unwrap().display(),
+        dir.join("second.hujson").display()
+    );
+    let out = dir.join("report.json");
+    let (url, out_arg, key_list) = (server.url(), out.display().to_string(), keys.join(","));
+    server
+        .cli(&[
+            "bench",
+            "--server",
+            &url,
+            "--authkey",
+            &key_list,
+            "--cohorts",
+            "--nodes",
+            "30",
+            "--concurrency",
+            "8",
+            "--fanout-rounds",
+            "2",
+            "--steady",
+            "1s",
+            "--churn",
+            "0s",
+            "--policy-change",
+            &change,
+            "--deadline",
+            "2m",
+            "--out",
+            &out_arg,
+        ])
+        .ok();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // 30 nodes in 3 cohorts: each sees the 9 others of its cohort and no one else.
+    assert_eq!(report["join_storm"]["converged"], 30, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    for round in report["fan_out"].as_array().unwrap() {
+        assert_eq!(
+            (round["count"].as_u64(), round["missing"].as_u64()),
+            (Some(9), Some(0))
+        );
+    }
+    let policy = &report["policy_change"];
+    assert_eq!(
+        (
+            policy["latency"]["count"].as_u64(),
+            policy["latency"]["missing"].as_u64()
+        ),
+        (Some(30), Some(0)),
+        "{report:#}"
+    );
+    assert!(policy["all_secs"].as_f64().is_some(), "{report:#}");
+}
