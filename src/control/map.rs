@@ -2,7 +2,7 @@
 //! online, the DERP map and the map settings. No IO, no locks held.
 
 use crate::config::Config;
-use crate::policy::Compiled;
+use crate::policy::{Compiled, FILTER_CHUNKS};
 use crate::state::Snapshot;
 use crate::tailcfg::{
     self, DERPMap, DNSConfig, FilterRule, MapResponse, PeerChange, Resolver, UserProfile,
@@ -15,6 +15,12 @@ use std::sync::Arc;
 /// The user id clients see for nodes owned by no user (tagged nodes), as Headscale uses.
 pub const TAGGED_USER_ID: u64 = 2_147_455_555;
 const TAGGED_USER_NAME: &str = "tagged-devices";
+
+/// The `PacketFilters` key that, set to `null`, clears every chunk first.
+const CLEAR_FILTERS: &str = "*";
+
+/// `MapResponse.PacketFilters`: filter chunks by name, `None` to delete one.
+pub type PacketFilters = std::collections::BTreeMap<String, Option<Vec<FilterRule>>>;
 
 /// Everything about maps that comes from the configuration, computed once.
 #[derive(Clone, Debug)]
@@ -327,12 +333,50 @@ impl MapInputs<'_> {
             .filter(move |n| n.id != viewer && self.policy.is_none_or(|p| p.can_see(viewer, n.id)))
     }
 
-    /// The packet filter of `node`: the policy's, or allow-all without one.
+    /// The packet filter of `node` as one list: the policy's, or allow-all
+    /// without one.
     pub fn packet_filter(&self, node: NodeId) -> Vec<FilterRule> {
         match self.policy {
             None => vec![FilterRule::allow_all()],
-            Some(p) => p.filter(node).map(|f| (**f).clone()).unwrap_or_default(),
+            Some(p) => p.filter(node).unwrap_or_default(),
         }
+    }
+
+    /// `PacketFilters` of a full map: every chunk the client held is cleared,
+    /// then `base` (allow-all without a policy) and the node's other non-empty
+    /// chunks are set.
+    pub fn packet_filters(&self, node: NodeId) -> PacketFilters {
+        let mut out = match self.policy {
+            None => MapResponse::base_filter(vec![FilterRule::allow_all()]),
+            Some(_) => self.filter_chunks(node, [true; 3]),
+        };
+        // After the clear, an empty chunk is simply left out.
+        out.retain(|_, rules| rules.is_some());
+        out.entry(FILTER_CHUNKS[0].to_owned())
+            .or_insert_with(|| Some(Vec::new()));
+        out.insert(CLEAR_FILTERS.to_owned(), None);
+        out
+    }
+
+    /// The chunks of `node`'s filter that `which` names (in [`FILTER_CHUNKS`]
+    /// order), for a delta: an empty chunk is deleted (`null`).
+    pub fn filter_chunks(&self, node: NodeId, which: [bool; 3]) -> PacketFilters {
+        let Some(chunks) = self.policy.and_then(|p| p.filter_chunks(node)) else {
+            return PacketFilters::new();
+        };
+        FILTER_CHUNKS
+            .iter()
+            .zip(chunks)
+            .zip(which)
+            .filter(|(_, send)| *send)
+            .map(|((name, chunk), _)| {
+                let rules = chunk.rules();
+                (
+                    (*name).to_owned(),
+                    (!rules.is_empty()).then(|| rules.to_vec()),
+                )
+            })
+            .collect()
     }
 
     /// The SSH policy of `node`, if the policy has an `ssh` section.
@@ -352,7 +396,7 @@ impl MapInputs<'_> {
             derp_map: Some(derp.clone()),
             dns_config: self.settings.dns.clone(),
             domain: self.settings.domain.clone(),
-            packet_filters: MapResponse::base_filter(self.packet_filter(self_id)),
+            packet_filters: self.packet_filters(self_id),
             ssh_policy: self.ssh_policy(self_id),
             user_profiles: self.user_profiles(std::iter::once(&**me).chain(peers.iter().copied())),
             control_time: Some(self.now),

@@ -208,9 +208,11 @@ struct Delta {
     changed: Vec<(NodeId, Vec<IpNet>)>,
     no_v4: bool,
     patched: Vec<NodeId>,
-    /// The viewer's new packet filter and SSH policy, by fingerprint (viewers
-    /// with equal fingerprints have equal contents); `None`: unchanged.
-    filter: Option<u64>,
+    /// The viewer's new packet filter chunks and SSH policy, by fingerprint
+    /// (viewers with equal fingerprints have equal contents); `None`:
+    /// unchanged. Most viewers share their `base` chunk, so a policy change
+    /// is a few messages, not one per viewer.
+    filter: [Option<u64>; 3],
     ssh: Option<u64>,
 }
 
@@ -247,6 +249,10 @@ fn plan_by_view(
     } else {
         BTreeSet::new()
     };
+    let comparison = match (before, after) {
+        (Some(b), Some(a)) if view_changed => Some(a.compare(b)),
+        _ => None,
+    };
     let mut groups: BTreeMap<Delta, Vec<NodeId>> = BTreeMap::new();
     for &viewer in connected {
         if change.peers_removed.contains(&viewer) || inputs.snapshot.get(viewer).is_none() {
@@ -267,10 +273,7 @@ fn plan_by_view(
         // A session whose whole map was built from the new view already has it.
         let current = after.is_some_and(|a| has_view(viewer, a.generation()));
         if view_changed && !current {
-            let vc = match (before, after) {
-                (Some(b), Some(a)) => a.changes_for(b, viewer),
-                _ => None,
-            };
+            let vc = comparison.as_ref().and_then(|c| c.node(viewer));
             match vc {
                 Some(vc) => {
                     if vc.attrs {
@@ -283,11 +286,13 @@ fn plan_by_view(
                     let prints = after
                         .and_then(|a| a.fingerprints(viewer))
                         .unwrap_or_default();
-                    if vc.filter {
-                        delta.filter = Some(prints.0);
+                    for c in 0..3 {
+                        if vc.filter[c] {
+                            delta.filter[c] = Some(prints.filter[c]);
+                        }
                     }
                     if vc.ssh {
-                        delta.ssh = Some(prints.1);
+                        delta.ssh = Some(prints.ssh);
                     }
                 }
                 // A policy appeared or went away, or the viewer is new to the view.
@@ -314,7 +319,7 @@ fn plan_by_view(
         if delta.removed.is_empty()
             && delta.changed.is_empty()
             && delta.patched.is_empty()
-            && delta.filter.is_none()
+            && delta.filter.iter().all(Option::is_none)
             && delta.ssh.is_none()
         {
             continue;
@@ -348,9 +353,8 @@ fn plan_by_view(
             ..MapResponse::default()
         };
         // Group members share fingerprints, so the first one's content is everyone's.
-        if delta.filter.is_some() {
-            message.packet_filters = MapResponse::base_filter(inputs.packet_filter(viewers[0]));
-        }
+        message.packet_filters =
+            inputs.filter_chunks(viewers[0], delta.filter.map(|p| p.is_some()));
         if delta.ssh.is_some() {
             message.ssh_policy = Some(inputs.ssh_policy(viewers[0]).unwrap_or_default());
         }
@@ -588,6 +592,54 @@ mod tests {
                 true
             )]
         );
+    }
+
+    #[test]
+    fn a_rule_every_node_shares_changes_in_one_message_and_self_rules_stay_put() {
+        let w = world();
+        let before = w.compile(
+            r#"{"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+                         {"action": "accept", "src": ["*"], "dst": ["*:9100"]}]}"#,
+        );
+        let after = w.compile(
+            r#"{"acls": [{"action": "accept", "src": ["autogroup:member"], "dst": ["autogroup:self:*"]},
+                         {"action": "accept", "src": ["*"], "dst": ["*:9100", "*:9200"]}]}"#,
+        );
+        // Every node's own `self` rules differ, yet the change is to the
+        // `base` chunk they all share: one message.
+        let plan = w.plan(Some(&before), Some(&after), &Change::policy());
+        assert_eq!(plan.messages.len(), 1, "{:?}", summary(&plan));
+        let (message, audience) = &plan.messages[0];
+        assert_eq!(*audience, Audience::Only(ids(&[1, 2, 3, 4])));
+        let chunks: Vec<&str> = message.packet_filters.keys().map(String::as_str).collect();
+        assert_eq!(chunks, ["base"]);
+        let ports: Vec<u16> = message.packet_filters["base"].as_ref().unwrap()[0]
+            .dst_ports
+            .iter()
+            .map(|d| d.ports.first)
+            .collect();
+        assert_eq!(ports, [9100, 9200]);
+        // Alice's two nodes keep distinct `self` chunks, which a full map sets
+        // after clearing whatever the client held.
+        let online = |_| true;
+        let inputs = MapInputs {
+            snapshot: &w.snapshot,
+            users: &w.users,
+            online: &online,
+            settings: &w.settings,
+            now: chrono::Utc::now(),
+            policy: Some(&after),
+        };
+        let (one, two) = (
+            inputs.packet_filters(NodeId(1)),
+            inputs.packet_filters(NodeId(2)),
+        );
+        assert_eq!(one.keys().collect::<Vec<_>>(), ["*", "base", "self"]);
+        assert_eq!(one["*"], None);
+        assert_eq!(one["base"], two["base"]);
+        assert_ne!(one["self"], two["self"]);
+        // The tagged server has no `self` rules.
+        assert!(!inputs.packet_filters(NodeId(4)).contains_key("self"));
     }
 
     #[test]

@@ -11,9 +11,10 @@ use super::peers::{self, Matcher, Visibility};
 use super::resolve::{Resolver, covers_internet, is_internet};
 use super::{Device, Tailnet, ssh};
 use crate::tailcfg::{CapGrant, CapMap, FilterRule, NetPortRange, PortRange, SSHPolicy};
-use crate::types::NodeId;
+use crate::types::{NodeId, UserId};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 /// Capabilities whose grant also gives the destination a capability towards
@@ -23,10 +24,45 @@ const COMPANION_CAPS: &[(&str, &str)] = &[
     ("tailscale.com/cap/relay", "tailscale.com/cap/relay-target"),
 ];
 
+/// The named parts of a node's packet filter, as `MapResponse.PacketFilters`
+/// carries them (clients concatenate them in key order): the tailnet-wide rules
+/// reduced to the node, its `autogroup:self` rules, and the rules of `via`
+/// grants it routes for. Most nodes share their `base` part with many others,
+/// so a change to it is one message for all of them.
+pub const FILTER_CHUNKS: [&str; 3] = ["base", "self", "via"];
+
+/// One named part of a node's packet filter. Nodes with equal parts share one.
+#[derive(Debug, PartialEq)]
+pub struct FilterChunk {
+    rules: Vec<FilterRule>,
+    print: u64,
+}
+
+impl FilterChunk {
+    pub fn rules(&self) -> &[FilterRule] {
+        &self.rules
+    }
+
+    /// Equal fingerprints, equal rules (across views too).
+    pub fn fingerprint(&self) -> u64 {
+        self.print
+    }
+}
+
+/// Fingerprints of what a node receives: each filter chunk (in
+/// [`FILTER_CHUNKS`] order), its SSH policy and its attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Prints {
+    pub filter: [u64; 3],
+    pub ssh: u64,
+    pub attrs: u64,
+}
+
 /// How one node's view differs between two compiled views.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ViewChange {
-    pub filter: bool,
+    /// Which filter chunks changed, in [`FILTER_CHUNKS`] order.
+    pub filter: [bool; 3],
     pub ssh: bool,
     pub attrs: bool,
     /// Peers it may see now and could not before.
@@ -35,11 +71,92 @@ pub struct ViewChange {
     pub lost: Vec<NodeId>,
 }
 
-fn fingerprint(text: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut h);
+fn fingerprint<T: Hash + ?Sized>(value: &T) -> u64 {
+    let mut h = DefaultHasher::new();
+    value.hash(&mut h);
     h.finish()
+}
+
+fn json_print<T: serde::Serialize + ?Sized>(value: &T) -> u64 {
+    fingerprint(&serde_json::to_string(value).expect("policy output always serialises"))
+}
+
+/// The source lists of one build, each stored once: equal lists are one
+/// `Arc`, so rules compare their sources by address and nodes share them.
+#[derive(Default)]
+struct SrcLists {
+    lists: HashMap<Arc<[String]>, u64>,
+    /// Content hashes by the address of the list.
+    by_addr: HashMap<usize, u64>,
+}
+
+impl SrcLists {
+    fn get(&mut self, list: Vec<String>) -> Arc<[String]> {
+        if let Some((list, _)) = self.lists.get_key_value(list.as_slice()) {
+            return list.clone();
+        }
+        let hash = fingerprint(&list);
+        let list: Arc<[String]> = list.into();
+        self.lists.insert(list.clone(), hash);
+        self.by_addr.insert(addr_of(&list), hash);
+        list
+    }
+
+    /// The content hash of a list this build made (hashed afresh otherwise).
+    fn hash_of(&self, list: &Arc<[String]>) -> u64 {
+        self.by_addr
+            .get(&addr_of(list))
+            .copied()
+            .unwrap_or_else(|| fingerprint(&**list))
+    }
+}
+
+fn addr_of(list: &Arc<[String]>) -> usize {
+    Arc::as_ptr(list).cast::<String>() as usize
+}
+
+/// The fingerprint of filter rules whose sources `lists` made: sources count
+/// by their content hash, so building it costs no more than the destinations.
+fn chunk_print(rules: &[FilterRule], lists: &SrcLists) -> u64 {
+    let mut h = DefaultHasher::new();
+    for rule in rules {
+        lists.hash_of(&rule.src_ips).hash(&mut h);
+        rule.ip_proto.hash(&mut h);
+        for d in &rule.dst_ports {
+            (&d.ip, d.ports.first, d.ports.last).hash(&mut h);
+        }
+        if !rule.cap_grant.is_empty() {
+            serde_json::to_string(&rule.cap_grant)
+                .expect("capability grants always serialise")
+                .hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Filter chunks of one build, equal ones stored once.
+#[derive(Default)]
+struct Chunks {
+    by_print: HashMap<u64, Arc<FilterChunk>>,
+}
+
+impl Chunks {
+    fn get(&mut self, rules: Vec<FilterRule>, lists: &SrcLists) -> Arc<FilterChunk> {
+        let chunk = FilterChunk {
+            print: chunk_print(&rules, lists),
+            rules,
+        };
+        match self.by_print.get(&chunk.print) {
+            Some(same) if **same == chunk => same.clone(),
+            // A fingerprint collision stays unshared.
+            Some(_) => Arc::new(chunk),
+            None => {
+                let chunk = Arc::new(chunk);
+                self.by_print.insert(chunk.print, chunk.clone());
+                chunk
+            }
+        }
+    }
 }
 
 /// Settings the compiled view needs from outside the policy.
@@ -57,10 +174,11 @@ pub struct Compiled {
     policy: Arc<Policy>,
     index: HashMap<NodeId, usize>,
     devices: Vec<Device>,
-    filters: Vec<Arc<Vec<FilterRule>>>,
-    /// A fingerprint of each device's filter, SSH policy and attributes, so
+    /// Each device's packet filter, in [`FILTER_CHUNKS`].
+    filters: Vec<[Arc<FilterChunk>; 3]>,
+    /// Fingerprints of each device's filter, SSH policy and attributes, so
     /// that two views can be compared without comparing their contents.
-    fingerprints: Vec<(u64, u64, u64)>,
+    fingerprints: Vec<Prints>,
     visibility: Visibility,
     ssh: Vec<Option<Arc<SSHPolicy>>>,
     attrs: Vec<Arc<CapMap>>,
@@ -82,7 +200,7 @@ struct Sources {
     /// What the rule matches (approved subnets included for `*`).
     set: IpSet,
     /// The wire `SrcIPs`.
-    wire: Vec<String>,
+    wire: Arc<[String]>,
 }
 
 /// One destination entry of a port rule: its wire text, its addresses and ports.
@@ -145,6 +263,7 @@ impl Compiled {
         let n = devices.len();
         let approved_subnets = r.approved_subnets();
 
+        let mut lists = SrcLists::default();
         let mut rules: Vec<Rule> = Vec::new();
         let mut selves: Vec<SelfPart> = Vec::new();
         let mut vias: Vec<ViaPart> = Vec::new();
@@ -153,9 +272,12 @@ impl Compiled {
                 &r,
                 &grant,
                 &approved_subnets,
-                &mut rules,
-                &mut selves,
-                &mut vias,
+                &mut lists,
+                &mut Parts {
+                    rules: &mut rules,
+                    selves: &mut selves,
+                    vias: &mut vias,
+                },
             );
         }
         let rules = merge_rules(rules);
@@ -182,18 +304,17 @@ impl Compiled {
         }
 
         let mut filters = Vec::with_capacity(n);
-        let mut filter_prints = Vec::with_capacity(n);
-        // Nodes with the same filter share one copy (keyed by its JSON).
-        let mut dedup: HashMap<String, Arc<Vec<FilterRule>>> = HashMap::new();
+        let mut chunks = Chunks::default();
+        let mut own_sources: HashMap<UserId, OwnSources> = HashMap::new();
         for (i, device) in devices.iter().enumerate() {
-            let mut out = reduced_global(&rules, &mut hits[i], device);
-            out.extend(self_rules(&r, &selves, i));
-            out.extend(via_rules(&vias, device));
-            let out = merge_wire(out);
-            let key = serde_json::to_string(&out).expect("filters always serialise");
-            filter_prints.push(fingerprint(&key));
-            let shared = dedup.entry(key).or_insert_with(|| Arc::new(out)).clone();
-            filters.push(shared);
+            let base = merge_wire(reduced_global(&rules, &mut hits[i], device));
+            let own = merge_wire(self_rules(&r, &selves, i, &mut lists, &mut own_sources));
+            let via = merge_wire(via_rules(&vias, device));
+            filters.push([
+                chunks.get(base, &lists),
+                chunks.get(own, &lists),
+                chunks.get(via, &lists),
+            ]);
         }
 
         let matchers: Vec<Matcher> = rules
@@ -269,14 +390,20 @@ impl Compiled {
 
         let ssh = ssh::compile(&r, &options.server_url);
         let attrs = attrs::node_attrs(&r);
+        // Nodes share SSH policies and attributes: each is hashed once.
+        let mut ssh_prints: HashMap<usize, u64> = HashMap::new();
+        let mut attr_prints: HashMap<usize, u64> = HashMap::new();
         let fingerprints = (0..n)
-            .map(|i| {
-                let ssh_print = ssh[i].as_ref().map_or(0, |s| {
-                    fingerprint(&serde_json::to_string(&**s).expect("serialises"))
-                });
-                let attrs_print =
-                    fingerprint(&serde_json::to_string(&*attrs[i]).expect("serialises"));
-                (filter_prints[i], ssh_print, attrs_print)
+            .map(|i| Prints {
+                filter: filters[i].each_ref().map(|c| c.print),
+                ssh: ssh[i].as_ref().map_or(0, |s| {
+                    *ssh_prints
+                        .entry(Arc::as_ptr(s) as usize)
+                        .or_insert_with(|| json_print(&**s))
+                }),
+                attrs: *attr_prints
+                    .entry(Arc::as_ptr(&attrs[i]) as usize)
+                    .or_insert_with(|| json_print(&*attrs[i])),
             })
             .collect();
 
@@ -308,50 +435,21 @@ impl Compiled {
     /// packet filter, SSH policy or attributes changed, and which peers it
     /// gained and lost. `None` if `id` is in neither view.
     pub fn changes_for(&self, before: &Compiled, id: NodeId) -> Option<ViewChange> {
-        let (new_i, old_i) = (self.index.get(&id), before.index.get(&id));
-        let new_i = *new_i?;
-        let Some(&old_i) = old_i else {
-            return Some(ViewChange {
-                filter: true,
-                ssh: true,
-                attrs: true,
-                gained: self.peers_of(id),
-                lost: Vec::new(),
-            });
-        };
-        let (nf, ns, na) = self.fingerprints[new_i];
-        let (of, os, oa) = before.fingerprints[old_i];
-        let (gained, lost) = if self.same_prefix(before) {
-            self.visibility.row_diff(new_i, &before.visibility, old_i)
-        } else {
-            let old: std::collections::HashSet<usize> = before.visibility.row(old_i).collect();
-            let new: std::collections::HashSet<NodeId> = self
-                .visibility
-                .row(new_i)
-                .map(|b| self.devices[b].id)
-                .collect();
-            let old_ids: std::collections::HashSet<NodeId> =
-                old.iter().map(|b| before.devices[*b].id).collect();
-            (
-                new.difference(&old_ids).map(|id| self.index[id]).collect(),
-                old_ids
-                    .difference(&new)
-                    .map(|id| before.index[id])
-                    .collect(),
-            )
-        };
-        Some(ViewChange {
-            filter: nf != of,
-            ssh: ns != os,
-            attrs: na != oa,
-            gained: gained.into_iter().map(|b| self.devices[b].id).collect(),
-            lost: lost.into_iter().map(|b| before.devices[b].id).collect(),
-        })
+        self.compare(before).node(id)
+    }
+
+    /// This view against an older one, to ask about many nodes.
+    pub fn compare<'a>(&'a self, before: &'a Compiled) -> Comparison<'a> {
+        Comparison {
+            same_prefix: self.same_prefix(before),
+            after: self,
+            before,
+        }
     }
 
     /// Fingerprints of node `id`'s packet filter, SSH policy and attributes:
     /// equal fingerprints, equal contents.
-    pub fn fingerprints(&self, id: NodeId) -> Option<(u64, u64, u64)> {
+    pub fn fingerprints(&self, id: NodeId) -> Option<Prints> {
         self.index.get(&id).map(|i| self.fingerprints[*i])
     }
 
@@ -366,9 +464,22 @@ impl Compiled {
                 .all(|(a, b)| a.id == b.id)
     }
 
-    /// The packet filter of node `id` (`None` for an unknown node).
-    pub fn filter(&self, id: NodeId) -> Option<&Arc<Vec<FilterRule>>> {
+    /// The packet filter of node `id` in parts, in [`FILTER_CHUNKS`] order
+    /// (`None` for an unknown node).
+    pub fn filter_chunks(&self, id: NodeId) -> Option<&[Arc<FilterChunk>; 3]> {
         self.index.get(&id).map(|i| &self.filters[*i])
+    }
+
+    /// The packet filter of node `id` as one list, rules with the same sources
+    /// and protocols merged (`None` for an unknown node).
+    pub fn filter(&self, id: NodeId) -> Option<Vec<FilterRule>> {
+        let chunks = self.filter_chunks(id)?;
+        Some(merge_wire(
+            chunks
+                .iter()
+                .flat_map(|c| c.rules.iter().cloned())
+                .collect(),
+        ))
     }
 
     /// Whether `viewer` may see `peer` in its map (traffic is allowed in either
@@ -425,6 +536,59 @@ impl Compiled {
     }
 }
 
+/// Two views of the same tailnet, compared node by node.
+pub struct Comparison<'a> {
+    after: &'a Compiled,
+    before: &'a Compiled,
+    /// Device indices agree between the two views.
+    same_prefix: bool,
+}
+
+impl Comparison<'_> {
+    /// What differs for node `id`; see [`Compiled::changes_for`].
+    pub fn node(&self, id: NodeId) -> Option<ViewChange> {
+        let (after, before) = (self.after, self.before);
+        let (new_i, old_i) = (after.index.get(&id), before.index.get(&id));
+        let new_i = *new_i?;
+        let Some(&old_i) = old_i else {
+            return Some(ViewChange {
+                filter: [true; 3],
+                ssh: true,
+                attrs: true,
+                gained: after.peers_of(id),
+                lost: Vec::new(),
+            });
+        };
+        let (now, was) = (after.fingerprints[new_i], before.fingerprints[old_i]);
+        let (gained, lost) = if self.same_prefix {
+            after.visibility.row_diff(new_i, &before.visibility, old_i)
+        } else {
+            let old: std::collections::HashSet<usize> = before.visibility.row(old_i).collect();
+            let new: std::collections::HashSet<NodeId> = after
+                .visibility
+                .row(new_i)
+                .map(|b| after.devices[b].id)
+                .collect();
+            let old_ids: std::collections::HashSet<NodeId> =
+                old.iter().map(|b| before.devices[*b].id).collect();
+            (
+                new.difference(&old_ids).map(|id| after.index[id]).collect(),
+                old_ids
+                    .difference(&new)
+                    .map(|id| before.index[id])
+                    .collect(),
+            )
+        };
+        Some(ViewChange {
+            filter: [0, 1, 2].map(|c| now.filter[c] != was.filter[c]),
+            ssh: now.ssh != was.ssh,
+            attrs: now.attrs != was.attrs,
+            gained: gained.into_iter().map(|b| after.devices[b].id).collect(),
+            lost: lost.into_iter().map(|b| before.devices[b].id).collect(),
+        })
+    }
+}
+
 /// Whether a destination set reaches `device` through a route it serves: an
 /// approved subnet route it overlaps, or the internet for an exit node.
 fn serves(device: &Device, set: &IpSet) -> bool {
@@ -432,18 +596,30 @@ fn serves(device: &Device, set: &IpSet) -> bool {
         || (device.exit_node && is_internet(set))
 }
 
+/// Where compiled grants go: tailnet-wide rules, `autogroup:self` parts and
+/// `via` parts.
+struct Parts<'a> {
+    rules: &'a mut Vec<Rule>,
+    selves: &'a mut Vec<SelfPart>,
+    vias: &'a mut Vec<ViaPart>,
+}
+
 fn compile_grant(
     r: &Resolver<'_>,
     grant: &Grant,
     approved_subnets: &IpSet,
-    rules: &mut Vec<Rule>,
-    selves: &mut Vec<SelfPart>,
-    vias: &mut Vec<ViaPart>,
+    lists: &mut SrcLists,
+    parts: &mut Parts<'_>,
 ) {
+    let Parts {
+        rules,
+        selves,
+        vias,
+    } = parts;
     if grant.src.is_empty() || grant.dst.is_empty() {
         return;
     }
-    let src = sources(r, &grant.src, approved_subnets);
+    let src = sources(r, &grant.src, approved_subnets, lists);
     let app: Arc<CapMap> = Arc::new(grant.app.clone());
     if !grant.via.is_empty() {
         if src.set.is_empty() {
@@ -545,7 +721,7 @@ fn compile_grant(
         for (cap, companion) in COMPANION_CAPS {
             if grant.app.contains_key(*cap) {
                 let reversed = Arc::new(Sources {
-                    wire: dst_all.strings(),
+                    wire: lists.get(dst_all.strings()),
                     set: dst_all.clone(),
                 });
                 rules.push(Rule {
@@ -578,17 +754,22 @@ fn src_without_routes(set: &IpSet, approved_subnets: &IpSet, src: &[Alias]) -> I
 
 /// Resolves a grant's sources: the union of its aliases, plus every approved
 /// subnet when `*` is one of them; `autogroup:danger-all` is written `*`.
-fn sources(r: &Resolver<'_>, src: &[Alias], approved_subnets: &IpSet) -> Sources {
+fn sources(
+    r: &Resolver<'_>,
+    src: &[Alias],
+    approved_subnets: &IpSet,
+    lists: &mut SrcLists,
+) -> Sources {
     let danger = src.contains(&Alias::AutoGroup(AutoGroup::DangerAll));
     let mut set = r.resolve_all(src);
     if src.contains(&Alias::Wildcard) {
         set = set.union(approved_subnets);
     }
-    let wire = if danger {
+    let wire = lists.get(if danger {
         vec!["*".to_owned()]
     } else {
         set.strings()
-    };
+    });
     Sources { set, wire }
 }
 
@@ -603,13 +784,13 @@ fn wire_ports(p: Ports) -> PortRange {
 /// place), as Tailscale sends them.
 fn merge_rules(rules: Vec<Rule>) -> Vec<Rule> {
     let mut out: Vec<Rule> = Vec::with_capacity(rules.len());
-    let mut seen: HashMap<(Vec<String>, Vec<i32>), usize> = HashMap::new();
+    let mut seen: HashMap<(usize, Vec<i32>), usize> = HashMap::new();
     for rule in rules {
         let Body::Ports { proto, dsts } = rule.body else {
             out.push(rule);
             continue;
         };
-        let key = (rule.src.wire.clone(), proto.clone());
+        let key = (addr_of(&rule.src.wire), proto.clone());
         if let Some(&at) = seen.get(&key)
             && let Body::Ports { dsts: existing, .. } = &mut out[at].body
         {
@@ -692,26 +873,70 @@ fn reduced_global(rules: &[Rule], hits: &mut [(usize, usize)], device: &Device) 
     out
 }
 
+/// The sources of one user's `autogroup:self` rules, the same for each of the
+/// user's devices: per self part, the user's devices among its sources (as
+/// wire list and addresses); and all of the user's devices, for companion
+/// capabilities.
+struct OwnSources {
+    parts: Vec<Option<(Arc<[String]>, IpSet)>>,
+    everyone: Arc<[String]>,
+}
+
+impl OwnSources {
+    fn new(r: &Resolver<'_>, selves: &[SelfPart], user: UserId, lists: &mut SrcLists) -> Self {
+        let devices = r.devices();
+        let same_user = r.devices_of(user);
+        let parts = selves
+            .iter()
+            .map(|part| {
+                let srcs: Vec<usize> = same_user
+                    .iter()
+                    .copied()
+                    .filter(|j| devices[*j].addrs.iter().any(|a| part.src.contains(*a)))
+                    .collect();
+                if srcs.is_empty() {
+                    return None;
+                }
+                let set = r.addrs_of(&srcs);
+                Some((lists.get(set.strings()), set))
+            })
+            .collect();
+        OwnSources {
+            parts,
+            everyone: lists.get(r.addrs_of(same_user).strings()),
+        }
+    }
+}
+
 /// `autogroup:self` rules for device `i`: sources are the same user's devices
 /// among the grant's sources, destinations the device's own addresses.
-fn self_rules(r: &Resolver<'_>, selves: &[SelfPart], i: usize) -> Vec<FilterRule> {
-    let devices = r.devices();
-    let device = &devices[i];
+fn self_rules(
+    r: &Resolver<'_>,
+    selves: &[SelfPart],
+    i: usize,
+    lists: &mut SrcLists,
+    memo: &mut HashMap<UserId, OwnSources>,
+) -> Vec<FilterRule> {
+    let device = &r.devices()[i];
     let mut out = Vec::new();
     let Some(user) = device.user.filter(|_| !device.is_tagged()) else {
         return out;
     };
-    let same_user = r.devices_of(user);
-    for part in selves {
-        let srcs: Vec<usize> = same_user
-            .iter()
-            .copied()
-            .filter(|j| devices[*j].addrs.iter().any(|a| part.src.contains(*a)))
-            .collect();
-        if srcs.is_empty() {
+    if selves.is_empty() {
+        return out;
+    }
+    let own_sources = memo
+        .entry(user)
+        .or_insert_with(|| OwnSources::new(r, selves, user, lists));
+    let own_prefixes: Vec<ipnet::IpNet> = device
+        .addrs
+        .iter()
+        .map(|a| ipnet::IpNet::from(*a))
+        .collect();
+    for (part, sources) in selves.iter().zip(&own_sources.parts) {
+        let Some((src, src_set)) = sources else {
             continue;
-        }
-        let src_wire = r.addrs_of(&srcs).strings();
+        };
         for pp in &part.ip {
             let dst_ports: Vec<NetPortRange> = device
                 .addrs
@@ -725,7 +950,7 @@ fn self_rules(r: &Resolver<'_>, selves: &[SelfPart], i: usize) -> Vec<FilterRule
                 .collect();
             if !dst_ports.is_empty() {
                 out.push(FilterRule {
-                    src_ips: src_wire.clone(),
+                    src_ips: src.clone(),
                     dst_ports,
                     ip_proto: pp.protocol.numbers(),
                     cap_grant: Vec::new(),
@@ -734,38 +959,27 @@ fn self_rules(r: &Resolver<'_>, selves: &[SelfPart], i: usize) -> Vec<FilterRule
         }
         if !part.app.is_empty() {
             out.push(FilterRule {
-                src_ips: src_wire.clone(),
+                src_ips: src.clone(),
                 dst_ports: Vec::new(),
                 ip_proto: Vec::new(),
                 cap_grant: vec![CapGrant {
-                    dsts: device
-                        .addrs
-                        .iter()
-                        .map(|a| ipnet::IpNet::from(*a))
-                        .collect(),
+                    dsts: own_prefixes.clone(),
                     cap_map: (*part.app).clone(),
                 }],
             });
             // Companion capabilities go back to every same-user source.
             let own = IpSet::from_addrs(device.addrs.iter().copied());
             for (cap, companion) in COMPANION_CAPS {
-                if part.app.contains_key(*cap) {
-                    let src_set = r.addrs_of(&srcs);
-                    if src_set.overlaps(&own) {
-                        out.push(FilterRule {
-                            src_ips: r.addrs_of(same_user).strings(),
-                            dst_ports: Vec::new(),
-                            ip_proto: Vec::new(),
-                            cap_grant: vec![CapGrant {
-                                dsts: device
-                                    .addrs
-                                    .iter()
-                                    .map(|a| ipnet::IpNet::from(*a))
-                                    .collect(),
-                                cap_map: BTreeMap::from([((*companion).to_owned(), Vec::new())]),
-                            }],
-                        });
-                    }
+                if part.app.contains_key(*cap) && src_set.overlaps(&own) {
+                    out.push(FilterRule {
+                        src_ips: own_sources.everyone.clone(),
+                        dst_ports: Vec::new(),
+                        ip_proto: Vec::new(),
+                        cap_grant: vec![CapGrant {
+                            dsts: own_prefixes.clone(),
+                            cap_map: BTreeMap::from([((*companion).to_owned(), Vec::new())]),
+                        }],
+                    });
                 }
             }
         }
@@ -832,16 +1046,17 @@ fn via_rules(vias: &[ViaPart], device: &Device) -> Vec<FilterRule> {
     out
 }
 
-/// Merges wire rules with the same sources and protocols.
+/// Merges wire rules with the same sources and protocols. Sources compare by
+/// address: one build stores each list once.
 fn merge_wire(rules: Vec<FilterRule>) -> Vec<FilterRule> {
     let mut out: Vec<FilterRule> = Vec::with_capacity(rules.len());
-    let mut seen: HashMap<(Vec<String>, Vec<i32>), usize> = HashMap::new();
+    let mut seen: HashMap<(usize, Vec<i32>), usize> = HashMap::new();
     for rule in rules {
         if !rule.cap_grant.is_empty() {
             out.push(rule);
             continue;
         }
-        let key = (rule.src_ips.clone(), rule.ip_proto.clone());
+        let key = (addr_of(&rule.src_ips), rule.ip_proto.clone());
         if let Some(&at) = seen.get(&key) {
             out[at].dst_ports.extend(rule.dst_ports);
             continue;
@@ -947,9 +1162,14 @@ mod tests {
         let a = compile(POLICY);
         let b = compile(&POLICY.replace("tag:server:22", "tag:server:2222"));
         let server = b.changes_for(&a, NodeId(4)).unwrap();
-        assert!(server.filter && server.gained.is_empty() && server.lost.is_empty());
+        assert_eq!(
+            server.filter,
+            [true, false, false],
+            "only its base chunk changed"
+        );
+        assert!(server.gained.is_empty() && server.lost.is_empty());
         let laptop = b.changes_for(&a, NodeId(1)).unwrap();
-        assert!(!laptop.filter, "node 1's filter did not change");
+        assert_eq!(laptop.filter, [false; 3], "node 1's filter did not change");
         let same = a.changes_for(&a, NodeId(3)).unwrap();
         assert_eq!(same, ViewChange::default());
         assert_ne!(a.generation(), b.generation());

@@ -28,7 +28,7 @@ pub(crate) mod testing;
 
 pub use attrs::Approvals;
 pub use checks::run_tests;
-pub use compile::{Compiled, Options, ViewChange};
+pub use compile::{Comparison, Compiled, FILTER_CHUNKS, FilterChunk, Options, Prints, ViewChange};
 pub use ipset::IpSet;
 pub use parse::{
     Acl, Alias, AliasPorts, AutoApprovers, AutoGroup, CheckPeriod, Error, Grant, NodeAttr, Owner,

@@ -27,23 +27,28 @@ pub(super) fn compile(r: &Resolver<'_>, server_url: &str) -> Vec<Option<Arc<SSHP
     if !r.policy.has_ssh {
         return vec![None; n];
     }
-    let mut per_node: Vec<Vec<SSHRule>> = vec![Vec::new(); n];
+    // Each node's rules, as shared wire rules: a policy rule emits one wire
+    // rule per group of principals, and many nodes receive the same ones.
+    let mut per_node: Vec<Vec<Arc<SSHRule>>> = vec![Vec::new(); n];
     for rule in &r.policy.ssh {
         compile_rule(r, rule, server_url, &mut per_node);
     }
-    // Nodes with the same policy share one copy.
-    let mut shared: HashMap<String, Arc<SSHPolicy>> = HashMap::new();
+    // Nodes with the same rules share one policy.
+    let mut shared: HashMap<Vec<usize>, Arc<SSHPolicy>> = HashMap::new();
     per_node
         .into_iter()
         .map(|mut rules| {
             // Check rules first; a stable sort keeps policy order otherwise.
             rules.sort_by_key(|rule| rule.action.hold_and_delegate.is_empty());
-            let policy = SSHPolicy { rules };
-            let key = serde_json::to_string(&policy).expect("SSH policies always serialise");
+            let key: Vec<usize> = rules.iter().map(|r| Arc::as_ptr(r) as usize).collect();
             Some(
                 shared
                     .entry(key)
-                    .or_insert_with(|| Arc::new(policy))
+                    .or_insert_with(|| {
+                        Arc::new(SSHPolicy {
+                            rules: rules.iter().map(|r| SSHRule::clone(r)).collect(),
+                        })
+                    })
                     .clone(),
             )
         })
@@ -89,7 +94,12 @@ fn is_self(alias: &Alias) -> bool {
 }
 
 /// What one policy rule contributes to each node's rules.
-fn compile_rule(r: &Resolver<'_>, rule: &SshRule, server_url: &str, per_node: &mut [Vec<SSHRule>]) {
+fn compile_rule(
+    r: &Resolver<'_>,
+    rule: &SshRule,
+    server_url: &str,
+    per_node: &mut [Vec<Arc<SSHRule>>],
+) {
     let devices = r.devices();
     let src = r.resolve_all(&rule.src);
     if src.is_empty() {
@@ -128,30 +138,36 @@ fn compile_rule(r: &Resolver<'_>, rule: &SshRule, server_url: &str, per_node: &m
 
     // A rule with the base users, then (for a source user with a local part)
     // its companion with the same principals.
-    let emit = |out: &mut Vec<SSHRule>, principals: &[SSHPrincipal], user: Option<UserId>| {
+    let make = |principals: &[SSHPrincipal], user: Option<UserId>| -> Vec<Arc<SSHRule>> {
         if principals.is_empty() {
-            return;
+            return Vec::new();
         }
-        out.push(SSHRule {
+        let mut out = vec![Arc::new(SSHRule {
             rule_expires: None,
             principals: principals.to_vec(),
             ssh_users: base_users.clone(),
             action: action.clone(),
             accept_env: rule.accept_env.clone(),
-        });
+        })];
         if let Some(local) = user.and_then(|u| localparts.get(&u)) {
-            out.push(SSHRule {
+            out.push(Arc::new(SSHRule {
                 rule_expires: None,
                 principals: principals.to_vec(),
                 ssh_users: BTreeMap::from([(local.clone(), local.clone())]),
                 action: action.clone(),
                 accept_env: rule.accept_env.clone(),
-            });
+            }));
         }
+        out
     };
-    let own_user = |out: &mut Vec<SSHRule>, u: UserId| {
-        if let Some(principals) = by_user.get(&u) {
-            emit(out, principals, Some(u));
+    // Built once per group of principals, then shared by every node.
+    let for_user: HashMap<UserId, Vec<Arc<SSHRule>>> = by_user
+        .iter()
+        .map(|(u, principals)| (*u, make(principals, Some(*u))))
+        .collect();
+    let own_user = |out: &mut Vec<Arc<SSHRule>>, u: UserId| {
+        if let Some(rules) = for_user.get(&u) {
+            out.extend(rules.iter().cloned());
         }
     };
 
@@ -164,6 +180,7 @@ fn compile_rule(r: &Resolver<'_>, rule: &SshRule, server_url: &str, per_node: &m
     } else {
         by_user.values().flatten().chain(&tagged).cloned().collect()
     };
+    let (merged, tagged) = (make(&merged, None), make(&tagged, None));
     for (i, d) in devices.iter().enumerate() {
         let out = &mut per_node[i];
         let owner = d.user.filter(|_| !d.is_tagged());
@@ -178,9 +195,9 @@ fn compile_rule(r: &Resolver<'_>, rule: &SshRule, server_url: &str, per_node: &m
                 for u in by_user.keys() {
                     own_user(out, *u);
                 }
-                emit(out, &tagged, None);
+                out.extend(tagged.iter().cloned());
             } else {
-                emit(out, &merged, None);
+                out.extend(merged.iter().cloned());
             }
         } else if has_localpart && in_src(d) {
             // Tailscale lets every source node of a localpart rule in from its
@@ -189,7 +206,7 @@ fn compile_rule(r: &Resolver<'_>, rule: &SshRule, server_url: &str, per_node: &m
                 Some(u) => own_user(out, u),
                 None if d.is_tagged() => {
                     let own: Vec<SSHPrincipal> = d.addrs.iter().map(principal).collect();
-                    emit(out, &own, None);
+                    out.extend(make(&own, None));
                 }
                 None => {}
             }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One inbound rule of the *receiving* node's packet filter.
@@ -19,8 +20,9 @@ use std::time::Duration;
 #[serde(rename_all = "PascalCase")]
 pub struct FilterRule {
     /// Sources: `*`, an IP, a masked CIDR, an inclusive `a-b` range, or `cap:<name>`.
+    /// Shared: the same list appears in the filters of many nodes.
     #[serde(rename = "SrcIPs", default, deserialize_with = "null_as_default")]
-    pub src_ips: Vec<String>,
+    pub src_ips: Arc<[String]>,
     /// Destinations and ports; exclusive with `cap_grant`.
     #[serde(
         default,
@@ -49,7 +51,7 @@ impl FilterRule {
     /// `tailcfg.FilterAllowAll`'s one rule: everything from everywhere.
     pub fn allow_all() -> FilterRule {
         FilterRule {
-            src_ips: vec!["*".into()],
+            src_ips: Arc::from(["*".to_owned()]),
             dst_ports: vec![NetPortRange {
                 ip: "*".into(),
                 ports: PortRange::ANY,
@@ -276,7 +278,7 @@ mod tests {
     #[test]
     fn cap_grant_rule_writes_no_dst_ports() {
         let rule = FilterRule {
-            src_ips: vec!["100.64.0.1".into()],
+            src_ips: Arc::from(["100.64.0.1".to_owned()]),
             cap_grant: vec![CapGrant {
                 dsts: vec!["100.64.0.2/32".parse().unwrap()],
                 cap_map: BTreeMap::from([("tailscale.com/cap/webui".to_owned(), vec![json!({})])]),

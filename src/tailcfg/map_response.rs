@@ -249,7 +249,7 @@ mod tests {
             }),
             domain: "hs.example.com".into(),
             packet_filters: MapResponse::base_filter(vec![FilterRule {
-                src_ips: vec!["100.64.0.0/10".into(), "fd7a:115c:a1e0::/48".into()],
+                src_ips: ["100.64.0.0/10".to_owned(), "fd7a:115c:a1e0::/48".to_owned()].into(),
                 dst_ports: vec![NetPortRange {
                     ip: "*".into(),
                     ports: PortRange::single(22),

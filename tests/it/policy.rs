@@ -545,6 +545,17 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
         )
         .failed();
         assert!(failing.stderr.contains("test(s) failed"), "{failing:?}");
+        let failing_ssh = set(
+            "failing-ssh.hujson",
+            r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+                "ssh": [{"action": "accept", "src": ["alice@"], "dst": ["alice@"], "users": ["root"]}],
+                "sshTests": [{"src": "bob@", "dst": ["alice@"], "accept": ["root"]}]}"#,
+        )
+        .failed();
+        assert!(
+            failing_ssh.stderr.contains("test(s) failed"),
+            "{failing_ssh:?}"
+        );
         assert_eq!(
             server.cli(&["policy", "get"]).ok().stdout.trim(),
             r#"{"acls": []}"#
