@@ -48,6 +48,20 @@ fn admission(n: u8, user: Option<crate::types::UserId>, key: Option<PreAuthKey>)
     }
 }
 
+/// An interactive registration request from machine key `[machine; 32]` with
+/// node key `[node; 32]`.
+fn request(machine: u8, node: u8, hostname: &str) -> RegistrationRequest {
+    RegistrationRequest {
+        machine_key: MachineKey::from_bytes([machine; 32]),
+        node_key: NodeKey::from_bytes([node; 32]),
+        hostname: hostname.into(),
+        hostinfo: None,
+        advertised_routes: Vec::new(),
+        requested_tags: Vec::new(),
+        requested_expiry: None,
+    }
+}
+
 /// The same key with its last character changed (never to itself).
 fn forge(secret: &str) -> String {
     let (head, last) = secret.split_at(secret.len() - 1);
@@ -169,24 +183,8 @@ async fn a_node_key_of_another_machine_is_refused() {
 async fn waiting_clients_learn_the_outcome() {
     let (_dir, state) = state(None).await;
     state.create_user("default", "", "", "").await.unwrap();
-    let (id, mut rx) = state.begin_registration(RegistrationRequest {
-        machine_key: MachineKey::from_bytes([5; 32]),
-        node_key: NodeKey::from_bytes([6; 32]),
-        hostname: "laptop".into(),
-        hostinfo: None,
-        advertised_routes: Vec::new(),
-        requested_tags: Vec::new(),
-        requested_expiry: None,
-    });
-    let (retry_id, _) = state.begin_registration(RegistrationRequest {
-        machine_key: MachineKey::from_bytes([5; 32]),
-        node_key: NodeKey::from_bytes([6; 32]),
-        hostname: "laptop".into(),
-        hostinfo: None,
-        advertised_routes: Vec::new(),
-        requested_tags: Vec::new(),
-        requested_expiry: None,
-    });
+    let (id, mut rx) = state.begin_registration(request(5, 6, "laptop"));
+    let (retry_id, _) = state.begin_registration(request(5, 6, "laptop"));
     assert_eq!(retry_id, id, "a retrying client keeps its registration id");
     let key = format!("nodekey:{}", hex::encode([6u8; 32]));
     let (view, _) = state.complete_registration(&key, "default").await.unwrap();
@@ -197,15 +195,7 @@ async fn waiting_clients_learn_the_outcome() {
     );
     assert!(state.pending_registration(&id).is_none());
 
-    let (id, mut rx) = state.begin_registration(RegistrationRequest {
-        machine_key: MachineKey::from_bytes([7; 32]),
-        node_key: NodeKey::from_bytes([8; 32]),
-        hostname: "x".into(),
-        hostinfo: None,
-        advertised_routes: Vec::new(),
-        requested_tags: Vec::new(),
-        requested_expiry: None,
-    });
+    let (id, mut rx) = state.begin_registration(request(7, 8, "x"));
     state.reject_registration(id.as_str()).unwrap();
     rx.changed().await.unwrap();
     assert!(matches!(

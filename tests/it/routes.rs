@@ -75,6 +75,50 @@ fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
     }
 }
 
+/// An exit node's machine and the "internet" beyond it.
+struct Beyond {
+    exit_ns: Netns,
+    /// The router between them; kept alive as long as the path is needed.
+    isp: Netns,
+    /// A host at 203.0.113.10, reachable from nowhere else.
+    internet: Netns,
+}
+
+/// The "internet": a host one router (an ISP) beyond the exit node's second
+/// link. (An exit node refuses traffic to networks it is attached to itself
+/// unless they are advertised as subnet routes, so the host must not sit on
+/// the exit node's own link.)
+fn exit_node_and_internet(hub: &Switch) -> Beyond {
+    let exit_ns = machine(hub, "ex", 13);
+    let isp = Netns::new("isp");
+    let internet = Netns::new("inet");
+    link(
+        &exit_ns,
+        "wan0",
+        Some("198.51.100.2/24"),
+        &isp,
+        "down0",
+        Some("198.51.100.1/24"),
+    );
+    link(
+        &isp,
+        "up0",
+        Some("203.0.113.1/24"),
+        &internet,
+        "eth0",
+        Some("203.0.113.10/24"),
+    );
+    isp.forward();
+    exit_ns.forward();
+    exit_ns.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"]);
+    internet.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+    Beyond {
+        exit_ns,
+        isp,
+        internet,
+    }
+}
+
 /// The source address the echo server saw for a line sent from `from`.
 fn exchange_source(
     from: &Netns,
@@ -248,33 +292,11 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
 fn an_exit_node_carries_internet_traffic_and_lan_access_is_the_clients_choice() {
     let version = versions().pop().expect("a client version");
     let (hub, server) = hub_with_server();
-    // The "internet": a host one router (an ISP) beyond the exit node's second
-    // link, reachable from nowhere else. (An exit node refuses traffic to networks
-    // it is attached to itself unless they are advertised as subnet routes, so the
-    // host must not sit on the exit node's own link.)
-    let exit_ns = machine(&hub, "ex", 13);
-    let isp = Netns::new("isp");
-    let internet = Netns::new("inet");
-    link(
-        &exit_ns,
-        "wan0",
-        Some("198.51.100.2/24"),
-        &isp,
-        "down0",
-        Some("198.51.100.1/24"),
-    );
-    link(
-        &isp,
-        "up0",
-        Some("203.0.113.1/24"),
-        &internet,
-        "eth0",
-        Some("203.0.113.10/24"),
-    );
-    isp.forward();
-    exit_ns.forward();
-    exit_ns.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"]);
-    internet.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+    let Beyond {
+        exit_ns,
+        isp: _isp,
+        internet,
+    } = exit_node_and_internet(&hub);
     let (echo_port, seen) = internet.echo_server("203.0.113.10");
     let target: SocketAddr = format!("203.0.113.10:{echo_port}").parse().unwrap();
     // The laptop's own LAN (a printer at home), not routed anywhere else.
@@ -394,29 +416,11 @@ fn routes_the_policy_approves_work_with_no_admin_and_stop_when_it_stops() {
         let router_ns = machine(&hub, "ra", 11);
         lan.attach(&router_ns, "lan0", "192.168.100.1/24", false);
         router_ns.forward();
-        let exit_ns = machine(&hub, "ex", 13);
-        let isp = Netns::new("isp");
-        let internet = Netns::new("inet");
-        link(
-            &exit_ns,
-            "wan0",
-            Some("198.51.100.2/24"),
-            &isp,
-            "down0",
-            Some("198.51.100.1/24"),
-        );
-        link(
-            &isp,
-            "up0",
-            Some("203.0.113.1/24"),
-            &internet,
-            "eth0",
-            Some("203.0.113.10/24"),
-        );
-        isp.forward();
-        exit_ns.forward();
-        exit_ns.ip(&["route", "add", "203.0.113.0/24", "via", "198.51.100.1"]);
-        internet.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+        let Beyond {
+            exit_ns,
+            isp,
+            internet,
+        } = exit_node_and_internet(&hub);
         let laptop_ns = machine(&hub, "cl", 10);
 
         server.cli(&["users", "create", "alice"]).ok();
