@@ -385,7 +385,8 @@ def relay(results, docs):
 
 
 def load_policy(results):
-    """(server, scenario, n) → (report, seconds `policy set` took before the run)."""
+    """(server, scenario, n) → (report, seconds `policy set` took before the run,
+    milliseconds an in-process compile took for that size)."""
     runs = {}
     for path in glob.glob(os.path.join(results, "*-*-*.json")):
         name = os.path.basename(path)[: -len(".json")]
@@ -397,11 +398,16 @@ def load_policy(results):
         if os.path.exists(stamp):
             started, ended = (float(x) for x in open(stamp).read().split())
             set_secs = ended - started
-        runs[(server, scenario, int(n))] = (report, set_secs)
+        compile_ms = None
+        compiled = os.path.join(results, name + ".compile")
+        if os.path.exists(compiled):
+            with open(compiled) as f:
+                compile_ms = json.load(f).get("median_ms")
+        runs[(server, scenario, int(n))] = (report, set_secs, compile_ms)
     return runs
 
 
-def policy_metrics(report, set_secs):
+def policy_metrics(report, set_secs, compile_ms=None):
     change = report.get("policy_change") or {}
     latency = change.get("latency") or {}
     storm_bytes = report["join_storm"].get("bytes_per_node")
@@ -409,6 +415,7 @@ def policy_metrics(report, set_secs):
         **metrics(report),
         "storm_kib_per_node": storm_bytes / 1024 if storm_bytes else None,
         "set_s": set_secs,
+        "compile_ms": compile_ms,
         "change_cmd_s": change.get("command_secs"),
         "change_all_s": change.get("all_secs"),
         "change_p50_ms": latency.get("median_ms"),
@@ -432,8 +439,11 @@ def policy(results, docs):
         "change adds a port every node opens, so every node's filter changes. **partitioned**: each",
         "user's nodes see only each other (50 cohorts); the change opens a port inside each.",
         "",
-        "- `policy set`: the CLI round trip that parses, compiles, runs tests and stores the policy",
-        "  (on the empty server, then during the run for the change);",
+        "- `policy set`: the CLI round trip that parses the policy, runs its tests (if any) and",
+        "  stores it (on the empty server, then during the run for the change);",
+        "- compile ms: headway applying the policy to a tailnet of that size and shape, in process",
+        "  (`headway bench-compile`, median of 5), as the server does on every policy change and",
+        "  every change to who is in the tailnet; Headscale has no separate measure;",
         "- change → all: from the start of the change until every node had its new packet filter;",
         "- map KiB/node: compressed map bytes a node received by the end of the join storm.",
         "",
@@ -445,18 +455,18 @@ def policy(results, docs):
         if not sizes:
             continue
         out += [f"### {scenario}", ""]
-        out.append("| nodes | server | status | convergence s | fan-out p99 ms | RSS/node KiB | map KiB/node | policy set s | change: command s | change → all s | change p99 ms | change CPU s |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out.append("| nodes | server | status | convergence s | fan-out p99 ms | RSS/node KiB | map KiB/node | policy set s | compile ms | change: command s | change → all s | change p99 ms | change CPU s |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for n in sizes:
             for server in SERVERS:
                 if (server, scenario, n) not in runs:
                     continue
-                report, set_secs = runs[(server, scenario, n)]
-                m = policy_metrics(report, set_secs)
+                report, set_secs, compile_ms = runs[(server, scenario, n)]
+                m = policy_metrics(report, set_secs, compile_ms)
                 out.append(
                     f"| {n} | {server} | {status(report)} | {fmt(m['convergence_s'])} | "
                     f"{fmt(m['fanout_p99_ms'])} | {fmt(m['rss_per_node_kib'])} | "
-                    f"{fmt(m['storm_kib_per_node'])} | {fmt(m['set_s'], 2)} | {fmt(m['change_cmd_s'], 2)} | "
+                    f"{fmt(m['storm_kib_per_node'])} | {fmt(m['set_s'], 2)} | {fmt(m['compile_ms'])} | {fmt(m['change_cmd_s'], 2)} | "
                     f"{fmt(m['change_all_s'], 2)} | {fmt(m['change_p99_ms'])} | {fmt(m['change_cpu_s'], 2)} |"
                 )
         out.append("")
@@ -473,7 +483,7 @@ def policy(results, docs):
             )
             out.append("")
     notes = []
-    for (server, scenario, n), (report, _) in sorted(runs.items()):
+    for (server, scenario, n), (report, *_) in sorted(runs.items()):
         for note in report.get("notes", [])[:3]:
             notes.append(f"{server}, {scenario}, {n}: {note}")
     if notes:

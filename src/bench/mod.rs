@@ -6,6 +6,7 @@
 //! Client side only: it speaks the protocol like tailscaled and needs no special
 //! case in the server.
 
+pub mod compile;
 pub mod derp_client;
 pub mod node;
 pub mod relay;

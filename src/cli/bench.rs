@@ -66,6 +66,43 @@ pub struct BenchArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Time applying a policy to a synthetic tailnet of N nodes, in process.
+#[derive(Args, Debug)]
+pub struct BenchCompileArgs {
+    /// The policy file (HuJSON).
+    #[arg(long = "policy", short = 'f')]
+    pub policy: std::path::PathBuf,
+    /// How many nodes.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Users `u0`, `u1`, …: node i belongs to user i % (users + tags) when
+    /// that is below `users`…
+    #[arg(long, default_value_t = 50)]
+    pub users: usize,
+    /// …else it carries tag `tag:t<k - users>`.
+    #[arg(long, default_value_t = 0)]
+    pub tags: usize,
+    /// How many times to compile (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Write the JSON report here as well as to standard output.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+/// Runs `bench-compile`: prints (and writes) a JSON report.
+pub fn run_compile(args: BenchCompileArgs) -> anyhow::Result<()> {
+    let report =
+        crate::bench::compile::measure(&args.policy, args.nodes, args.users, args.tags, args.runs)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(out) = &args.out {
+        std::fs::write(out, &json)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
 /// Measure a DERP relay (headway's embedded one or Tailscale's derper): packets
 /// and bytes per second between client pairs, and memory per connected client.
 #[derive(Args, Debug)]

@@ -99,6 +99,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
         Command::Nodes(NodesCommand::Move(args)) => nodes::moved(&args, prog),
         Command::Bench(args) => bench::run(args),
         Command::BenchRelay(args) => bench::run_relay(args),
+        Command::BenchCompile(args) => bench::run_compile(args),
         Command::PolicyConformance(args) => policy::conformance(&args),
         admin => {
             // Config warnings belong to `serve` and `configtest`, not to every admin command.
@@ -147,6 +148,7 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         | Command::Generate(_)
         | Command::Bench(_)
         | Command::BenchRelay(_)
+        | Command::BenchCompile(_)
         | Command::PolicyConformance(_) => {
             unreachable!("handled before connecting")
         }
@@ -259,6 +261,8 @@ pub enum Command {
     /// Measure a DERP relay (headway's or Tailscale's derper): packets and bytes
     /// per second between client pairs, memory per connected client.
     BenchRelay(bench::BenchRelayArgs),
+    /// Time applying a policy to a synthetic tailnet of N nodes (in process).
+    BenchCompile(bench::BenchCompileArgs),
     /// Compare the policy engine with cases recorded from Tailscale's control
     /// plane (scripts/policy-conformance).
     #[command(hide = true)]

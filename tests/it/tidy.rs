@@ -86,7 +86,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "websocket",
         ],
     ),
-    ("bench", &["bench", "control", "relay", "types"]),
+    ("bench", &["bench", "control", "policy", "relay", "types"]),
     (
         "conformance",
         &[
