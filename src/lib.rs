@@ -23,6 +23,7 @@
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
 
+pub mod dns;
 pub mod policy;
 pub mod tailcfg;
 pub mod types;

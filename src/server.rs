@@ -54,6 +54,10 @@ pub struct Server {
     relay: Option<(Arc<Relay>, Option<UdpSocket>)>,
     /// ACME certificates (`tls_letsencrypt_hostname`), with the HTTP-01 listener.
     acme: Option<(Arc<Acme>, Option<TcpListener>)>,
+    /// The DNS listener for the tailnet's zone (`dns.authoritative`).
+    dns: Option<(Arc<crate::dns::Zone>, UdpSocket, TcpListener)>,
+    /// `dns.extra_records_path`, watched for changes.
+    extra_records_path: Option<PathBuf>,
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -111,12 +115,41 @@ impl Server {
         let derp = crate::derp::load(&config.derp, embedded_region)
             .await
             .context("derp")?;
-        let control = Control::new(
-            state.clone(),
-            derp,
-            MapSettings::from_config(&config),
-            &config.server_url,
-        );
+        let map_settings = MapSettings::from_config(&config);
+        if let Some(path) = &config.dns.extra_records_path {
+            let records = crate::config::read_extra_records(path)
+                .map_err(anyhow::Error::msg)
+                .context("dns.extra_records_path")?;
+            tracing::info!(path = %path.display(), records = records.len(), "extra DNS records in force (reloaded when the file changes)");
+            map_settings
+                .extra_records
+                .store(Arc::new(crate::control::map::extra_records(&records)));
+        }
+        let mut control = Control::new(state.clone(), derp, map_settings, &config.server_url);
+        let dns = match &config.dns.authoritative {
+            None => None,
+            Some(auth) => {
+                let challenges = Arc::new(crate::dns::Challenges::new());
+                control.challenges = Some(challenges.clone());
+                let zone = crate::dns::Zone {
+                    apex: config
+                        .dns
+                        .base_domain
+                        .trim_matches('.')
+                        .to_ascii_lowercase(),
+                    nameserver: auth.nameserver.clone(),
+                    challenges,
+                };
+                let addr = auth.listen_addr;
+                let cannot = || format!("dns.authoritative.listen_addr {addr}: cannot listen");
+                let udp = UdpSocket::bind(addr).await.with_context(cannot)?;
+                // Port 0 picks one port for both.
+                let tcp = TcpListener::bind(udp.local_addr()?)
+                    .await
+                    .with_context(cannot)?;
+                Some((Arc::new(zone), udp, tcp))
+            }
+        };
 
         let http = TcpListener::bind(config.listen_addr)
             .await
@@ -170,6 +203,8 @@ impl Server {
             },
             relay,
             acme,
+            dns,
+            extra_records_path: config.dns.extra_records_path.clone(),
         })
     }
 
@@ -206,6 +241,26 @@ impl Server {
                 () = reload_stop => {}
             }
         });
+        // A changed records file reaches every client; a broken one changes nothing.
+        if let Some(path) = self.extra_records_path.clone() {
+            let control = self.control.clone();
+            let records_stop = stopped();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = watch_extra_records(control, path) => {}
+                    () = records_stop => {}
+                }
+                Ok(())
+            });
+        }
+        if let Some((zone, udp, tcp)) = self.dns {
+            tracing::info!(addr = %udp.local_addr()?, zone = %zone.apex, "answering DNS for the tailnet's zone");
+            let dns_stop = stopped();
+            tasks.spawn(async move {
+                crate::dns::serve(zone, udp, tcp, dns_stop).await;
+                Ok(())
+            });
+        }
         // Changes reach map sessions through the dispatcher.
         self.control.spawn_dispatcher();
         // A new DERP map reaches every client as a full map.
@@ -555,11 +610,7 @@ async fn watch_policy(state: Arc<State>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
     let watched = state.policy_source().path.clone();
-    let stamp = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.modified().ok(), m.len()))
-    };
+    let stamp = file_stamp;
     let mut last = watched.as_deref().and_then(stamp);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -584,6 +635,41 @@ async fn watch_policy(state: Arc<State>) {
             Err(e) => {
                 tracing::error!(reason, error = %e, "the new access policy was refused; the running one stays")
             }
+        }
+    }
+}
+
+/// When the file changed (modification time or size).
+fn file_stamp(path: &Path) -> Option<(Option<std::time::SystemTime>, u64)> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.modified().ok(), m.len()))
+}
+
+/// Reads `dns.extra_records_path` again whenever it changes and sends the
+/// records to every client; a file that does not parse is logged and the
+/// records in force stay.
+async fn watch_extra_records(control: Control, path: PathBuf) {
+    let mut last = file_stamp(&path);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = file_stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match crate::config::read_extra_records(&path) {
+            Ok(records) => {
+                let records = crate::control::map::extra_records(&records);
+                if control.set_extra_records(records) {
+                    tracing::info!(path = %path.display(), "reloaded the extra DNS records");
+                }
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "the extra DNS records file was refused; the records in force stay"
+            ),
         }
     }
 }

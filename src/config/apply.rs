@@ -104,6 +104,11 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     }
 
     check(&c, s, warnings)?;
+    if let Some(auth) = &mut c.dns.authoritative
+        && auth.nameserver.is_empty()
+    {
+        auth.nameserver = url_host(&c.server_url).unwrap_or_default();
+    }
     Ok(c)
 }
 
@@ -411,6 +416,20 @@ fn dns(s: &Layer, d: &mut Dns, warnings: &mut Vec<Warning>) -> Result<(), Config
     if let Some(v) = s.get("dns.extra_records_path") {
         d.extra_records_path = v.optional_path()?;
     }
+    let listen = match s.get("dns.authoritative.listen_addr") {
+        Some(v) => v.socket_addr()?,
+        None => None,
+    };
+    let nameserver = match s.get("dns.authoritative.nameserver") {
+        Some(v) => v.optional_text()?,
+        None => None,
+    };
+    if let Some(listen_addr) = listen {
+        d.authoritative = Some(Authoritative {
+            listen_addr,
+            nameserver: nameserver.unwrap_or_default(),
+        });
+    }
     Ok(())
 }
 
@@ -555,6 +574,28 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
         return Err(at(
             "dns.override_local_dns",
             "is true but dns.nameservers.global is empty, which would leave clients without DNS (expected nameservers such as [1.1.1.1, 1.0.0.1], or override_local_dns: false)".into(),
+        ));
+    }
+    if let Some(auth) = &c.dns.authoritative {
+        if !c.dns.magic_dns || c.dns.base_domain.trim_matches('.').is_empty() {
+            return Err(at(
+                "dns.authoritative.listen_addr",
+                "needs dns.magic_dns: true and a dns.base_domain (the zone it answers for, delegated to headway with an NS record)".into(),
+            ));
+        }
+        if auth.nameserver.is_empty()
+            && url_host(&c.server_url).is_none_or(|h| h.parse::<IpAddr>().is_ok())
+        {
+            return Err(at(
+                "dns.authoritative.nameserver",
+                "is needed when server_url has no host name: the zone's NS record must name a host (expected e.g. headway.example.com)".into(),
+            ));
+        }
+    } else if let Some(v) = s.get("dns.authoritative.nameserver")
+        && !v.text()?.is_empty()
+    {
+        warnings.push(v.warning(
+            "is ignored: dns.authoritative.listen_addr is not set, so headway answers no DNS",
         ));
     }
     if !c.dns.extra_records.is_empty() && c.dns.extra_records_path.is_some() {

@@ -122,6 +122,8 @@ pub(crate) const KEYS: &[Key] = &[
     key("dns.search_domains", List, Applied),
     key("dns.extra_records", Structured, Applied),
     key("dns.extra_records_path", Scalar, Applied),
+    key("dns.authoritative.listen_addr", Scalar, Applied),
+    key("dns.authoritative.nameserver", Scalar, Applied),
     // Local admin socket and remote CLI.
     key("unix_socket", Scalar, Applied),
     key("unix_socket_permission", Scalar, Applied),

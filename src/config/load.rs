@@ -351,6 +351,7 @@ impl Default for Config {
                 search_domains: Vec::new(),
                 extra_records: Vec::new(),
                 extra_records_path: None,
+                authoritative: None,
             },
             unix_socket: data.join("headway.sock"),
             unix_socket_permission: 0o770,

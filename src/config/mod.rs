@@ -15,6 +15,7 @@ mod keys;
 mod legacy;
 mod lines;
 mod load;
+mod records;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -22,6 +23,7 @@ mod values;
 pub use load::{
     ConfigError, Loaded, MAX_CONFIG_BYTES, Warning, load, load_from_str, load_with, search_path,
 };
+pub use records::{MAX_RECORDS_BYTES, parse_extra_records, read_extra_records};
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
@@ -216,6 +218,21 @@ pub struct Dns {
     pub extra_records: Vec<ExtraRecord>,
     /// `dns.extra_records_path`.
     pub extra_records_path: Option<PathBuf>,
+    /// `dns.authoritative.*`: headway answers DNS for `base_domain` itself, so
+    /// `tailscale cert` works; `None` (the default) = off.
+    pub authoritative: Option<Authoritative>,
+}
+
+/// headway's own DNS listener for the tailnet's domain (`dns.authoritative.*`):
+/// the admin delegates `base_domain` to it with an NS record, and it serves the
+/// `_acme-challenge` TXT records `tailscale cert` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authoritative {
+    /// `dns.authoritative.listen_addr`: UDP and TCP, e.g. `0.0.0.0:53`.
+    pub listen_addr: SocketAddr,
+    /// `dns.authoritative.nameserver`: the host name in the zone's NS and SOA
+    /// records (default: `server_url`'s host).
+    pub nameserver: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -806,3 +806,49 @@ fn a_lets_encrypt_name_that_is_not_the_server_url_is_a_warning() {
     );
     assert_eq!(messages(&loaded).len(), 1, "{:?}", loaded.warnings);
 }
+
+#[test]
+fn the_authoritative_dns_listener_is_off_by_default_and_needs_a_zone_and_a_name() {
+    assert_eq!(
+        load_text("log:\n  level: info\n").config.dns.authoritative,
+        None
+    );
+    let on = load_text(
+        "server_url: https://headway.example.com\ndns:\n  base_domain: ts.example.com\n  authoritative:\n    listen_addr: 0.0.0.0:53\n",
+    );
+    assert_eq!(
+        on.config.dns.authoritative,
+        Some(Authoritative {
+            listen_addr: "0.0.0.0:53".parse().unwrap(),
+            nameserver: "headway.example.com".into(),
+        })
+    );
+    let message = refusal(
+        "server_url: https://headway.example.com\ndns:\n  magic_dns: false\n  authoritative:\n    listen_addr: 0.0.0.0:53\n",
+    );
+    assert!(
+        message.contains("config.yaml:5: dns.authoritative.listen_addr: needs dns.magic_dns"),
+        "{message}"
+    );
+    let message = refusal(
+        "server_url: http://127.0.0.1:8080\ndns:\n  authoritative:\n    listen_addr: 127.0.0.1:5353\n",
+    );
+    assert!(
+        message.contains("dns.authoritative.nameserver: is needed"),
+        "{message}"
+    );
+    let named = load_text(
+        "server_url: http://127.0.0.1:8080\ndns:\n  authoritative:\n    listen_addr: 127.0.0.1:5353\n    nameserver: ns.example.com\n",
+    );
+    assert_eq!(
+        named.config.dns.authoritative.unwrap().nameserver,
+        "ns.example.com"
+    );
+    let idle = load_text("dns:\n  authoritative:\n    nameserver: ns.example.com\n");
+    assert_eq!(
+        messages(&idle),
+        [
+            "config.yaml:3: dns.authoritative.nameserver: is ignored: dns.authoritative.listen_addr is not set, so headway answers no DNS"
+        ]
+    );
+}

@@ -153,6 +153,7 @@ pub fn run_case(case: &Value) -> Vec<String> {
         taildrop: true,
         auto_update: case["tailnet"]["settings"]["devices_auto_updates_on"] == Value::Bool(true),
         randomize_client_port: false,
+        ..MapSettings::default()
     };
     let online = |_| true;
     let inputs = MapInputs {

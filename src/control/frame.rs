@@ -1,6 +1,7 @@
 //! Map-response framing: a 4-byte little-endian length, then one zstd frame of
-//! JSON. Every current client asks for zstd and decodes every message with it,
-//! keep-alives included.
+//! JSON. Every Go client asks for zstd and decodes every message with it,
+//! keep-alives included; a client that does not ask (Tailscale's Rust client)
+//! gets the same frames as plain JSON.
 
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -31,6 +32,22 @@ pub fn encode(json: &[u8]) -> Bytes {
     out.extend_from_slice(&(compressed.len() as u32).to_le_bytes());
     out.extend_from_slice(&compressed);
     Bytes::from(out)
+}
+
+/// Frames one JSON message without compression, for a client whose map request
+/// did not ask for zstd (`MapRequest.Compress` empty).
+pub fn encode_plain(json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(4 + json.len());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(json);
+    Bytes::from(out)
+}
+
+/// A frame made by [`encode`], framed again without compression; `None` if it
+/// is not one.
+pub fn to_plain(frame: &[u8]) -> Option<Bytes> {
+    let (json, _) = decode(frame).ok()??;
+    Some(encode_plain(&json))
 }
 
 /// `{"KeepAlive":true}`, framed once and shared by every session.
@@ -103,5 +120,14 @@ mod tests {
             decode(&keep_alive()).unwrap().unwrap().0,
             br#"{"KeepAlive":true}"#
         );
+    }
+
+    #[test]
+    fn a_client_without_zstd_gets_the_json_itself() {
+        let json = br#"{"KeepAlive":true}"#;
+        let plain = to_plain(&keep_alive()).unwrap();
+        assert_eq!(&plain[..4], &(json.len() as u32).to_le_bytes());
+        assert_eq!(&plain[4..], json);
+        assert_eq!(to_plain(b"\x05\0\0\0hello"), None, "not a zstd frame");
     }
 }

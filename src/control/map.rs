@@ -1,11 +1,11 @@
 //! Builds `MapResponse`s: pure functions of a node snapshot, the users, who is
 //! online, the DERP map and the map settings. No IO, no locks held.
 
-use crate::config::Config;
+use crate::config::{Config, ExtraRecord};
 use crate::policy::{Compiled, FILTER_CHUNKS};
 use crate::state::Snapshot;
 use crate::tailcfg::{
-    self, DERPMap, DNSConfig, FilterRule, MapResponse, PeerChange, Resolver, UserProfile,
+    self, DERPMap, DNSConfig, DNSRecord, FilterRule, MapResponse, PeerChange, Resolver, UserProfile,
 };
 use crate::types::{Node, NodeId, Timestamp, User, UserId};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -22,14 +22,23 @@ const CLEAR_FILTERS: &str = "*";
 /// `MapResponse.PacketFilters`: filter chunks by name, `None` to delete one.
 pub type PacketFilters = std::collections::BTreeMap<String, Option<Vec<FilterRule>>>;
 
+/// `DNSConfig.ExtraRecords`: from `dns.extra_records`, or the file
+/// `dns.extra_records_path` (replaced when it changes).
+pub type ExtraRecords = Arc<arc_swap::ArcSwap<Vec<DNSRecord>>>;
+
 /// Everything about maps that comes from the configuration, computed once.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MapSettings {
     /// The MagicDNS suffix; node names are `<given name>.<base_domain>.`.
     pub base_domain: String,
     /// `Domain`: the tailnet's display name (the server URL's host, as Headscale sends).
     pub domain: String,
+    /// The DNS configuration every node shares, without the extra records.
     pub dns: Option<DNSConfig>,
+    pub extra_records: ExtraRecords,
+    /// Each node's `CertDomains` names it (`dns.authoritative` is on, so
+    /// `tailscale cert` can publish its challenges).
+    pub cert_domains: bool,
     pub disable_log_tail: bool,
     pub taildrop: bool,
     /// `auto_update.enabled`, sent as `default-auto-update`.
@@ -45,6 +54,10 @@ impl MapSettings {
             base_domain: config.dns.base_domain.trim_matches('.').to_owned(),
             domain,
             dns: dns_config(config),
+            extra_records: Arc::new(arc_swap::ArcSwap::from_pointee(extra_records(
+                &config.dns.extra_records,
+            ))),
+            cert_domains: config.dns.authoritative.is_some(),
             disable_log_tail: !config.logtail_enabled,
             taildrop: config.taildrop_enabled,
             auto_update: config.auto_update_enabled,
@@ -93,16 +106,19 @@ fn dns_config(config: &Config) -> Option<DNSConfig> {
             .filter(|d| d.as_str() != base)
             .cloned(),
     );
-    out.extra_records = dns
-        .extra_records
+    (out != DNSConfig::default()).then_some(out)
+}
+
+/// `dns.extra_records` (or the records file's contents) as clients get them.
+pub fn extra_records(records: &[ExtraRecord]) -> Vec<DNSRecord> {
+    records
         .iter()
-        .map(|r| tailcfg::DNSRecord {
+        .map(|r| DNSRecord {
             name: r.name.clone(),
             r#type: r.record_type.clone(),
             value: r.value.clone(),
         })
-        .collect();
-    (out != DNSConfig::default()).then_some(out)
+        .collect()
 }
 
 /// Inputs shared by every message built in one go.
@@ -240,6 +256,10 @@ impl MapInputs<'_> {
         if self.settings.randomize_client_port {
             caps.insert("randomize-client-port".into(), vec![]);
         }
+        // MagicDNS answers AAAA queries for peers too.
+        caps.insert("magicdns-aaaa".into(), vec![]);
+        // The macOS and iOS exit-node menus show the suggested exit node only with this.
+        caps.insert("suggest-exit-node-ui".into(), vec![]);
         caps.insert(
             "default-auto-update".into(),
             vec![serde_json::Value::Bool(self.settings.auto_update)],
@@ -394,7 +414,7 @@ impl MapInputs<'_> {
         Some(MapResponse {
             node: Some(self.self_node(me)),
             derp_map: Some(derp.clone()),
-            dns_config: self.settings.dns.clone(),
+            dns_config: self.dns_config(me),
             domain: self.settings.domain.clone(),
             packet_filters: self.packet_filters(self_id),
             ssh_policy: self.ssh_policy(self_id),
@@ -405,6 +425,21 @@ impl MapInputs<'_> {
             }),
             ..MapResponse::default()
         })
+    }
+
+    /// `node`'s DNS configuration: what every node shares, the extra records,
+    /// and the name it may get a certificate for.
+    pub fn dns_config(&self, node: &Node) -> Option<DNSConfig> {
+        let mut out = self.settings.dns.clone().unwrap_or_default();
+        out.extra_records = self.settings.extra_records.load().to_vec();
+        if self.settings.cert_domains {
+            out.cert_domains = vec![format!(
+                "{}.{}",
+                node.given_name.as_str(),
+                self.settings.base_domain
+            )];
+        }
+        (out != DNSConfig::default()).then_some(out)
     }
 
     /// What a peer's JSON depends on, to know when a cached copy is still right.

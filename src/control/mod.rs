@@ -17,6 +17,7 @@ mod dispatch;
 pub mod frame;
 pub mod hub;
 mod key;
+mod machine;
 pub mod map;
 pub mod noise;
 pub mod plan;
@@ -62,6 +63,9 @@ pub struct Control {
     pub settings: Arc<map::MapSettings>,
     /// `server_url` without a trailing slash, for auth URLs.
     pub server_url: Arc<str>,
+    /// ACME challenge records nodes publish, served by the DNS listener
+    /// (`dns.authoritative`); `None` when it is off.
+    pub challenges: Option<Arc<crate::dns::Challenges>>,
     /// Each peer's JSON, serialised once per version of the peer (and per way
     /// a viewer may see it) and shared by every full map (std Mutex: lookups and
     /// inserts only, never across an await).
@@ -102,6 +106,7 @@ impl Control {
             derp,
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
+            challenges: None,
             peer_json: Arc::default(),
             last_view: Arc::default(),
             session_views: Arc::default(),
@@ -117,7 +122,21 @@ impl Control {
                 "/machine/ssh/action/{src}/to/{dst}",
                 axum::routing::get(ssh::action),
             )
+            .route("/machine/set-dns", post(machine::set_dns))
+            .route("/machine/audit-log", post(machine::audit_log))
+            .fallback(machine::not_implemented)
             .with_state(self.clone())
+    }
+
+    /// Puts new extra DNS records in force and tells every client; `false`
+    /// when they are the ones in force already.
+    pub fn set_extra_records(&self, records: Vec<crate::tailcfg::DNSRecord>) -> bool {
+        if **self.settings.extra_records.load() == records {
+            return false;
+        }
+        self.settings.extra_records.store(Arc::new(records));
+        self.state.notifier().publish(crate::state::Change::dns());
+        true
     }
 
     /// Delivers published changes to the open sessions until the process ends.

@@ -74,11 +74,19 @@ pub fn plan(
                     node: Some(inputs.self_node(node)),
                     user_profiles: inputs.user_profiles(std::iter::once(&**node)),
                     control_time: Some(inputs.now),
+                    // Its certificate name follows its MagicDNS name.
+                    dns_config: inputs
+                        .settings
+                        .cert_domains
+                        .then(|| inputs.dns_config(node).unwrap_or_default()),
                     ..MapResponse::default()
                 },
                 Audience::Only(vec![id]),
             ));
         }
+    }
+    if change.dns {
+        plan_dns(inputs, connected, &mut plan);
     }
     if !change.users_changed.is_empty() {
         let profiles: Vec<_> = change
@@ -98,6 +106,24 @@ pub fn plan(
         }
     }
     plan
+}
+
+/// The DNS configuration changed: one message for everyone, or one per node
+/// when each node's names its own certificate domain.
+fn plan_dns(inputs: &MapInputs<'_>, connected: &BTreeSet<NodeId>, plan: &mut Plan) {
+    let message = |node| MapResponse {
+        dns_config: Some(inputs.dns_config(node).unwrap_or_default()),
+        ..MapResponse::default()
+    };
+    let mut nodes = connected.iter().filter_map(|id| inputs.snapshot.get(*id));
+    if inputs.settings.cert_domains {
+        for node in nodes {
+            plan.messages
+                .push((message(node), Audience::Only(vec![node.id])));
+        }
+    } else if let Some(node) = nodes.next() {
+        plan.messages.push((message(node), Audience::Everyone));
+    }
 }
 
 /// Without a policy every node sees every node: each delta is one message for
@@ -149,16 +175,58 @@ fn plan_open(
         }
     }
     let patches = patches(inputs, change, &|_| true);
-    if !patches.is_empty() {
-        // A patch about a session's own node is an unknown peer to it, which clients ignore.
+    if patches.is_empty() {
+        return;
+    }
+    // A node never hears about itself (newer clients warn about a patch of an
+    // unknown peer): the patched nodes that are connected split in halves, and
+    // each half learns the other's patches, so k such nodes cost k·log k
+    // patches in 2k messages, not k² in k.
+    let patched: BTreeSet<NodeId> = patches.iter().map(|p| NodeId(p.node_id)).collect();
+    plan.messages.push((
+        MapResponse {
+            peers_changed_patch: patches.clone(),
+            ..MapResponse::default()
+        },
+        Audience::Except(patched),
+    ));
+    let listening: Vec<&PeerChange> = patches
+        .iter()
+        .filter(|p| connected.contains(&NodeId(p.node_id)))
+        .collect();
+    let others: Vec<&PeerChange> = patches
+        .iter()
+        .filter(|p| !connected.contains(&NodeId(p.node_id)))
+        .collect();
+    if !others.is_empty() && !listening.is_empty() {
         plan.messages.push((
             MapResponse {
-                peers_changed_patch: patches,
+                peers_changed_patch: others.into_iter().cloned().collect(),
                 ..MapResponse::default()
             },
-            Audience::Everyone,
+            Audience::Only(listening.iter().map(|p| NodeId(p.node_id)).collect()),
         ));
     }
+    exchange_patches(&listening, plan);
+}
+
+/// Every node in `group` learns the patches of the others, never its own.
+fn exchange_patches(group: &[&PeerChange], plan: &mut Plan) {
+    if group.len() < 2 {
+        return;
+    }
+    let (left, right) = group.split_at(group.len() / 2);
+    for (to, about) in [(left, right), (right, left)] {
+        plan.messages.push((
+            MapResponse {
+                peers_changed_patch: about.iter().map(|p| (*p).clone()).collect(),
+                ..MapResponse::default()
+            },
+            Audience::Only(to.iter().map(|p| NodeId(p.node_id)).collect()),
+        ));
+    }
+    exchange_patches(left, plan);
+    exchange_patches(right, plan);
 }
 
 /// Light patches for nodes whose endpoints or online state changed (and that
@@ -432,6 +500,7 @@ mod tests {
                 taildrop: true,
                 auto_update: false,
                 randomize_client_port: false,
+                ..MapSettings::default()
             },
         }
     }
@@ -524,8 +593,40 @@ mod tests {
         let plan = w.plan(None, None, &Change::node_patched(NodeId(3)));
         assert_eq!(
             summary(&plan),
-            [(Audience::Everyone, vec![], vec![], vec![3], false)]
+            [(
+                Audience::Except([NodeId(3)].into()),
+                vec![],
+                vec![],
+                vec![3],
+                false
+            )]
         );
+    }
+
+    /// Every connected node hears every other patched node once, and never itself.
+    #[test]
+    fn without_a_policy_patched_nodes_learn_each_other_but_not_themselves() {
+        let w = world();
+        let mut change = Change::none();
+        for id in [1, 2, 3, 4] {
+            change.merge(Change::node_patched(NodeId(id)));
+        }
+        let plan = w.plan(None, None, &change);
+        for viewer in 1..=4u64 {
+            let mut heard: Vec<u64> = plan
+                .messages
+                .iter()
+                .filter(|(_, audience)| match audience {
+                    Audience::Everyone => true,
+                    Audience::Except(not) => !not.contains(&NodeId(viewer)),
+                    Audience::Only(to) => to.contains(&NodeId(viewer)),
+                })
+                .flat_map(|(m, _)| m.peers_changed_patch.iter().map(|p| p.node_id))
+                .collect();
+            heard.sort_unstable();
+            let others: Vec<u64> = (1..=4).filter(|n| *n != viewer).collect();
+            assert_eq!(heard, others, "node {viewer}");
+        }
     }
 
     #[test]

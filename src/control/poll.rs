@@ -65,6 +65,7 @@ pub async fn map(
         endpoints: Some(req.endpoints.clone()),
         disco_key: req.disco_key,
         advertised_routes: hostinfo.as_ref().map(|h| h.routable_ips().to_vec()),
+        hostname: hostinfo.as_ref().map(|h| h.hostname().to_owned()),
         hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
     };
     match ctl.state.report_presence(node.id, report).await {
@@ -75,11 +76,12 @@ pub async fn map(
 
     match req.kind() {
         MapRequestKind::LiteUpdate => StatusCode::OK.into_response(),
-        MapRequestKind::OneShot => match ctl.full_map(node.id, req.version) {
-            Some(frame) => frame.into_response(),
+        MapRequestKind::OneShot => match ctl.full_map_json(node.id, req.version) {
+            Some(json) if req.wants_zstd() => frame::encode(&json).into_response(),
+            Some(json) => frame::encode_plain(&json).into_response(),
             None => refuse(StatusCode::NOT_FOUND, "node not found"),
         },
-        MapRequestKind::Stream => stream(ctl, node.id, req.version).await,
+        MapRequestKind::Stream => stream(ctl, node.id, req.version, req.wants_zstd()).await,
     }
 }
 
@@ -107,12 +109,14 @@ struct Session {
     inlet: Inlet,
     /// The client's capability version.
     capver: u32,
+    /// The client asked for zstd; otherwise frames go out as plain JSON.
+    zstd: bool,
     first: Option<Bytes>,
     keep_alive_at: Instant,
     _guard: SessionGuard,
 }
 
-async fn stream(ctl: Control, node: NodeId, capver: u32) -> Response {
+async fn stream(ctl: Control, node: NodeId, capver: u32, zstd: bool) -> Response {
     // Register before the full map is built, so no change can fall in between.
     let inlet = ctl.hub.open(node);
     let guard = SessionGuard {
@@ -128,12 +132,18 @@ async fn stream(ctl: Control, node: NodeId, capver: u32) -> Response {
         ctl,
         inlet,
         capver,
+        zstd,
         first: Some(first),
         keep_alive_at: next_keep_alive(),
         _guard: guard,
     };
     let frames = futures_util::stream::unfold(session, |mut s| async move {
-        let frame = s.next_frame().await?;
+        let mut frame = s.next_frame().await?;
+        if !s.zstd {
+            // Shared frames are compressed once for everyone; the rare client
+            // that cannot read zstd gets its copy decompressed.
+            frame = frame::to_plain(&frame)?;
+        }
         Some((Ok::<Bytes, std::convert::Infallible>(frame), s))
     });
     Body::from_stream(frames).into_response()

@@ -630,13 +630,15 @@ mod protocol {
             taildrop: true,
             auto_update: false,
             randomize_client_port: false,
+            ..map::MapSettings::default()
         };
-        let control = Control::new(
+        let mut control = Control::new(
             state.clone(),
             DerpMaps::fixed(DERPMap::default()),
             map_settings,
             "http://127.0.0.1:1",
         );
+        control.challenges = Some(Arc::new(crate::dns::Challenges::new()));
         control.spawn_dispatcher();
         let server = spawn_server_with(control.machine_routes()).await;
         Rig {
@@ -679,7 +681,8 @@ mod protocol {
             "NodeKey": node_key.to_string(),
             "DiscoKey": format!("discokey:{}", "ab".repeat(32)),
             "Endpoints": ["192.0.2.1:41641"],
-            "Hostinfo": {"Hostname": "x", "OS": "linux"},
+            // No Hostname: a hostname would rename the node (`tailscale set --hostname`).
+            "Hostinfo": {"OS": "linux"},
         })
         .to_string()
     }
@@ -774,6 +777,107 @@ mod protocol {
     }
 
     #[tokio::test]
+    async fn set_dns_publishes_only_a_nodes_own_challenge_and_unknown_paths_are_501() {
+        let rig = rig().await;
+        let key = rig.preauth_key(true).await.secret;
+        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let node_key = NodeKey::from_bytes([7; 32]);
+        send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, &key, "laptop"),
+        )
+        .await;
+        let set_dns = |node_key: &NodeKey, name: &str, kind: &str, value: &str| {
+            serde_json::json!({
+                "Version": 142, "NodeKey": node_key.to_string(),
+                "Name": name, "Type": kind, "Value": value,
+            })
+            .to_string()
+        };
+        let own = "_acme-challenge.laptop.tailnet.test";
+        let published = || {
+            rig.control
+                .challenges
+                .as_ref()
+                .unwrap()
+                .txt(own, std::time::Instant::now())
+        };
+
+        let (status, body) = send_post(
+            &mut sender,
+            "/machine/set-dns",
+            set_dns(&node_key, own, "TXT", "tok3n"),
+        )
+        .await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"{}"[..]));
+        assert_eq!(published(), ["tok3n"]);
+
+        for (request, status, says) in [
+            (
+                set_dns(
+                    &node_key,
+                    "_acme-challenge.desktop.tailnet.test",
+                    "TXT",
+                    "x",
+                ),
+                StatusCode::FORBIDDEN,
+                "may only set _acme-challenge.laptop.tailnet.test",
+            ),
+            (
+                set_dns(&node_key, "laptop.tailnet.test", "TXT", "x"),
+                StatusCode::FORBIDDEN,
+                "may only set",
+            ),
+            (
+                set_dns(&node_key, own, "A", "100.64.0.1"),
+                StatusCode::BAD_REQUEST,
+                "only TXT records",
+            ),
+            (
+                set_dns(&node_key, own, "TXT", ""),
+                StatusCode::BAD_REQUEST,
+                "",
+            ),
+            (
+                set_dns(&NodeKey::from_bytes([9; 32]), own, "TXT", "x"),
+                StatusCode::FORBIDDEN,
+                "node not found",
+            ),
+            (
+                "[1,2".into(),
+                StatusCode::BAD_REQUEST,
+                "invalid set-dns request",
+            ),
+        ] {
+            let (got, body) = send_post(&mut sender, "/machine/set-dns", request.clone()).await;
+            let body = String::from_utf8_lossy(&body);
+            assert_eq!(got, status, "{request}: {body}");
+            assert!(body.contains(says), "{request}: {body}");
+        }
+        assert_eq!(published(), ["tok3n"], "refusals change nothing");
+
+        let audit = serde_json::json!({
+            "Version": 142, "NodeKey": node_key.to_string(),
+            "Action": "DISCONNECT_NODE", "Details": "maintenance",
+        });
+        let (status, _) = send_post(&mut sender, "/machine/audit-log", audit.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, body) = send_post(&mut sender, "/machine/tka/init/begin", "{}").await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body:?}");
+
+        // A client that asks for no compression reads the JSON itself.
+        let mut request: serde_json::Value =
+            serde_json::from_str(&map_body(&node_key, false)).unwrap();
+        request["Compress"] = "".into();
+        let (status, body) = send_post(&mut sender, "/machine/map", request.to_string()).await;
+        assert_eq!(status, StatusCode::OK);
+        let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
+        let map: serde_json::Value = serde_json::from_slice(&body[4..4 + len]).unwrap();
+        assert_eq!(map["Node"]["Name"], "laptop.tailnet.test.");
+    }
+
+    #[tokio::test]
     async fn bad_requests_get_clear_answers_and_valid_ones_a_map() {
         let rig = rig().await;
         let key = rig.preauth_key(true).await.secret;
@@ -847,6 +951,9 @@ mod protocol {
         );
         assert!(first["DERPMap"].is_object() && first["ControlTime"].is_string());
         assert_eq!(first["Debug"]["DisableLogTail"], true);
+        let caps = &first["Node"]["CapMap"];
+        assert_eq!(caps["default-auto-update"], serde_json::json!([false]));
+        assert_eq!(caps["suggest-exit-node-ui"], serde_json::json!([]));
 
         let mut second = connect(&rig.server, &PrivateKey::generate(), 113).await;
         let other_key = NodeKey::from_bytes([8; 32]);

@@ -1,4 +1,4 @@
-//! The relay's HTTP surface: the `GET /derp` upgrade (`Upgrade: DERP`, or
+//! The relay's HTTP surface: the `/derp` upgrade (`Upgrade: DERP` with any method, or
 //! WebSocket for browser clients) that hands connections to [`Relay::accept`],
 //! the latency probes `/derp/probe` and `/derp/latency-check`, and the
 //! captive-portal check `/generate_204`.
@@ -14,7 +14,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -38,7 +38,9 @@ const MAX_CHALLENGE_LEN: usize = 64;
 /// The relay's routes. `GET` routes answer `HEAD` too.
 pub fn routes(relay: Arc<Relay>) -> Router {
     Router::new()
-        .route("/derp", get(derp))
+        // Any method that carries `Upgrade: DERP` (as Tailscale's derper and
+        // Headscale accept); clients send GET, some send POST.
+        .route("/derp", any(derp))
         .route("/derp/probe", get(probe))
         .route("/derp/latency-check", get(probe))
         .route("/generate_204", get(generate_204))

@@ -114,12 +114,14 @@ impl UpgradeResponse {
 /// Sends `GET /derp` with `Upgrade: DERP` and reads the response head byte by
 /// byte, so that no DERP byte after it is consumed.
 async fn upgrade(stream: &mut TcpStream) -> UpgradeResponse {
-    stream
-        .write_all(
-            b"GET /derp HTTP/1.1\r\nHost: relay.test\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n",
-        )
-        .await
-        .unwrap();
+    upgrade_with(stream, "GET").await
+}
+
+async fn upgrade_with(stream: &mut TcpStream, method: &str) -> UpgradeResponse {
+    let request = format!(
+        "{method} /derp HTTP/1.1\r\nHost: relay.test\r\nUpgrade: DERP\r\nConnection: Upgrade\r\nContent-Length: 0\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     guarded("reading the upgrade response", async {
         while !head.ends_with(b"\r\n\r\n") {
@@ -363,6 +365,10 @@ async fn upgrade_answers_101_with_the_relay_key_then_greets_and_logs_in() {
     relay.wait_for_clients(1).await;
     drop(client);
     relay.wait_for_clients(0).await;
+
+    // Any method that carries the upgrade is one, as Tailscale's derper takes it.
+    let mut stream = TcpStream::connect(relay.addr).await.unwrap();
+    assert_eq!(upgrade_with(&mut stream, "POST").await.status, 101);
 }
 
 #[tokio::test]

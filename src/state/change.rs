@@ -30,6 +30,8 @@ pub struct Change {
     pub users_changed: BTreeSet<UserId>,
     /// Every node needs a full map (the DERP map changed).
     pub full: bool,
+    /// Every node's DNS configuration changed (the extra records file).
+    pub dns: bool,
     /// The access policy changed: every node's view (peers, packet filter,
     /// SSH policy, attributes) must be recomputed and the differences sent.
     pub policy: bool,
@@ -82,6 +84,14 @@ impl Change {
         }
     }
 
+    /// The DNS configuration every node gets changed.
+    pub fn dns() -> Self {
+        Self {
+            dns: true,
+            ..Self::default()
+        }
+    }
+
     /// A node's endpoints, home DERP or disco key changed.
     pub fn node_patched(id: NodeId) -> Self {
         Self {
@@ -112,6 +122,7 @@ impl Change {
         self.logged_out.extend(other.logged_out);
         self.users_changed.extend(other.users_changed);
         self.full |= other.full;
+        self.dns |= other.dns;
         self.policy |= other.policy;
         for removed in &self.peers_removed {
             self.peers_changed.remove(removed);

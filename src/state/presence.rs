@@ -3,7 +3,7 @@
 //! the timers that announce expired keys and remove departed ephemeral nodes.
 
 use super::{Change, Error, Result, State};
-use crate::types::{DiscoKey, MachineKey, Node, NodeId, NodeKey, Timestamp};
+use crate::types::{DiscoKey, GivenName, MachineKey, Node, NodeId, NodeKey, Timestamp};
 use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,8 @@ pub struct Presence {
     pub disco_key: Option<DiscoKey>,
     /// Hostinfo JSON, already merged with the previous NetInfo by the caller.
     pub hostinfo: Option<String>,
+    /// `Hostinfo.Hostname` (`tailscale set --hostname`).
+    pub hostname: Option<String>,
     pub advertised_routes: Option<Vec<IpNet>>,
 }
 
@@ -120,12 +122,24 @@ impl State {
         if endpoints.is_some() || disco.is_some() {
             change.merge(Change::node_patched(id));
         }
-        if hostinfo.is_some() {
+        let renamed = report
+            .hostname
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty() && h.len() <= 255 && *h != before.hostname)
+            .map(|hostname| {
+                let given = self.given_name_after_rename(&before, &hostname);
+                (hostname, given)
+            });
+        if hostinfo.is_some() || renamed.is_some() {
             change.merge(Change::node_changed(id));
         }
-        if endpoints.is_some() || disco.is_some() || hostinfo.is_some() {
+        if endpoints.is_some() || disco.is_some() || hostinfo.is_some() || renamed.is_some() {
             let (_, moved) = self
                 .edit_presence(id, |node| {
+                    if let Some((hostname, given)) = renamed {
+                        node.hostname = hostname;
+                        node.given_name = given;
+                    }
                     if let Some(e) = endpoints {
                         node.endpoints = e;
                     }
@@ -154,6 +168,26 @@ impl State {
             }
         }
         Ok(change)
+    }
+
+    /// The MagicDNS name of `node` once its hostname is `hostname`: a name
+    /// that came from the old hostname follows the new one (as unique as at
+    /// registration); a name an admin chose stays.
+    fn given_name_after_rename(&self, node: &Node, hostname: &str) -> GivenName {
+        let old = GivenName::sanitize(&node.hostname);
+        let current = node.given_name.as_str();
+        let derived = current == old.as_str()
+            || current
+                .strip_prefix(old.as_str())
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !derived {
+            return node.given_name.clone();
+        }
+        let snap = self.snapshot();
+        GivenName::unique(&GivenName::sanitize(hostname), |n| {
+            snap.given_name_taken(n, Some(node.id))
+        })
     }
 
     /// `tailscale logout`: an ephemeral node is removed, any other node's key expires now.

@@ -455,3 +455,53 @@ async fn a_prefix_fails_over_to_an_online_router_and_does_not_flap_back() {
     state.session_closed(first).await;
     assert_eq!(primary(), None, "an offline router serves nothing");
 }
+
+#[tokio::test]
+async fn a_new_hostname_moves_a_derived_name_but_never_an_admin_chosen_one() {
+    let (_dir, state) = state(None).await;
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let (a, _) = state
+        .admit(admission(1, Some(user.id), None))
+        .await
+        .unwrap();
+    let (b, _) = state
+        .admit(admission(2, Some(user.id), None))
+        .await
+        .unwrap();
+    let named = |hostname: &str| Presence {
+        hostname: Some(hostname.into()),
+        ..Presence::default()
+    };
+    let given = |id| {
+        let node = state.snapshot().get(id).cloned().unwrap();
+        (node.hostname.clone(), node.given_name.as_str().to_owned())
+    };
+
+    let change = state
+        .report_presence(a.id, named("Build Box"))
+        .await
+        .unwrap();
+    assert!(change.peers_changed.contains(&a.id) && change.self_changed.contains(&a.id));
+    assert_eq!(given(a.id), ("Build Box".into(), "build-box".into()));
+    // Taken by another node: a suffix, as at registration.
+    state
+        .report_presence(b.id, named("build-box"))
+        .await
+        .unwrap();
+    assert_eq!(given(b.id), ("build-box".into(), "build-box-1".into()));
+    // And the suffixed name still follows its hostname.
+    state.report_presence(b.id, named("runner")).await.unwrap();
+    assert_eq!(given(b.id), ("runner".into(), "runner".into()));
+
+    state.rename_node(a.id, "ci").await.unwrap();
+    state.report_presence(a.id, named("laptop")).await.unwrap();
+    assert_eq!(given(a.id), ("laptop".into(), "ci".into()));
+    assert!(
+        state
+            .report_presence(a.id, named("laptop"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the same hostname again is not news"
+    );
+}

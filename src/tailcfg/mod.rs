@@ -16,6 +16,7 @@ mod dns;
 mod filter;
 mod hostinfo;
 pub mod keys;
+mod machine;
 mod map_request;
 mod map_response;
 mod node;
@@ -32,6 +33,7 @@ pub use filter::{
     SSHRecorderFailureAction, SSHRule,
 };
 pub use hostinfo::{Hostinfo, NetInfo};
+pub use machine::{AuditLogRequest, SetDNSRequest, SetDNSResponse};
 pub use map_request::{MapRequest, MapRequestKind};
 pub use map_response::{BASE_FILTER, Debug, MapResponse, PeerChange, UserProfile};
 pub use node::{CapMap, Node};

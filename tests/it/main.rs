@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod clients;
 mod config_errors;
+mod dns;
 mod grpc_admin;
 mod headscale_cli;
 mod pages;

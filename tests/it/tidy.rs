@@ -71,6 +71,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("derp", &["derp", "tailcfg", "config", "types"]),
     ("relay", &["relay", "types", "websocket"]),
     ("acme", &["acme"]),
+    ("dns", &["dns"]),
     ("db", &["db", "types", "config"]),
     ("state", &["state", "db", "policy", "types", "config"]),
     (
@@ -83,6 +84,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "tailcfg",
             "derp",
+            "dns",
             "websocket",
         ],
     ),

@@ -18,7 +18,13 @@ pub fn headway_bin() -> PathBuf {
 }
 
 /// A config file for a test server: everything inside `dir`, HTTP on port 0.
+/// A `dns:` section in `extra` replaces the default one.
 pub fn test_config(dir: &Path, extra: &str) -> String {
+    let dns = if extra.starts_with("dns:") || extra.contains("\ndns:") {
+        ""
+    } else {
+        "dns:\n  magic_dns: true\n  base_domain: tailnet.test\n"
+    };
     format!(
         "server_url: http://127.0.0.1:8080\n\
          listen_addr: 127.0.0.1:0\n\
@@ -28,8 +34,7 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
          database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n\
          unix_socket: {d}/headway.sock\n\
          unix_socket_permission: \"0770\"\n\
-         dns:\n  magic_dns: true\n  base_domain: tailnet.test\n\
-         {extra}",
+         {dns}{extra}",
         d = dir.display()
     )
 }

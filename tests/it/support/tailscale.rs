@@ -211,11 +211,14 @@ impl Client {
             &login,
             &key,
             &hostname,
-            "--accept-dns=false",
             // `up` returns once the client is Running (logged in, relay connected);
             // the timeout only keeps a broken run from hanging.
             "--timeout=60s",
         ];
+        // DNS settings stay off unless asked for (newer clients refuse a flag twice).
+        if !flags.iter().any(|f| f.starts_with("--accept-dns")) {
+            args.push("--accept-dns=false");
+        }
         args.extend_from_slice(flags);
         self.cli(&args)
     }

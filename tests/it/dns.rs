@@ -1,0 +1,240 @@
+//! DNS as official clients see it: MagicDNS names of peers and of the node
+//! itself, nameservers, split DNS, search domains, the extra records file
+//! (edited while clients run), a hostname the client changes, and
+//! `tailscale cert` through headway's own DNS listener and Pebble.
+
+use crate::clients::{assert_logged_in, key};
+use crate::support::pebble::{OrderLocationProxy, Pebble};
+use crate::support::tailscale::{Client, free_port, versions};
+use crate::support::{Run, Spawn, TestServer};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Runs `run` until `done` accepts its result, for at most `timeout`.
+fn wait_for(what: &str, timeout: Duration, run: impl Fn() -> Run, done: impl Fn(&Run) -> bool) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = run();
+        if done(&out) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never saw {what}: {out:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `tailscale dns query NAME [TYPE]` answered by the client's own resolver.
+fn query(client: &Client, name: &str, kind: &str) -> Run {
+    client.cli(&["dns", "query", name, kind])
+}
+
+/// The minor version of `v1.MINOR.PATCH`.
+fn minor(version: &str) -> u32 {
+    version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_records(path: &Path, records: &str) {
+    // Written aside and renamed, so the server never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, records).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames() {
+    for version in versions() {
+        let records_dir = tempfile::tempdir().unwrap();
+        let records = records_dir.path().join("records.json");
+        write_records(
+            &records,
+            r#"[{"name": "grafana.ts.test", "type": "A", "value": "100.64.50.1"}]"#,
+        );
+        let port = free_port();
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(port),
+            extra_config: format!(
+                "dns:\n  magic_dns: true\n  base_domain: ts.test\n  override_local_dns: true\n  \
+                 nameservers:\n    global: [192.0.2.53]\n    split:\n      corp.example: [192.0.2.54]\n  \
+                 search_domains: [search.example]\n  extra_records_path: {}\n",
+                records.display()
+            ),
+            ..Spawn::default()
+        });
+        let key = key(&server, &["--reusable"]);
+        let a = Client::start(&version, "dns-a");
+        let b = Client::start(&version, "dns-b");
+        for client in [&a, &b] {
+            let up = client.up_with(&server.url(), &key, &["--accept-dns"]);
+            assert_logged_in(client, &up);
+        }
+        let (ip_a, ip_b) = (a.ipv4(), b.ipv4());
+        a.wait_status("dns-b", Duration::from_secs(30), |s| {
+            s["Peer"]
+                .as_object()
+                .is_some_and(|p| p.values().any(|p| p["DNSName"] == "dns-b.ts.test."))
+        });
+        assert_eq!(a.status()["Self"]["DNSName"], "dns-a.ts.test.");
+
+        // What the client says it was given.
+        let status = a.cli(&["dns", "status"]);
+        for expected in [
+            "192.0.2.53",
+            "corp.example",
+            "192.0.2.54",
+            "search.example",
+            "ts.test",
+        ] {
+            assert!(
+                status.stdout.contains(expected),
+                "{version}: `tailscale dns status` lacks {expected}: {status:?}"
+            );
+        }
+
+        // MagicDNS answers for a peer, the node itself, IPv6, and the records file.
+        let peer = query(&a, "dns-b.ts.test.", "A");
+        assert!(peer.stdout.contains(&ip_b), "{version}: {peer:?}");
+        let own = query(&a, "dns-a.ts.test.", "A");
+        assert!(own.stdout.contains(&ip_a), "{version}: {own:?}");
+        // Clients from capability 116 (v1.84) answer AAAA for peers when the
+        // server sends `magicdns-aaaa`; older ones answer only A for them.
+        if minor(&version) >= 84 {
+            let ip6_b = b.cli(&["ip", "-6"]).stdout.trim().to_owned();
+            let peer6 = query(&a, "dns-b.ts.test.", "AAAA");
+            assert!(
+                ip6_b.starts_with("fd7a:") && peer6.stdout.contains(&ip6_b),
+                "{version}: {ip6_b} {peer6:?}"
+            );
+        }
+        assert!(
+            query(&a, "grafana.ts.test.", "A")
+                .stdout
+                .contains("100.64.50.1")
+        );
+
+        // An edited file reaches running clients; a broken one changes nothing.
+        write_records(
+            &records,
+            r#"[{"name": "grafana.ts.test", "type": "A", "value": "100.64.50.2"}]"#,
+        );
+        wait_for(
+            "the edited record",
+            Duration::from_secs(20),
+            || query(&b, "grafana.ts.test.", "A"),
+            |out| out.stdout.contains("100.64.50.2"),
+        );
+        write_records(
+            &records,
+            r#"[{"name": "grafana.ts.test", "type": "A", "value": "100.64.50.300"}]"#,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server
+            .log()
+            .contains("the extra DNS records file was refused")
+        {
+            assert!(Instant::now() < deadline, "{}", server.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            server
+                .log()
+                .contains("\\\"100.64.50.300\\\" is not an IPv4 address")
+                || server
+                    .log()
+                    .contains("\"100.64.50.300\" is not an IPv4 address"),
+            "{}",
+            server.log()
+        );
+        assert!(
+            query(&b, "grafana.ts.test.", "A")
+                .stdout
+                .contains("100.64.50.2")
+        );
+
+        // A hostname the client changes moves its MagicDNS name for its peers.
+        let set = b.cli(&["set", "--hostname", "renamed-b"]);
+        assert_eq!(set.code, 0, "{set:?}");
+        a.wait_status("renamed-b", Duration::from_secs(30), |s| {
+            s["Peer"]
+                .as_object()
+                .is_some_and(|p| p.values().any(|p| p["DNSName"] == "renamed-b.ts.test."))
+        });
+        wait_for(
+            "the new name",
+            Duration::from_secs(20),
+            || query(&a, "renamed-b.ts.test.", "A"),
+            |out| out.stdout.contains(&ip_b),
+        );
+        let list = server.cli(&["nodes", "list"]).ok().stdout;
+        assert!(list.contains("renamed-b"), "{list}");
+    }
+}
+
+#[test]
+fn tailscale_cert_gets_a_certificate_through_headways_dns_listener() {
+    for version in versions() {
+        let dns_port = free_port();
+        let pebble = Pebble::start_with_dns(&format!("127.0.0.1:{dns_port}"));
+        let port = free_port();
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(port),
+            extra_config: format!(
+                "dns:\n  magic_dns: true\n  base_domain: ts.test\n  authoritative:\n    \
+                 listen_addr: 127.0.0.1:{dns_port}\n    nameserver: ns.test\n"
+            ),
+            ..Spawn::default()
+        });
+        let key = key(&server, &[]);
+        let ca = pebble.api_ca();
+        let acme = OrderLocationProxy::start(&pebble);
+        let client = Client::start_with_env(
+            &version,
+            "certbox",
+            &[
+                ("TS_DEBUG_ACME_DIRECTORY_URL", &acme.directory()),
+                ("SSL_CERT_FILE", ca.to_str().unwrap()),
+            ],
+        );
+        let up = client.up_with_key(&server.url(), &key);
+        assert_logged_in(&client, &up);
+        assert_eq!(client.status()["CertDomains"][0], "certbox.ts.test");
+
+        let out = tempfile::tempdir().unwrap();
+        let (cert, key_file) = (out.path().join("cert.pem"), out.path().join("key.pem"));
+        let run = client.cli(&[
+            "cert",
+            "--cert-file",
+            cert.to_str().unwrap(),
+            "--key-file",
+            key_file.to_str().unwrap(),
+            "certbox.ts.test",
+        ]);
+        assert_eq!(
+            run.code,
+            0,
+            "{version}: {run:?}\n{}\n{}\n{}",
+            client.log_tail(),
+            server.log(),
+            pebble.log()
+        );
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&cert)
+            .output()
+            .expect("run openssl");
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("DNS:certbox.ts.test"), "{version}: {text}");
+        assert!(
+            server.log().contains("published an ACME challenge record"),
+            "{}",
+            server.log()
+        );
+
+        // Another node's name is not this node's to prove.
+        let other = client.cli(&["cert", "someone-else.ts.test"]);
+        assert_ne!(other.code, 0, "{other:?}");
+    }
+}
