@@ -26,9 +26,19 @@ pub struct Hostinfo {
 struct Fields {
     #[serde(default, deserialize_with = "null_as_default")]
     hostname: String,
-    #[serde(rename = "OS", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "OS",
+        alias = "Os",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     os: String,
-    #[serde(rename = "RoutableIPs", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "RoutableIPs",
+        alias = "RoutableIps",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     routable_ips: Vec<IpNet>,
     #[serde(default, deserialize_with = "null_as_default")]
     request_tags: Vec<String>,
@@ -45,6 +55,7 @@ pub struct NetInfo {
     /// `PreferredDERP`: the DERP region the client calls home; 0 = none yet.
     #[serde(
         rename = "PreferredDERP",
+        alias = "PreferredDerp",
         default,
         deserialize_with = "null_as_default"
     )]

@@ -32,7 +32,7 @@ pub struct MapRequest {
     #[serde(default, deserialize_with = "null_as_default")]
     pub stream: bool,
     /// `None` when the client sent `null`.
-    #[serde(default)]
+    #[serde(default, alias = "HostInfo")]
     pub hostinfo: Option<Hostinfo>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub map_session_handle: String,
@@ -45,7 +45,12 @@ pub struct MapRequest {
     /// 5 explicitly configured.
     #[serde(default, deserialize_with = "null_as_default")]
     pub endpoint_types: Vec<i32>,
-    #[serde(rename = "TKAHead", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "TKAHead",
+        alias = "TkaHead",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub tka_head: String,
     /// Deprecated since capability version 68; always false from supported clients.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -114,6 +119,21 @@ mod tests {
         assert_eq!(hi.hostname(), "node-b");
         assert_eq!(hi.preferred_derp(), Some(901));
         assert!(hi.routable_ips().is_empty());
+    }
+
+    /// Tailscale's Rust client spells acronyms as words, which Go's decoder accepts.
+    #[test]
+    fn the_rust_clients_spellings_decode() {
+        let req: MapRequest = serde_json::from_str(
+            r#"{"Version": 130, "Stream": false, "OmitPeers": true,
+                "HostInfo": {"Hostname": "rusty", "Os": "linux", "RoutableIps": ["10.0.0.0/24"],
+                             "NetInfo": {"PreferredDerp": 900, "DerpLatency": {"900-v4": 0.001}}}}"#,
+        )
+        .unwrap();
+        let hi = req.hostinfo.unwrap();
+        assert_eq!((hi.hostname(), hi.os()), ("rusty", "linux"));
+        assert_eq!(hi.preferred_derp(), Some(900));
+        assert_eq!(hi.routable_ips().len(), 1);
     }
 
     #[test]

@@ -9,7 +9,10 @@
 //! ignored, Go's zero time reads as `None`. Responses derive only `Serialize` and omit
 //! what Go omits, except where the protocol gives absent and empty different meanings.
 //! Type names are Go's (`MapResponse`, `DERPMap`); field names are Rust's, renamed on
-//! the wire to Go's JSON names.
+//! the wire to Go's JSON names. Go's decoder also takes names that differ only in
+//! letter case, and Tailscale's Rust client spells acronyms as words (`HostInfo`,
+//! `Os`, `RoutableIps`, `PreferredDerp`): request fields whose Go name has an acronym
+//! take that spelling too (`alias`).
 
 mod derp_map;
 mod dns;

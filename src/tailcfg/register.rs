@@ -25,7 +25,12 @@ pub struct RegisterRequest {
     #[serde(default, with = "keys::opt_node")]
     pub old_node_key: Option<NodeKey>,
     /// `NLKey`: the tailnet-lock key (`nlpub:…`), kept as text; headway runs no tailnet lock.
-    #[serde(rename = "NLKey", default, deserialize_with = "null_as_default")]
+    #[serde(
+        rename = "NLKey",
+        alias = "NlKey",
+        default,
+        deserialize_with = "null_as_default"
+    )]
     pub nl_key: String,
     /// Present only for `--authkey` logins.
     #[serde(default)]
@@ -36,7 +41,7 @@ pub struct RegisterRequest {
     /// The `AuthURL` the client is waiting on (second step of an interactive login).
     #[serde(default, deserialize_with = "null_as_default")]
     pub followup: String,
-    #[serde(default)]
+    #[serde(default, alias = "HostInfo")]
     pub hostinfo: Option<Hostinfo>,
     /// `--state=mem:` and similar; Headscale ignores it (only ephemeral auth keys count).
     #[serde(default, deserialize_with = "null_as_default")]

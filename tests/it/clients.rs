@@ -41,8 +41,14 @@ pub(crate) fn assert_logged_in(client: &Client, up: &crate::support::Run) {
 /// first packets may race the peer's first map, so attempts repeat within a deadline.
 pub(crate) fn assert_tcp_crosses(from: &Client, to_ip: &str, version: &str) {
     let port = echo_server();
+    assert_tcp_reaches(from, &format!("{to_ip}:{port}"), version);
+}
+
+/// A line sent from `from` through its tunnel to the echo server at `target`
+/// (`ip:port`) comes back, within a deadline.
+pub(crate) fn assert_tcp_reaches(from: &Client, target: &str, version: &str) {
     let payload = format!("hello through headway with {version}");
-    let target = format!("{to_ip}:{port}").parse().unwrap();
+    let target = target.parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let back = loop {
         match from.tcp_exchange(target, payload.as_bytes()) {

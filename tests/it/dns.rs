@@ -37,6 +37,41 @@ fn minor(version: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// dnsmasq on `addr`:53, answering `db.corp.example` with 10.1.2.3 and nothing
+/// else (no upstream): the split-DNS route's real server. Killed on drop.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(addr: &str) -> Dnsmasq {
+        let child = std::process::Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--port=53",
+                "--pid-file=",
+                "--user=root",
+                "--address=/db.corp.example/10.1.2.3",
+            ])
+            .arg(format!("--listen-address={addr}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dnsmasq (scripts/install-test-deps installs dnsmasq-base)");
+        Dnsmasq(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn write_records(path: &Path, records: &str) {
     // Written aside and renamed, so the server never reads half a file.
     let tmp = path.with_extension("tmp");
@@ -46,6 +81,8 @@ fn write_records(path: &Path, records: &str) {
 
 #[test]
 fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames() {
+    // Only this test uses this loopback address.
+    let _split_server = Dnsmasq::start("127.0.0.77");
     for version in versions() {
         let records_dir = tempfile::tempdir().unwrap();
         let records = records_dir.path().join("records.json");
@@ -58,7 +95,7 @@ fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames
             port: Some(port),
             extra_config: format!(
                 "dns:\n  magic_dns: true\n  base_domain: ts.test\n  override_local_dns: true\n  \
-                 nameservers:\n    global: [192.0.2.53]\n    split:\n      corp.example: [192.0.2.54]\n  \
+                 nameservers:\n    global: [192.0.2.53]\n    split:\n      corp.example: [127.0.0.77]\n  \
                  search_domains: [search.example]\n  extra_records_path: {}\n",
                 records.display()
             ),
@@ -84,7 +121,7 @@ fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames
         for expected in [
             "192.0.2.53",
             "corp.example",
-            "192.0.2.54",
+            "127.0.0.77",
             "search.example",
             "ts.test",
         ] {
@@ -114,6 +151,9 @@ fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames
                 .stdout
                 .contains("100.64.50.1")
         );
+        // Split DNS: the client forwards corp.example to its own server.
+        let split = query(&a, "db.corp.example.", "A");
+        assert!(split.stdout.contains("10.1.2.3"), "{version}: {split:?}");
 
         // An edited file reaches running clients; a broken one changes nothing.
         write_records(

@@ -17,4 +17,6 @@ mod persistence;
 mod policy;
 mod relay;
 mod routes;
+mod rust_client;
+mod taildrop;
 mod tidy;

@@ -1,0 +1,206 @@
+//! A second, independent client: Tailscale's Rust implementation (the
+//! `tailscale` crate, wrapped by `tools/ts-rs-client` and built into the tool
+//! cache by `scripts/install-test-deps`) joins headway beside an official Go
+//! client, gets a usable map and completes a WireGuard handshake with it.
+//!
+//! The Rust client cannot pin a self-signed relay certificate and fetches the
+//! control key only over https; its test-only switches `insecure-derp` and
+//! `insecure-keyfetch` cover both, and the relay here is marked
+//! `InsecureForTests` in a `derp.paths` file.
+
+use crate::clients::{assert_logged_in, key};
+use crate::support::tailscale::{Client, echo_server, free_port, tools_dir, versions};
+use crate::support::{Spawn, TestServer};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const VERSION: &str = "0.6.1";
+
+/// `ts-rs-client`, as install-test-deps built it.
+fn binary() -> std::path::PathBuf {
+    let path = tools_dir().join(format!("ts-rs-client-{VERSION}/ts-rs-client"));
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/install-test-deps (it builds tools/ts-rs-client)",
+        path.display()
+    );
+    path
+}
+
+/// The running Rust client and the lines it prints.
+struct RustClient {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    dir: tempfile::TempDir,
+}
+
+impl RustClient {
+    fn start(server: &str, key: &str, echo_port: u16, dial: Option<(&str, &str)>) -> RustClient {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(binary());
+        command
+            .args([server, key, "rusty"])
+            .arg(dir.path().join("keys.json"))
+            .arg(echo_port.to_string());
+        if let Some((target, message)) = dial {
+            command.args([target, message]);
+        }
+        let mut child = command
+            .env("TS_RS_EXPERIMENT", "this_is_unstable_software")
+            .env(
+                "RUST_LOG",
+                std::env::var("TSRS_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .expect("start ts-rs-client");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        RustClient { child, lines, dir }
+    }
+
+    /// What it logged (the last 60 lines).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(400)..].join("\n")
+    }
+
+    /// The next line it prints, within `timeout`.
+    fn next_line(&self, timeout: Duration) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .expect("a line from ts-rs-client in time")
+    }
+}
+
+impl Drop for RustClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// headway, whose only relay (its own, embedded) is marked `InsecureForTests`,
+/// the newest Go client logged in, and the Rust client started: it echoes on
+/// `RUST_ECHO` and sends one line to an echo server behind the Go client.
+struct Tailnet {
+    server: TestServer,
+    go: Client,
+    rust: RustClient,
+    rust_ip: String,
+    version: String,
+}
+
+const RUST_ECHO: u16 = 7777;
+const LINE: &str = "hello from tailscale-rs";
+
+fn tailnet() -> Tailnet {
+    let version = versions().pop().expect("a client version");
+    let port = free_port();
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    let regions = dir.path().join("derp.yaml");
+    std::fs::write(
+        &regions,
+        format!(
+            "regions:\n  900:\n    regionid: 900\n    regioncode: headway\n    regionname: headway\n    \
+             nodes:\n      - name: 900a\n        regionid: 900\n        hostname: 127.0.0.1\n        \
+             ipv4: 127.0.0.1\n        derpport: {port}\n        stunport: -1\n        insecurefortests: true\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::spawn_with(Spawn {
+        port: Some(port),
+        dir: Some(dir),
+        extra_config: format!(
+            "derp:\n  server:\n    enabled: true\n    automatically_add_embedded_derp_region: false\n  \
+             urls: []\n  paths: [{}]\n",
+            regions.display()
+        ),
+        ..Spawn::default()
+    });
+    let key = key(&server, &["--reusable"]);
+    let go = Client::start(&version, "go-node");
+    let up = go.up_with_key(&server.url(), &key);
+    assert_logged_in(&go, &up);
+    let target = format!("{}:{}", go.ipv4(), echo_server());
+    let rust = RustClient::start(&server.url(), &key, RUST_ECHO, Some((&target, LINE)));
+    let ready = rust.next_line(Duration::from_secs(60));
+    let rust_ip = ready
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{ready}\n{}\n{}", rust.log_tail(), server.log()))
+        .to_owned();
+    Tailnet {
+        server,
+        go,
+        rust,
+        rust_ip,
+        version,
+    }
+}
+
+/// The Rust client registers, gets a usable map (it reports its home relay,
+/// which the Go client learns), and the two complete a WireGuard handshake
+/// through the relay.
+#[test]
+fn the_rust_client_joins_and_shakes_hands_with_a_go_client() {
+    let net = tailnet();
+    assert!(net.rust_ip.starts_with("100.64."), "{}", net.rust_ip);
+    let list = net.server.cli(&["nodes", "list"]).ok().stdout;
+    assert!(list.contains("rusty"), "{list}");
+    // Its Hostinfo (spelt `HostInfo`, `PreferredDerp`) was read: the Go client
+    // knows where to reach it, and a handshake crossed the relay.
+    net.go.wait_status(
+        "a handshake with the Rust node",
+        Duration::from_secs(60),
+        |s| {
+            s["Peer"].as_object().is_some_and(|p| {
+                p.values().any(|p| {
+                    p["HostName"] == "rusty"
+                        && p["Relay"] == "headway"
+                        && p["LastHandshake"]
+                            .as_str()
+                            .is_some_and(|t| !t.starts_with("0001-"))
+                        && p["RxBytes"].as_u64().is_some_and(|b| b > 0)
+                })
+            })
+        },
+    );
+}
+
+/// TCP both ways between the Rust and the Go client. Ignored: with
+/// tailscale-rs 0.6.1 neither direction completes, with headway's relay or
+/// Tailscale's derper alike, although the handshake does; its netstack answers
+/// a waiting read only when the stream's next command arrives (seen in its
+/// debug log). Run with `cargo test -- --ignored rust_client` to retry.
+#[test]
+#[ignore = "tailscale-rs 0.6.1 carries no TCP to or from a Go client here (see the doc comment)"]
+fn the_rust_client_carries_tcp_both_ways_with_a_go_client() {
+    let net = tailnet();
+    let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::clients::assert_tcp_reaches(
+            &net.go,
+            &format!("{}:{RUST_ECHO}", net.rust_ip),
+            &net.version,
+        )
+    }));
+    assert!(reached.is_ok(), "the Rust client:\n{}", net.rust.log_tail());
+    let echoed = net.rust.next_line(Duration::from_secs(90));
+    assert_eq!(
+        echoed,
+        format!("echoed {LINE}"),
+        "{}\n\nthe Rust client:\n{}",
+        net.go.log_tail(),
+        net.rust.log_tail()
+    );
+}

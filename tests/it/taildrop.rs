@@ -1,0 +1,84 @@
+//! Taildrop with official clients: `tailscale file cp` between two nodes of one
+//! user arrives and `tailscale file get` saves it; another user's node is no
+//! target.
+
+use crate::clients::{assert_logged_in, server};
+use crate::support::TestServer;
+use crate::support::tailscale::{Client, versions};
+use std::time::{Duration, Instant};
+
+/// A reusable key of a new user `user`.
+fn user_key(server: &TestServer, user: &str) -> String {
+    server.cli(&["users", "create", user]).ok();
+    server
+        .cli(&[
+            "preauthkeys",
+            "create",
+            "--user",
+            user,
+            "--reusable",
+            "-e",
+            "1h",
+        ])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn files_cross_between_one_users_nodes_and_not_to_another_user() {
+    for version in versions() {
+        let server = server();
+        let (alice, bob) = (user_key(&server, "alice"), user_key(&server, "bob"));
+        let sender = Client::start(&version, "alice-laptop");
+        let receiver = Client::start(&version, "alice-desktop");
+        let stranger = Client::start(&version, "bob-laptop");
+        for (client, key) in [(&sender, &alice), (&receiver, &alice), (&stranger, &bob)] {
+            let up = client.up_with_key(&server.url(), key);
+            assert_logged_in(client, &up);
+        }
+        sender.wait_status("both peers", Duration::from_secs(30), |s| {
+            s["Peer"].as_object().is_some_and(|p| p.len() == 2)
+        });
+
+        // Only the user's own node is offered as a target.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let targets = loop {
+            let targets = sender.cli(&["file", "cp", "--targets"]);
+            if targets.stdout.contains("alice-desktop") || Instant::now() > deadline {
+                break targets;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert!(
+            targets.stdout.contains("alice-desktop") && !targets.stdout.contains("bob-laptop"),
+            "{version}: {targets:?}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        let payload = format!("sent with Taildrop through headway by {version}\n");
+        std::fs::write(&file, &payload).unwrap();
+        let file_arg = file.to_str().unwrap();
+        let sent = sender.cli(&["file", "cp", file_arg, "alice-desktop:"]);
+        assert_eq!(sent.code, 0, "{version}: {sent:?}\n{}", sender.log_tail());
+
+        let inbox = tempfile::tempdir().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let received = inbox.path().join("notes.txt");
+        while !received.exists() {
+            let got = receiver.cli(&["file", "get", inbox.path().to_str().unwrap()]);
+            assert!(
+                Instant::now() < deadline,
+                "{version}: nothing arrived: {got:?}\n{}",
+                receiver.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert_eq!(std::fs::read_to_string(&received).unwrap(), payload);
+
+        let refused = sender.cli(&["file", "cp", file_arg, "bob-laptop:"]);
+        assert_ne!(refused.code, 0, "{version}: {refused:?}");
+    }
+}
