@@ -280,7 +280,8 @@ impl Server {
         });
 
         let mut control_routes =
-            crate::control::public_routes(self.noise_key.clone(), self.control.machine_routes());
+            crate::control::public_routes(self.noise_key.clone(), self.control.machine_routes())
+                .merge(self.control.bootstrap_routes());
         if let Some((relay, stun)) = self.relay {
             control_routes = control_routes.merge(crate::relay::routes::routes(relay));
             if let Some(stun) = stun {

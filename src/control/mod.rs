@@ -13,6 +13,7 @@
 //! The transport knows keys and bytes; what `/machine/*` requests mean is decided
 //! by the routes registered on top of it.
 
+mod bootstrap;
 mod dispatch;
 pub mod frame;
 pub mod hub;
@@ -137,6 +138,16 @@ impl Control {
         self.settings.extra_records.store(Arc::new(records));
         self.state.notifier().publish(crate::state::Change::dns());
         true
+    }
+
+    /// `/bootstrap-dns`, served beside `/key` and `/ts2021` (outside Noise).
+    pub fn bootstrap_routes(&self) -> Router {
+        Router::new()
+            .route(
+                "/bootstrap-dns",
+                axum::routing::get(bootstrap::bootstrap_dns),
+            )
+            .with_state(self.clone())
     }
 
     /// Delivers published changes to the open sessions until the process ends.

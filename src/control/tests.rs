@@ -777,6 +777,32 @@ mod protocol {
     }
 
     #[tokio::test]
+    async fn bootstrap_dns_resolves_only_this_servers_own_names() {
+        use tower::ServiceExt;
+        let rig = rig().await;
+        let get = |uri: &str| {
+            let request = hyper::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let routes = rig.control.bootstrap_routes();
+            async move {
+                let response = routes.oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+            }
+        };
+        let all = get("/bootstrap-dns").await;
+        assert_eq!(all, serde_json::json!({"127.0.0.1": ["127.0.0.1"]}));
+        assert_eq!(get("/bootstrap-dns?q=127.0.0.1.").await, all);
+        assert_eq!(
+            get("/bootstrap-dns?q=example.com").await,
+            serde_json::json!({}),
+            "not an open resolver"
+        );
+    }
+
+    #[tokio::test]
     async fn set_dns_publishes_only_a_nodes_own_challenge_and_unknown_paths_are_501() {
         let rig = rig().await;
         let key = rig.preauth_key(true).await.secret;
