@@ -24,14 +24,9 @@ pub async fn set_dns(
     Extension(peer): Extension<NoisePeer>,
     body: Bytes,
 ) -> Response {
-    let req: SetDNSRequest = match serde_json::from_slice(&body) {
+    let req: SetDNSRequest = match super::parse_request(&body, "set-dns") {
         Ok(req) => req,
-        Err(err) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid set-dns request: {err}"),
-            );
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let Some(challenges) = &ctl.challenges else {
         return refuse(
@@ -77,14 +72,9 @@ pub async fn audit_log(
     Extension(peer): Extension<NoisePeer>,
     body: Bytes,
 ) -> Response {
-    let req: AuditLogRequest = match serde_json::from_slice(&body) {
+    let req: AuditLogRequest = match super::parse_request(&body, "audit-log") {
         Ok(req) => req,
-        Err(err) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid audit-log request: {err}"),
-            );
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     let node = match ctl.state.node_for(&req.node_key, &peer.machine_key) {
         Ok(node) => node,

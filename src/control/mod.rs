@@ -55,6 +55,22 @@ use axum::routing::post;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// A request body that is not the JSON it should be: answered 400 with why.
+struct BadRequest(String);
+
+impl axum::response::IntoResponse for BadRequest {
+    fn into_response(self) -> axum::response::Response {
+        (axum::http::StatusCode::BAD_REQUEST, self.0).into_response()
+    }
+}
+
+/// A `/machine/*` request body as JSON (`what` names the request: "map",
+/// "register", …).
+fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, BadRequest> {
+    serde_json::from_slice(body)
+        .map_err(|err| BadRequest(format!("invalid {what} request: {err}\n")))
+}
+
 /// What the `/machine/*` handlers share; cheap to clone.
 #[derive(Clone)]
 pub struct Control {

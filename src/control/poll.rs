@@ -32,14 +32,9 @@ pub async fn map(
     Extension(peer): Extension<NoisePeer>,
     body: Bytes,
 ) -> Response {
-    let req: MapRequest = match serde_json::from_slice(&body) {
+    let req: MapRequest = match super::parse_request(&body, "map") {
         Ok(req) => req,
-        Err(err) => {
-            return refuse(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid map request: {err}"),
-            );
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     if req.version < u32::from(MIN_CAPABILITY_VERSION) {
         return refuse(

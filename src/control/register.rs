@@ -11,7 +11,6 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -21,15 +20,9 @@ pub async fn register(
     Extension(peer): Extension<NoisePeer>,
     body: Bytes,
 ) -> Response {
-    let req: RegisterRequest = match serde_json::from_slice(&body) {
+    let req: RegisterRequest = match super::parse_request(&body, "register") {
         Ok(req) => req,
-        Err(err) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("invalid register request: {err}\n"),
-            )
-                .into_response();
-        }
+        Err(refusal) => return refusal.into_response(),
     };
     if let Some(refusal) = version_refusal(req.version) {
         return Json(refusal).into_response();

@@ -99,22 +99,7 @@ fn under_a_partitioning_policy_nodes_see_their_cohort_and_get_a_changed_policy()
     let dir = server.dir.path();
     let mut keys = Vec::new();
     for user in ["u0", "u1", "u2"] {
-        server.cli(&["users", "create", user]).ok();
-        let key = server
-            .cli(&[
-                "preauthkeys",
-                "create",
-                "--user",
-                user,
-                "--reusable",
-                "-e",
-                "1h",
-            ])
-            .ok()
-            .stdout
-            .trim()
-            .to_owned();
-        keys.push(key);
+        keys.push(server.reusable_key(user, &[]));
     }
     let cohorts = |port: u16| {
         let rules: Vec<String> = (0..3)

@@ -23,22 +23,6 @@ fn server_with_policy_file(policy: &str) -> (TestServer, PathBuf) {
     (server, file)
 }
 
-/// A reusable pre-auth key of `user` (created if needed), with extra flags.
-fn key_for(server: &TestServer, user: &str, flags: &[&str]) -> String {
-    server.cli(&["users", "create", user]);
-    let mut args = vec![
-        "preauthkeys",
-        "create",
-        "--user",
-        user,
-        "--reusable",
-        "-e",
-        "1h",
-    ];
-    args.extend_from_slice(flags);
-    server.cli(&args).ok().stdout.trim().to_owned()
-}
-
 /// Starts a client and logs it in with `key` (and more `tailscale up` flags).
 fn join(server: &TestServer, version: &str, name: &str, key: &str, flags: &[&str]) -> Client {
     let client = Client::start(version, name);
@@ -128,9 +112,9 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
             "the start-up line names the policy:\n{}",
             server.log()
         );
-        let alice = key_for(&server, "alice", &[]);
-        let bob = key_for(&server, "bob", &[]);
-        let tagged = key_for(&server, "alice", &["--tags", "tag:server"]);
+        let alice = server.reusable_key("alice", &[]);
+        let bob = server.reusable_key("bob", &[]);
+        let tagged = server.reusable_key("alice", &["--tags", "tag:server"]);
         let srv = join(&server, &version, "srv", &tagged, &[]);
         let laptop = join(&server, &version, "laptop", &alice, &[]);
         let tablet = join(&server, &version, "tablet", &alice, &[]);
@@ -290,27 +274,27 @@ const SSH_POLICY: &str = r#"{
 fn tailscale_ssh_is_accepted_checked_or_refused_as_the_policy_says() {
     for version in versions() {
         let (server, _file) = server_with_policy_file(SSH_POLICY);
-        let tagged = key_for(&server, "alice", &["--tags", "tag:server"]);
+        let tagged = server.reusable_key("alice", &["--tags", "tag:server"]);
         let srv = join(&server, &version, "srv", &tagged, &["--ssh"]);
         let laptop = join(
             &server,
             &version,
             "laptop",
-            &key_for(&server, "alice", &[]),
+            &server.reusable_key("alice", &[]),
             &[],
         );
         let phone = join(
             &server,
             &version,
             "phone",
-            &key_for(&server, "bob", &[]),
+            &server.reusable_key("bob", &[]),
             &[],
         );
         let other = join(
             &server,
             &version,
             "other",
-            &key_for(&server, "carol", &[]),
+            &server.reusable_key("carol", &[]),
             &[],
         );
         let target = format!("root@{}", srv.ipv4());
@@ -411,8 +395,8 @@ fn listed(server: &TestServer, name: &str) -> serde_json::Value {
 fn requested_tags_need_their_owners_and_a_tagged_node_belongs_to_its_tags() {
     for version in versions() {
         let (server, _file) = server_with_policy_file(TAG_POLICY);
-        let alice = key_for(&server, "alice", &[]);
-        let bob = key_for(&server, "bob", &[]);
+        let alice = server.reusable_key("alice", &[]);
+        let bob = server.reusable_key("bob", &[]);
 
         // Bob owns no tag: asking for one refuses the registration.
         let intruder = Client::start(&version, "intruder");
@@ -490,14 +474,14 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
             &server,
             &version,
             "node-a",
-            &key_for(&server, "alice", &[]),
+            &server.reusable_key("alice", &[]),
             &[],
         );
         let b = join(
             &server,
             &version,
             "node-b",
-            &key_for(&server, "bob", &[]),
+            &server.reusable_key("bob", &[]),
             &[],
         );
         let b_ip = b.ipv4();
@@ -582,7 +566,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
             &server,
             &version,
             "node-c",
-            &key_for(&server, "carol", &[]),
+            &server.reusable_key("carol", &[]),
             &[],
         );
         eventually(

@@ -3,34 +3,17 @@
 //! target.
 
 use crate::clients::{assert_logged_in, server};
-use crate::support::TestServer;
 use crate::support::tailscale::{Client, versions};
 use std::time::{Duration, Instant};
-
-/// A reusable key of a new user `user`.
-fn user_key(server: &TestServer, user: &str) -> String {
-    server.cli(&["users", "create", user]).ok();
-    server
-        .cli(&[
-            "preauthkeys",
-            "create",
-            "--user",
-            user,
-            "--reusable",
-            "-e",
-            "1h",
-        ])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
-}
 
 #[test]
 fn files_cross_between_one_users_nodes_and_not_to_another_user() {
     for version in versions() {
         let server = server();
-        let (alice, bob) = (user_key(&server, "alice"), user_key(&server, "bob"));
+        let (alice, bob) = (
+            server.reusable_key("alice", &[]),
+            server.reusable_key("bob", &[]),
+        );
         let sender = Client::start(&version, "alice-laptop");
         let receiver = Client::start(&version, "alice-desktop");
         let stranger = Client::start(&version, "bob-laptop");

@@ -235,6 +235,22 @@ impl TestServer {
         strip_ansi(&text)
     }
 
+    /// A reusable one-hour pre-auth key of `user` (created if needed), with extra flags.
+    pub fn reusable_key(&self, user: &str, flags: &[&str]) -> String {
+        self.cli(&["users", "create", user]);
+        let mut args = vec![
+            "preauthkeys",
+            "create",
+            "--user",
+            user,
+            "--reusable",
+            "-e",
+            "1h",
+        ];
+        args.extend_from_slice(flags);
+        self.cli(&args).ok().stdout.trim().to_owned()
+    }
+
     /// Runs `headway [-c config] args…` with the server's environment.
     pub fn cli(&self, args: &[&str]) -> Run {
         self.cli_as(&headway_bin(), args)
