@@ -91,10 +91,6 @@ async fn dial(
             conn.write_all(message.as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            // tailscale-rs 0.6.1 loses the wake-up of a read that waits for data
-            // (it is answered only by the stream's next command), so the read
-            // starts once the echo has had time to arrive.
-            tokio::time::sleep(Duration::from_secs(2)).await;
             let mut back = vec![0; message.len()];
             conn.read_exact(&mut back).await.map_err(|e| e.to_string())?;
             Ok::<_, String>(String::from_utf8_lossy(&back).into_owned())
