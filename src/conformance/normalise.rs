@@ -8,10 +8,14 @@ use crate::policy::ipset::IpSetBuilder;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Node attributes Tailscale's hosted control plane sends that depend on
-/// things outside a policy (user roles, tailnet settings, its own features);
-/// Headscale's conformance tests leave out the same set.
+/// Node attributes that depend on things outside a policy (user roles, tailnet
+/// settings, a server's own features): Tailscale's hosted control plane sends
+/// these (Headscale's conformance tests leave out the same set), and headway
+/// sends `magicdns-aaaa` and `suggest-exit-node-ui` to every node, which the
+/// recorded tailnets did not have turned on.
 const HOSTED_ONLY_CAPS: &[&str] = &[
+    "magicdns-aaaa",
+    "suggest-exit-node-ui",
     "https://tailscale.com/cap/is-admin",
     "https://tailscale.com/cap/is-owner",
     "https://tailscale.com/cap/tailnet-lock",
