@@ -1,7 +1,8 @@
 //! DNS as official clients see it: MagicDNS names of peers and of the node
 //! itself, nameservers, split DNS, search domains, the extra records file
-//! (edited while clients run), a hostname the client changes, and
-//! `tailscale cert` through headway's own DNS listener and Pebble.
+//! (edited while clients run), a hostname the client changes, a TUN client's
+//! resolver at 100.100.100.100 inside a network namespace, and `tailscale
+//! cert` through headway's own DNS listener and Pebble.
 
 use crate::clients::{assert_logged_in, key};
 use crate::support::pebble::{OrderLocationProxy, Pebble};
@@ -277,4 +278,82 @@ fn tailscale_cert_gets_a_certificate_through_headways_dns_listener() {
         let other = client.cli(&["cert", "someone-else.ts.test"]);
         assert_ne!(other.code, 0, "{other:?}");
     }
+}
+
+/// Asks `server` (from inside `ns`) for the A records of `name` over UDP; the
+/// addresses in the answer.
+fn resolve_a_in(ns: &crate::support::netns::Netns, server: &str, name: &str) -> Vec<String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut query = Message::query();
+    query.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    query.metadata.recursion_desired = true;
+    let bytes = query.to_vec().unwrap();
+    let server = server.to_owned();
+    ns.enter(move || {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        socket.send_to(&bytes, (server.as_str(), 53)).ok();
+        let mut buf = [0u8; 1500];
+        let Ok(len) = socket.recv(&mut buf) else {
+            return Vec::new();
+        };
+        Message::from_vec(&buf[..len])
+            .map(|m| {
+                m.answers
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::A(a) => Some(a.0.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// A TUN client in a network namespace of its own resolves its peer's MagicDNS
+/// name and an extra record through its resolver at 100.100.100.100, over the
+/// tunnel interface.
+#[test]
+fn a_tun_client_answers_magic_dns_at_its_resolver_address() {
+    for version in versions() {
+        tun_client_resolves(&version);
+    }
+}
+
+fn tun_client_resolves(version: &str) {
+    let (hub, server) = crate::routes::hub_with_server_config(
+        "dns:\n  magic_dns: true\n  base_domain: ts.test\n  extra_records:\n    \
+         - {name: wiki.ts.test, type: A, value: 100.64.77.7}\n",
+    );
+    let key = key(&server, &["--reusable"]);
+    let laptop_ns = crate::routes::machine(&hub, "laptop", 11);
+    let desk_ns = crate::routes::machine(&hub, "desk", 12);
+    let laptop = Client::start_in(&laptop_ns, version, "laptop");
+    let desk = Client::start_in(&desk_ns, version, "desk");
+    for client in [&laptop, &desk] {
+        let up = client.up_with_key(&server.url(), &key);
+        assert_logged_in(client, &up);
+    }
+    let desk_ip = desk.ipv4();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = resolve_a_in(&laptop_ns, "100.100.100.100", "desk.ts.test.");
+        if answer == [desk_ip.clone()] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{version}: 100.100.100.100 answered {answer:?} for desk.ts.test, not {desk_ip}\n{}",
+            laptop.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        resolve_a_in(&laptop_ns, "100.100.100.100", "wiki.ts.test."),
+        ["100.64.77.7"]
+    );
 }

@@ -21,7 +21,7 @@ fn hub_with_server() -> (Switch, TestServer) {
 }
 
 /// [`hub_with_server`] with more config.
-fn hub_with_server_config(extra_config: &str) -> (Switch, TestServer) {
+pub(crate) fn hub_with_server_config(extra_config: &str) -> (Switch, TestServer) {
     let hub = Switch::new("hub", &format!("{HUB}/24"));
     let server = TestServer::spawn_with(Spawn {
         port: Some(8080),
@@ -34,7 +34,7 @@ fn hub_with_server_config(extra_config: &str) -> (Switch, TestServer) {
 }
 
 /// A namespace on the uplink switch at 10.99.0.`n`.
-fn machine(hub: &Switch, role: &str, n: u8) -> Netns {
+pub(crate) fn machine(hub: &Switch, role: &str, n: u8) -> Netns {
     let ns = Netns::new(role);
     hub.attach(&ns, "eth0", &format!("10.99.0.{n}/24"), true);
     ns
