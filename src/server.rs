@@ -611,15 +611,14 @@ async fn watch_policy(state: Arc<State>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangup = signal(SignalKind::hangup()).ok();
     let watched = state.policy_source().path.clone();
-    let stamp = file_stamp;
-    let mut last = watched.as_deref().and_then(stamp);
+    let mut last = watched.as_deref().and_then(file_stamp);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         let reason = tokio::select! {
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
             _ = tick.tick() => {
                 let Some(path) = watched.as_deref() else { continue };
-                let now = stamp(path);
+                let now = file_stamp(path);
                 if now == last {
                     continue;
                 }

@@ -3,17 +3,13 @@
 //! `POST /machine/audit-log` (logged), and every other `/machine/*` path,
 //! answered 501 as Headscale does.
 
-use super::{Control, NoisePeer};
+use super::{Control, NoisePeer, refuse};
 use crate::tailcfg::{AuditLogRequest, SetDNSRequest, SetDNSResponse};
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, format!("{message}\n")).into_response()
-}
 
 /// The prefix ACME DNS-01 puts before the name it validates.
 const ACME_LABEL: &str = "_acme-challenge.";

@@ -55,20 +55,26 @@ use axum::routing::post;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// An error answer for the client: the status and one line of text (never an
+/// empty 200, which clients read as EOF forever).
+fn refuse(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (status, format!("{message}\n")).into_response()
+}
+
 /// A request body that is not the JSON it should be: answered 400 with why.
 struct BadRequest(String);
 
 impl axum::response::IntoResponse for BadRequest {
     fn into_response(self) -> axum::response::Response {
-        (axum::http::StatusCode::BAD_REQUEST, self.0).into_response()
+        refuse(axum::http::StatusCode::BAD_REQUEST, &self.0)
     }
 }
 
 /// A `/machine/*` request body as JSON (`what` names the request: "map",
 /// "register", …).
 fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, BadRequest> {
-    serde_json::from_slice(body)
-        .map_err(|err| BadRequest(format!("invalid {what} request: {err}\n")))
+    serde_json::from_slice(body).map_err(|err| BadRequest(format!("invalid {what} request: {err}")))
 }
 
 /// What the `/machine/*` handlers share; cheap to clone.

@@ -190,14 +190,9 @@ fn plan_open(
         },
         Audience::Except(patched),
     ));
-    let listening: Vec<&PeerChange> = patches
+    let (listening, others): (Vec<&PeerChange>, Vec<&PeerChange>) = patches
         .iter()
-        .filter(|p| connected.contains(&NodeId(p.node_id)))
-        .collect();
-    let others: Vec<&PeerChange> = patches
-        .iter()
-        .filter(|p| !connected.contains(&NodeId(p.node_id)))
-        .collect();
+        .partition(|p| connected.contains(&NodeId(p.node_id)));
     if !others.is_empty() && !listening.is_empty() {
         plan.messages.push((
             MapResponse {

@@ -1,7 +1,7 @@
 //! `POST /machine/map`: the long-poll map stream, lite updates and one-shot maps.
 
 use super::hub::Inlet;
-use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer, frame};
+use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer, frame, refuse};
 use crate::state::{self, Presence};
 use crate::tailcfg::{Hostinfo, MapRequest, MapRequestKind};
 use crate::types::NodeId;
@@ -19,11 +19,6 @@ use tokio::time::Instant;
 fn next_keep_alive() -> Instant {
     let jitter = u64::from(crate::types::secret::random_bytes::<1>()[0]) * 9000 / 255;
     Instant::now() + Duration::from_secs(50) + Duration::from_millis(jitter)
-}
-
-/// An error for the client: never an empty 200, which clients read as EOF forever.
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, format!("{message}\n")).into_response()
 }
 
 /// `POST /machine/map`.

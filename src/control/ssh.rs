@@ -5,7 +5,7 @@
 //! the message shown to the SSH user says) and the client waits on a follow-up
 //! URL for the verdict.
 
-use super::{Control, NoisePeer};
+use super::{Control, NoisePeer, refuse};
 use crate::state::SshVerdict;
 use crate::tailcfg::SSHAction;
 use crate::types::NodeId;
@@ -22,10 +22,6 @@ pub struct ActionQuery {
     auth_id: Option<String>,
     /// The local user the session would run as (for the log only).
     local_user: Option<String>,
-}
-
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (status, format!("{message}\n")).into_response()
 }
 
 /// An action with the forwarding permissions a granted session gets.
