@@ -7,21 +7,16 @@
 use crate::clients::{assert_logged_in, key};
 use crate::support::pebble::{OrderLocationProxy, Pebble};
 use crate::support::tailscale::{Client, free_port, versions};
-use crate::support::{Run, Spawn, TestServer};
+use crate::support::{Run, Spawn, TestServer, poll_until};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Runs `run` until `done` accepts its result, for at most `timeout`.
+/// Runs `run` until `done` accepts its result, for at most `timeout`; the
+/// last result goes into the failure.
 fn wait_for(what: &str, timeout: Duration, run: impl Fn() -> Run, done: impl Fn(&Run) -> bool) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = run();
-        if done(&out) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {what}: {out:?}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let mut last = None;
+    let seen = poll_until(timeout, || done(last.insert(run())));
+    assert!(seen, "never saw {what}: {last:?}");
 }
 
 /// `tailscale dns query NAME [TYPE]` answered by the client's own resolver.
@@ -171,14 +166,12 @@ fn clients_resolve_magic_dns_names_records_from_a_watched_file_and_new_hostnames
             &records,
             r#"[{"name": "grafana.ts.test", "type": "A", "value": "100.64.50.300"}]"#,
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !server
-            .log()
-            .contains("the extra DNS records file was refused")
-        {
-            assert!(Instant::now() < deadline, "{}", server.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let refused = poll_until(Duration::from_secs(10), || {
+            server
+                .log()
+                .contains("the extra DNS records file was refused")
+        });
+        assert!(refused, "{}", server.log());
         assert!(
             server
                 .log()
@@ -339,19 +332,16 @@ fn tun_client_resolves(version: &str) {
         assert_logged_in(client, &up);
     }
     let desk_ip = desk.ipv4();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = resolve_a_in(&laptop_ns, "100.100.100.100", "desk.ts.test.");
-        if answer == [desk_ip.clone()] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{version}: 100.100.100.100 answered {answer:?} for desk.ts.test, not {desk_ip}\n{}",
-            laptop.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let mut answer = Vec::new();
+    let resolved = poll_until(Duration::from_secs(30), || {
+        answer = resolve_a_in(&laptop_ns, "100.100.100.100", "desk.ts.test.");
+        answer == [desk_ip.clone()]
+    });
+    assert!(
+        resolved,
+        "{version}: 100.100.100.100 answered {answer:?} for desk.ts.test, not {desk_ip}\n{}",
+        laptop.log_tail()
+    );
     assert_eq!(
         resolve_a_in(&laptop_ns, "100.100.100.100", "wiki.ts.test."),
         ["100.64.77.7"]

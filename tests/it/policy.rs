@@ -5,7 +5,7 @@
 
 use crate::clients::assert_logged_in;
 use crate::support::tailscale::{Client, echo_server, free_port, versions};
-use crate::support::{Spawn, TestServer, http_get};
+use crate::support::{Spawn, TestServer, http_get, wait_until};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -37,15 +37,6 @@ fn crosses(from: &Client, to_ip: &str, port: u16) -> bool {
     let target = format!("{to_ip}:{port}").parse().unwrap();
     from.tcp_exchange_within(target, b"ping", Duration::from_secs(6))
         .is_ok_and(|back| back == b"ping")
-}
-
-/// Waits until `check` holds (a policy change reaches clients asynchronously).
-fn eventually(what: &str, timeout: Duration, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn peer_names(client: &Client) -> Vec<String> {
@@ -123,7 +114,7 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
 
         // Allowed ports cross, denied ones do not, for a group, a user and
         // autogroup:self; a tag is the destination.
-        eventually(
+        wait_until(
             "laptop reaches the admin port",
             Duration::from_secs(30),
             || crosses(&laptop, &srv_ip, admin_port),
@@ -132,14 +123,14 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
             !crosses(&laptop, &srv_ip, bob_port),
             "{version}: alice got bob's port"
         );
-        eventually("phone reaches bob's port", Duration::from_secs(30), || {
+        wait_until("phone reaches bob's port", Duration::from_secs(30), || {
             crosses(&phone, &srv_ip, bob_port)
         });
         assert!(
             !crosses(&phone, &srv_ip, admin_port),
             "{version}: bob got the admin port"
         );
-        eventually(
+        wait_until(
             "laptop reaches alice's tablet",
             Duration::from_secs(30),
             || crosses(&laptop, &tablet_ip, admin_port),
@@ -154,12 +145,12 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
 
         // A file edit: bob gains the admin port, alice's devices lose each other.
         std::fs::write(&file, policy_v2(admin_port, bob_port)).unwrap();
-        eventually(
+        wait_until(
             "bob reaches the admin port after the edit",
             Duration::from_secs(20),
             || crosses(&phone, &srv_ip, admin_port),
         );
-        eventually(
+        wait_until(
             "the tablet leaves the laptop's peers",
             Duration::from_secs(20),
             || peer_names(&laptop) == ["srv"],
@@ -176,7 +167,7 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
 
         // A broken edit is refused and the running policy stays.
         std::fs::write(&file, "{ \"acls\": [ { \"action\": \"accept\" ").unwrap();
-        eventually(
+        wait_until(
             "the broken policy is refused",
             Duration::from_secs(20),
             || server.log().contains("the new access policy was refused"),
@@ -201,15 +192,15 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
             .status()
             .unwrap();
         assert!(hup.success());
-        eventually("SIGHUP reloads the policy", Duration::from_secs(20), || {
+        wait_until("SIGHUP reloads the policy", Duration::from_secs(20), || {
             server.log().matches("SIGHUP").count() > before
         });
-        eventually(
+        wait_until(
             "bob loses the admin port again",
             Duration::from_secs(20),
             || !crosses(&phone, &srv_ip, admin_port),
         );
-        eventually(
+        wait_until(
             "alice's devices see each other again",
             Duration::from_secs(20),
             || peer_names(&laptop) == ["srv", "tablet"],
@@ -327,7 +318,7 @@ fn tailscale_ssh_is_accepted_checked_or_refused_as_the_policy_says() {
         // A check rule: held until an admin approves the check it names.
         let pending = ssh(&phone, &target, &["echo", "ssh-checked"]);
         let mut auth_id = None;
-        eventually(
+        wait_until(
             "the server opens an SSH check",
             Duration::from_secs(30),
             || server.log().contains("SSH check pending"),
@@ -485,7 +476,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
             &[],
         );
         let b_ip = b.ipv4();
-        eventually(
+        wait_until(
             "all traffic allowed before any policy",
             Duration::from_secs(30),
             || crosses(&a, &b_ip, port),
@@ -501,7 +492,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
         let one_way = r#"{"acls": [{"action": "accept", "src": ["bob@"], "dst": ["alice@:*"]}]}"#;
         let done = set("one-way.hujson", one_way).ok();
         assert!(done.stdout.contains("Policy updated."), "{done:?}");
-        eventually("a loses b", Duration::from_secs(10), || {
+        wait_until("a loses b", Duration::from_secs(10), || {
             !crosses(&a, &b_ip, port)
         });
         // Visibility is mutual even for a one-way rule: a still sees b.
@@ -511,7 +502,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
 
         // Nobody → nobody: the peers go away.
         set("deny.hujson", r#"{"acls": []}"#).ok();
-        eventually("b leaves a's peers", Duration::from_secs(10), || {
+        wait_until("b leaves a's peers", Duration::from_secs(10), || {
             peer_names(&a).is_empty()
         });
 
@@ -551,7 +542,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
             r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
         )
         .ok();
-        eventually("a reaches b again", Duration::from_secs(10), || {
+        wait_until("a reaches b again", Duration::from_secs(10), || {
             crosses(&a, &b_ip, port)
         });
 
@@ -569,7 +560,7 @@ fn in_database_mode_policy_set_opens_and_closes_access_and_bad_policies_are_refu
             &server.reusable_key("carol", &[]),
             &[],
         );
-        eventually(
+        wait_until(
             "carol's new node reaches b",
             Duration::from_secs(30),
             || crosses(&c, &b_ip, port),

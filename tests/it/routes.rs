@@ -7,7 +7,7 @@
 use crate::clients::{assert_logged_in, key};
 use crate::support::netns::{Netns, Switch, link};
 use crate::support::tailscale::{Client, versions};
-use crate::support::{Spawn, TestServer};
+use crate::support::{Spawn, TestServer, wait_until};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -64,15 +64,6 @@ fn node_id(server: &TestServer, name: &str) -> String {
 /// The id of the route that node `name` advertises.
 fn route_id(server: &TestServer, name: &str) -> String {
     id_in(server, &["routes", "list"], &["node", "given_name"], name)
-}
-
-/// Waits until `what` holds, or panics naming it.
-fn wait_until(what: &str, timeout: Duration, check: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// An exit node's machine and the "internet" beyond it.

@@ -3,8 +3,9 @@
 //! target.
 
 use crate::clients::{assert_logged_in, server};
+use crate::support::poll_until;
 use crate::support::tailscale::{Client, versions};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn files_cross_between_one_users_nodes_and_not_to_another_user() {
@@ -26,14 +27,12 @@ fn files_cross_between_one_users_nodes_and_not_to_another_user() {
         });
 
         // Only the user's own node is offered as a target.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let targets = loop {
-            let targets = sender.cli(&["file", "cp", "--targets"]);
-            if targets.stdout.contains("alice-desktop") || Instant::now() > deadline {
-                break targets;
-            }
-            std::thread::sleep(Duration::from_millis(300));
-        };
+        let mut targets = None;
+        poll_until(Duration::from_secs(30), || {
+            let listed = targets.insert(sender.cli(&["file", "cp", "--targets"]));
+            listed.stdout.contains("alice-desktop")
+        });
+        let targets = targets.expect("listed at least once");
         assert!(
             targets.stdout.contains("alice-desktop") && !targets.stdout.contains("bob-laptop"),
             "{version}: {targets:?}"
@@ -48,17 +47,17 @@ fn files_cross_between_one_users_nodes_and_not_to_another_user() {
         assert_eq!(sent.code, 0, "{version}: {sent:?}\n{}", sender.log_tail());
 
         let inbox = tempfile::tempdir().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
         let received = inbox.path().join("notes.txt");
-        while !received.exists() {
-            let got = receiver.cli(&["file", "get", inbox.path().to_str().unwrap()]);
-            assert!(
-                Instant::now() < deadline,
-                "{version}: nothing arrived: {got:?}\n{}",
-                receiver.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(300));
-        }
+        let mut got = None;
+        let arrived = poll_until(Duration::from_secs(30), || {
+            got = Some(receiver.cli(&["file", "get", inbox.path().to_str().unwrap()]));
+            received.exists()
+        });
+        assert!(
+            arrived,
+            "{version}: nothing arrived: {got:?}\n{}",
+            receiver.log_tail()
+        );
         assert_eq!(std::fs::read_to_string(&received).unwrap(), payload);
 
         let refused = sender.cli(&["file", "cp", file_arg, "bob-laptop:"]);

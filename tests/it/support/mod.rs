@@ -39,6 +39,27 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// Polls `check` every 200 ms until it holds or `timeout` has passed; whether
+/// it held.
+pub fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until `what` holds (things reach clients asynchronously), or panics
+/// naming it.
+pub fn wait_until(what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+    assert!(poll_until(timeout, check), "not within {timeout:?}: {what}");
+}
+
 /// What a CLI run printed and how it ended.
 #[derive(Debug)]
 pub struct Run {
