@@ -39,7 +39,12 @@ struct Dnsmasq(std::process::Child);
 
 impl Dnsmasq {
     fn start(addr: &str) -> Dnsmasq {
-        let child = std::process::Command::new("dnsmasq")
+        Dnsmasq::start_with(std::process::Command::new("dnsmasq"), addr)
+    }
+
+    /// dnsmasq run by `command` (inside a namespace, say).
+    fn start_with(mut command: std::process::Command, addr: &str) -> Dnsmasq {
+        let child = command
             .args([
                 "--keep-in-foreground",
                 "--conf-file=/dev/null",
@@ -309,7 +314,10 @@ fn resolve_a_in(ns: &crate::support::netns::Netns, server: &str, name: &str) -> 
 
 /// A TUN client in a network namespace of its own resolves its peer's MagicDNS
 /// name and an extra record through its resolver at 100.100.100.100, over the
-/// tunnel interface.
+/// tunnel interface; with `--accept-dns` it points its machine's resolv.conf at
+/// that resolver, and the machine's own lookups reach MagicDNS (through the
+/// search domain) and, for the split domain, a real DNS server on another
+/// namespace's address.
 #[test]
 fn a_tun_client_answers_magic_dns_at_its_resolver_address() {
     for version in versions() {
@@ -317,20 +325,26 @@ fn a_tun_client_answers_magic_dns_at_its_resolver_address() {
     }
 }
 
+/// The split-DNS server's machine on the uplink switch.
+const CORP_DNS: &str = "10.99.0.53";
+
 fn tun_client_resolves(version: &str) {
-    let (hub, server) = crate::routes::hub_with_server_config(
-        "dns:\n  magic_dns: true\n  base_domain: ts.test\n  extra_records:\n    \
-         - {name: wiki.ts.test, type: A, value: 100.64.77.7}\n",
-    );
+    let (hub, server) = crate::routes::hub_with_server_config(&format!(
+        "dns:\n  magic_dns: true\n  base_domain: ts.test\n  \
+         nameservers:\n    split:\n      corp.example: [{CORP_DNS}]\n  extra_records:\n    \
+         - {{name: wiki.ts.test, type: A, value: 100.64.77.7}}\n"
+    ));
     let key = key(&server, &["--reusable"]);
+    let corp_ns = crate::routes::machine(&hub, "corpdns", 53);
+    let _corp_dns = Dnsmasq::start_with(corp_ns.command("dnsmasq"), CORP_DNS);
     let laptop_ns = crate::routes::machine(&hub, "laptop", 11);
     let desk_ns = crate::routes::machine(&hub, "desk", 12);
     let laptop = Client::start_in(&laptop_ns, version, "laptop");
     let desk = Client::start_in(&desk_ns, version, "desk");
-    for client in [&laptop, &desk] {
-        let up = client.up_with_key(&server.url(), &key);
-        assert_logged_in(client, &up);
-    }
+    let up = laptop.up_with(&server.url(), &key, &["--accept-dns"]);
+    assert_logged_in(&laptop, &up);
+    let up = desk.up_with_key(&server.url(), &key);
+    assert_logged_in(&desk, &up);
     let desk_ip = desk.ipv4();
     let mut answer = Vec::new();
     let resolved = poll_until(Duration::from_secs(30), || {
@@ -345,5 +359,31 @@ fn tun_client_resolves(version: &str) {
     assert_eq!(
         resolve_a_in(&laptop_ns, "100.100.100.100", "wiki.ts.test."),
         ["100.64.77.7"]
+    );
+
+    // The machine's own resolver: resolv.conf names 100.100.100.100 and the
+    // tailnet's search domain, a bare peer name resolves through that domain,
+    // and the split domain reaches the server at CORP_DNS.
+    let mut conf = String::new();
+    let managed = poll_until(Duration::from_secs(20), || {
+        conf = laptop.resolv_conf();
+        conf.contains("nameserver 100.100.100.100")
+    });
+    assert!(
+        managed,
+        "{version}: resolv.conf is\n{conf}\n{}",
+        laptop.log_tail()
+    );
+    assert!(conf.contains("ts.test"), "{version}: {conf}");
+    assert_eq!(laptop.os_resolve("desk"), [desk_ip], "{version}");
+    let mut corp = Vec::new();
+    let split = poll_until(Duration::from_secs(20), || {
+        corp = laptop.os_resolve("db.corp.example");
+        corp == ["10.1.2.3"]
+    });
+    assert!(
+        split,
+        "{version}: db.corp.example resolved to {corp:?}\n{}",
+        laptop.log_tail()
     );
 }

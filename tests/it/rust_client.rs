@@ -1,8 +1,9 @@
 //! A second, independent client: Tailscale's Rust implementation (the
 //! `tailscale` crate, wrapped by `tools/ts-rs-client` and built into the tool
 //! cache by `scripts/install-test-deps`) joins headway beside an official Go
-//! client, gets a usable map and completes a WireGuard handshake with it, and
-//! two Rust clients carry TCP through headway.
+//! client, gets a usable map, completes a WireGuard handshake with it and
+//! carries TCP both ways with it, and two Rust clients carry TCP through
+//! headway.
 //!
 //! The Rust client cannot pin a self-signed relay certificate and fetches the
 //! control key only over https; its test-only switches `insecure-derp` and
@@ -99,7 +100,7 @@ impl Drop for RustClient {
 }
 
 /// headway, whose only relay (its own, embedded) is marked `InsecureForTests`,
-/// the newest Go client logged in, and the Rust client started: it echoes on
+/// a Go client of `version` logged in, and the Rust client started: it echoes on
 /// `RUST_ECHO` and sends one line to an echo server behind the Go client.
 struct Tailnet {
     server: TestServer,
@@ -113,8 +114,7 @@ struct Tailnet {
 const RUST_ECHO: u16 = 7777;
 const LINE: &str = "hello from tailscale-rs";
 
-fn tailnet() -> Tailnet {
-    let version = versions().pop().expect("a client version");
+fn tailnet(version: &str) -> Tailnet {
     let port = free_port();
     let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
     let regions = dir.path().join("derp.yaml");
@@ -138,7 +138,7 @@ fn tailnet() -> Tailnet {
         ..Spawn::default()
     });
     let key = key(&server, &["--reusable"]);
-    let go = Client::start(&version, "go-node");
+    let go = Client::start(version, "go-node");
     let up = go.up_with_key(&server.url(), &key);
     assert_logged_in(&go, &up);
     let target = format!("{}:{}", go.ipv4(), echo_server());
@@ -160,17 +160,24 @@ fn tailnet() -> Tailnet {
         go,
         rust,
         rust_ip,
-        version,
+        version: version.to_owned(),
     }
 }
 
-/// The Rust client registers, gets a usable map (it reports its home relay,
-/// which the Go client learns), the two complete a WireGuard handshake through
-/// the relay, and a second Rust client carries TCP to the first through
-/// headway's map and relay.
+/// The Rust client registers and gets a usable map (it reports its home relay,
+/// which the Go client learns); it and the Go client complete a WireGuard
+/// handshake through the relay and carry TCP both ways; and a second Rust
+/// client carries TCP to the first through headway's map and relay. One
+/// tailnet per Go client version serves every step.
 #[test]
-fn the_rust_client_joins_shakes_hands_with_a_go_client_and_carries_tcp() {
-    let net = tailnet();
+fn the_rust_client_joins_and_carries_tcp_with_go_and_rust_clients() {
+    for version in versions() {
+        joins_and_carries_tcp(&version);
+    }
+}
+
+fn joins_and_carries_tcp(version: &str) {
+    let net = tailnet(version);
     assert!(net.rust_ip.starts_with("100.64."), "{}", net.rust_ip);
     let list = net.server.cli(&["nodes", "list"]).ok().stdout;
     assert!(list.contains("rusty"), "{list}");
@@ -192,7 +199,21 @@ fn the_rust_client_joins_shakes_hands_with_a_go_client_and_carries_tcp() {
             })
         },
     );
+    // Rust to Go: the line it sent the echo server behind the Go client came back.
+    assert_eq!(
+        net.rust.next_line(Duration::from_secs(90)),
+        format!("echoed {LINE}"),
+        "{}\n\nthe Rust client:\n{}",
+        net.go.log_tail(),
+        net.rust.log_tail()
+    );
+    // Go to Rust: the Go client reaches the Rust client's echo server.
     let target = format!("{}:{RUST_ECHO}", net.rust_ip);
+    let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::clients::assert_tcp_reaches(&net.go, &target, &net.version)
+    }));
+    assert!(reached.is_ok(), "the Rust client:\n{}", net.rust.log_tail());
+    // Rust to Rust.
     let second = RustClient::start(
         &net.server.url(),
         &net.key,
@@ -210,33 +231,6 @@ fn the_rust_client_joins_shakes_hands_with_a_go_client_and_carries_tcp() {
         "echoed rust to rust",
         "{}\n\n{}",
         second.log_tail(),
-        net.rust.log_tail()
-    );
-}
-
-/// TCP both ways between the Rust and the Go client. Ignored: with
-/// tailscale-rs 0.6.1 neither direction completes against v1.80.3 or v1.102.5,
-/// with headway's relay or Tailscale's derper alike, although the handshake
-/// does and two Rust clients carry TCP through headway (the test above): a
-/// matter between the two clients. Run with `cargo test -- --ignored rust_client`.
-#[test]
-#[ignore = "tailscale-rs 0.6.1 carries no TCP to or from a Go client here (see the doc comment)"]
-fn the_rust_client_carries_tcp_both_ways_with_a_go_client() {
-    let net = tailnet();
-    let reached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::clients::assert_tcp_reaches(
-            &net.go,
-            &format!("{}:{RUST_ECHO}", net.rust_ip),
-            &net.version,
-        )
-    }));
-    assert!(reached.is_ok(), "the Rust client:\n{}", net.rust.log_tail());
-    let echoed = net.rust.next_line(Duration::from_secs(90));
-    assert_eq!(
-        echoed,
-        format!("echoed {LINE}"),
-        "{}\n\nthe Rust client:\n{}",
-        net.go.log_tail(),
         net.rust.log_tail()
     );
 }

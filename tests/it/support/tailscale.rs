@@ -68,6 +68,11 @@ pub struct Client {
     daemon: Option<Child>,
 }
 
+/// Mounts an overlay on /etc (upper and work directories are `$1` and `$2`) in
+/// the private mount namespace `unshare` made, then runs the rest of the
+/// arguments; every `exec` keeps the process id, so the daemon's is the child's.
+const OWN_ETC: &str = "mount -t overlay overlay -o lowerdir=/etc,upperdir=\"$1\",workdir=\"$2\" /etc && shift 2 && exec \"$@\"";
+
 impl Client {
     /// Starts `tailscaled` (not logged in yet).
     pub fn start(version: &str, name: &str) -> Client {
@@ -126,10 +131,28 @@ impl Client {
         let daemon = self.bin.join("tailscaled");
         let mut cmd = match &self.netns {
             Some(ns) => {
+                // Its own view of /etc (an overlay whose writes land in the
+                // client's directory), so a client that manages DNS rewrites
+                // its own resolv.conf and never the machine's.
+                let (upper, work) = (
+                    self.dir.path().join("etc"),
+                    self.dir.path().join("etc-work"),
+                );
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d).unwrap();
+                }
                 let mut cmd = Command::new("ip");
-                cmd.args(["netns", "exec", ns])
-                    .arg(daemon)
-                    .arg("--tun=tailscale0");
+                cmd.args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "unshare",
+                    "--mount",
+                    "--propagation=private",
+                ])
+                .args(["sh", "-c", OWN_ETC, "sh"])
+                .args([&upper, &work, &daemon])
+                .arg("--tun=tailscale0");
                 cmd
             }
             None => {
@@ -164,6 +187,46 @@ impl Client {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Looks `name` up through the operating system's resolver as this TUN
+    /// client's machine sees it (its namespace and its /etc, whose resolv.conf
+    /// the client manages with `--accept-dns`): the IPv4 addresses `getent`
+    /// prints, empty when the lookup fails.
+    pub fn os_resolve(&self, name: &str) -> Vec<String> {
+        let pid = self.daemon_pid();
+        let out = Command::new("nsenter")
+            .args([
+                "--target", &pid, "--mount", "--net", "getent", "ahostsv4", name,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter (util-linux)");
+        let mut addrs: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        addrs.dedup();
+        addrs
+    }
+
+    /// `/etc/resolv.conf` as this TUN client's machine sees it.
+    pub fn resolv_conf(&self) -> String {
+        let pid = self.daemon_pid();
+        let out = Command::new("nsenter")
+            .args(["--target", &pid, "--mount", "cat", "/etc/resolv.conf"])
+            .output()
+            .expect("run nsenter (util-linux)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn daemon_pid(&self) -> String {
+        assert!(
+            self.netns.is_some(),
+            "only TUN clients have a machine of their own"
+        );
+        let daemon = self.daemon.as_ref().expect("tailscaled is running");
+        daemon.id().to_string()
     }
 
     fn stop_daemon(&mut self) {

@@ -8,11 +8,12 @@
 //!
 //! Prints `ready <ipv4>` once it has an address, then, with `DIAL_ADDR`,
 //! `echoed <message>` (or `dial failed: <why>`) once the line came back, and
-//! keeps echoing until killed.
+//! keeps echoing until killed. Both ends speak the test suite's line protocol:
+//! the dialer sends one line, the echo server sends it back and closes.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
@@ -56,8 +57,12 @@ async fn main() {
     tokio::spawn(async move {
         while let Ok(conn) = listener.accept().await {
             tokio::spawn(async move {
-                let (mut reader, mut writer) = tokio::io::split(conn);
-                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                let (reader, mut writer) = tokio::io::split(conn);
+                let mut line = String::new();
+                if BufReader::new(reader).read_line(&mut line).await.is_ok() {
+                    let _ = writer.write_all(line.as_bytes()).await;
+                    let _ = writer.shutdown().await;
+                }
             });
         }
     });
@@ -88,12 +93,15 @@ async fn dial(
                 .tcp_connect(target)
                 .await
                 .map_err(|e| e.to_string())?;
-            conn.write_all(message.as_bytes())
+            conn.write_all(format!("{message}\n").as_bytes())
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut back = vec![0; message.len()];
-            conn.read_exact(&mut back).await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(String::from_utf8_lossy(&back).into_owned())
+            let mut back = String::new();
+            BufReader::new(conn)
+                .read_line(&mut back)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(back.trim_end_matches('\n').to_owned())
         };
         match tokio::time::timeout(Duration::from_secs(10), attempt).await {
             Ok(Ok(back)) => return Ok(back),
