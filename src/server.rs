@@ -130,7 +130,9 @@ impl Server {
             None => None,
             Some(auth) => {
                 let challenges = Arc::new(crate::dns::Challenges::new());
-                control.challenges = Some(challenges.clone());
+                control.acme = Some(Arc::new(crate::control::acme::AcmeRecords::new(
+                    challenges.clone(),
+                )));
                 let zone = crate::dns::Zone {
                     apex: config
                         .dns

@@ -506,6 +506,9 @@ fn extra_records(
                 "record {} has type {}; Tailscale clients only use A and AAAA records",
                 record.name, record.record_type
             )));
+        } else {
+            super::records::check_record(&record)
+                .map_err(|why| v.error(format!("entry {i}: {why}")))?;
         }
         out.push(record);
     }

@@ -58,7 +58,7 @@ pub fn parse_extra_records(text: &str) -> Result<Vec<ExtraRecord>, String> {
 
 /// What a record needs before clients may be sent it: a name, and an address
 /// of its type.
-fn check_record(record: &ExtraRecord) -> Result<(), String> {
+pub(super) fn check_record(record: &ExtraRecord) -> Result<(), String> {
     if record.name.is_empty() {
         return Err("needs a name".into());
     }

@@ -852,3 +852,17 @@ fn the_authoritative_dns_listener_is_off_by_default_and_needs_a_zone_and_a_name(
         ]
     );
 }
+
+#[test]
+fn an_inline_record_with_a_bad_address_is_refused_with_its_line() {
+    let text = "server_url: http://127.0.0.1:8080\n\
+                dns:\n  base_domain: ts.example\n  extra_records:\n    \
+                - {name: ok.ts.example, type: A, value: 100.64.0.3}\n    \
+                - {name: bad.ts.example, type: AAAA, value: 100.64.0.4}\n";
+    let message = refusal(text);
+    assert!(
+        message.starts_with("config.yaml:4: dns.extra_records: entry 1: bad.ts.example"),
+        "{message}"
+    );
+    assert!(message.contains("not an IPv6 address"), "{message}");
+}

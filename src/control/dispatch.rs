@@ -31,6 +31,18 @@ impl Control {
         };
         let users = self.state.users();
         let snapshot = self.state.snapshot();
+        if let Some(acme) = &self.acme
+            && !(change.peers_removed.is_empty() && change.peers_changed.is_empty())
+        {
+            let base_domain = &self.settings.base_domain;
+            acme.withdraw_stale(|id| {
+                let node = snapshot.get(id)?;
+                Some(super::acme::challenge_name(
+                    node.given_name.as_str(),
+                    base_domain,
+                ))
+            });
+        }
         let online = |id| self.state.is_online(id);
         let mut inputs = self.inputs(&snapshot, &users, &online);
         inputs.policy = after.as_deref();

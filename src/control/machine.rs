@@ -11,9 +11,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
-/// The prefix ACME DNS-01 puts before the name it validates.
-const ACME_LABEL: &str = "_acme-challenge.";
-
 /// `POST /machine/set-dns`.
 pub async fn set_dns(
     State(ctl): State<Control>,
@@ -24,7 +21,7 @@ pub async fn set_dns(
         Ok(req) => req,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some(challenges) = &ctl.challenges else {
+    let Some(acme) = &ctl.acme else {
         return refuse(
             StatusCode::NOT_IMPLEMENTED,
             "this server publishes no DNS records: its admin can turn on dns.authoritative.listen_addr and delegate the tailnet's domain to it",
@@ -40,11 +37,7 @@ pub async fn set_dns(
             &format!("only TXT records can be set, not {:?}", req.r#type),
         );
     }
-    let own = format!(
-        "{ACME_LABEL}{}.{}",
-        node.given_name.as_str(),
-        ctl.settings.base_domain
-    );
+    let own = super::acme::challenge_name(node.given_name.as_str(), &ctl.settings.base_domain);
     let name = req.name.trim_end_matches('.');
     if !name.eq_ignore_ascii_case(&own) {
         return refuse(
@@ -55,7 +48,7 @@ pub async fn set_dns(
             ),
         );
     }
-    if let Err(err) = challenges.publish(&own, &req.value, std::time::Instant::now()) {
+    if let Err(err) = acme.publish(node.id, &own, &req.value, std::time::Instant::now()) {
         return refuse(StatusCode::BAD_REQUEST, &err.to_string());
     }
     tracing::info!(node = %node.id, name = %own, "published an ACME challenge record");

@@ -13,6 +13,7 @@
 //! The transport knows keys and bytes; what `/machine/*` requests mean is decided
 //! by the routes registered on top of it.
 
+pub mod acme;
 mod bootstrap;
 mod dispatch;
 pub mod frame;
@@ -88,7 +89,7 @@ pub struct Control {
     pub server_url: Arc<str>,
     /// ACME challenge records nodes publish, served by the DNS listener
     /// (`dns.authoritative`); `None` when it is off.
-    pub challenges: Option<Arc<crate::dns::Challenges>>,
+    pub acme: Option<Arc<acme::AcmeRecords>>,
     /// Each peer's JSON, serialised once per version of the peer (and per way
     /// a viewer may see it) and shared by every full map (std Mutex: lookups and
     /// inserts only, never across an await).
@@ -129,7 +130,7 @@ impl Control {
             derp,
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
-            challenges: None,
+            acme: None,
             peer_json: Arc::default(),
             last_view: Arc::default(),
             session_views: Arc::default(),

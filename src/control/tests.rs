@@ -638,7 +638,9 @@ mod protocol {
             map_settings,
             "http://127.0.0.1:1",
         );
-        control.challenges = Some(Arc::new(crate::dns::Challenges::new()));
+        control.acme = Some(Arc::new(super::acme::AcmeRecords::new(Arc::new(
+            crate::dns::Challenges::new(),
+        ))));
         control.spawn_dispatcher();
         let server = spawn_server_with(control.machine_routes()).await;
         Rig {
@@ -824,9 +826,10 @@ mod protocol {
         let own = "_acme-challenge.laptop.tailnet.test";
         let published = || {
             rig.control
-                .challenges
+                .acme
                 .as_ref()
                 .unwrap()
+                .challenges()
                 .txt(own, std::time::Instant::now())
         };
 
@@ -901,6 +904,19 @@ mod protocol {
         let len = u32::from_le_bytes(body[..4].try_into().unwrap()) as usize;
         let map: serde_json::Value = serde_json::from_slice(&body[4..4 + len]).unwrap();
         assert_eq!(map["Node"]["Name"], "laptop.tailnet.test.");
+
+        // Renamed, the node no longer owns the name it published at: the record goes.
+        let id = rig.state.snapshot().by_node_key(&node_key).unwrap().id;
+        let (_, change) = rig.state.rename_node(id, "laptop-2").await.unwrap();
+        rig.state.notifier().publish(change);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !published().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still published after a rename"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     #[tokio::test]
