@@ -18,7 +18,7 @@ use crate::types::{NodeKey, PrivateKey};
 use anyhow::{Context, Result, bail};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -388,7 +388,9 @@ impl Server {
         {
             tasks.abort_all();
         }
-        let _ = std::fs::remove_file(&self.socket_path);
+        if std::fs::symlink_metadata(&self.socket_path).is_ok_and(|m| m.file_type().is_socket()) {
+            let _ = std::fs::remove_file(&self.socket_path);
+        }
         outcome
     }
 }
@@ -555,7 +557,15 @@ async fn bind_unix_socket(path: &Path, mode: u32) -> Result<UnixListener> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("unix_socket: cannot create {}", dir.display()))?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        // Only a socket is ever replaced: this path may be a typo for the
+        // database or a key file.
+        if !meta.file_type().is_socket() {
+            bail!(
+                "unix_socket {}: exists and is not a socket; refusing to replace it (point unix_socket at a path of its own)",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).await.is_ok() {
             bail!(
                 "unix_socket {}: another server is already listening there",
@@ -577,7 +587,43 @@ async fn bind_unix_socket(path: &Path, mode: u32) -> Result<UnixListener> {
             path.display()
         )
     })?;
+    open_way_to_socket(path, mode);
     Ok(listener)
+}
+
+/// The group or others that `unix_socket_permission` lets use the socket must be
+/// able to pass through its directory (which may be the data directory, made
+/// 0700): adds just the search bit they need, and says so.
+fn open_way_to_socket(path: &Path, mode: u32) {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return;
+    };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let current = meta.permissions().mode() & 0o7777;
+    let mut wanted = current;
+    if mode & 0o060 != 0 {
+        wanted |= 0o010;
+    }
+    if mode & 0o006 != 0 {
+        wanted |= 0o001;
+    }
+    if wanted == current {
+        return;
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(wanted)) {
+        Ok(()) => tracing::info!(
+            dir = %dir.display(),
+            mode = format!("{wanted:o}"),
+            "let the users unix_socket_permission admits reach the admin socket"
+        ),
+        Err(err) => tracing::warn!(
+            dir = %dir.display(),
+            %err,
+            "unix_socket_permission {mode:o} admits users who cannot enter the socket's directory"
+        ),
+    }
 }
 
 fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {

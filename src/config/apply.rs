@@ -9,6 +9,7 @@ use super::values::{Setting, describe, in_tailscale_range, scalar_text};
 use super::*;
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use yaml_serde::Value;
 
 /// Headscale's floor: the client keep-alive (60s) plus a margin, so a live node is never reaped.
@@ -515,6 +516,70 @@ fn extra_records(
     Ok(out)
 }
 
+/// Files headway writes or replaces must be distinct: a unix_socket that names the
+/// database would be removed as a stale socket, a key file written over the
+/// policy would lose it.
+fn check_distinct_files(
+    c: &Config,
+    at: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    // Files that hold data first, then those headway writes: a clash is blamed on
+    // the later key, the one that would do the damage.
+    let mut files: Vec<(&str, &Path)> = Vec::new();
+    if let Database::Sqlite { path, .. } = &c.database {
+        files.push(("database.sqlite.path", path));
+    }
+    let optional = [
+        ("policy.path", &c.policy.path),
+        ("dns.extra_records_path", &c.dns.extra_records_path),
+        ("tls_cert_path", &c.tls.cert_path),
+        ("tls_key_path", &c.tls.key_path),
+    ];
+    files.extend(
+        optional
+            .into_iter()
+            .filter_map(|(key, path)| Some((key, path.as_deref()?))),
+    );
+    files.push(("noise.private_key_path", &c.noise_private_key_path));
+    if c.derp.server.enabled {
+        files.push((
+            "derp.server.private_key_path",
+            &c.derp.server.private_key_path,
+        ));
+    }
+    files.push(("unix_socket", &c.unix_socket));
+    for (i, (key, path)) in files.iter().enumerate() {
+        if let Some((other, _)) = files[..i].iter().find(|(_, p)| same_file(p, path)) {
+            return Err(at(
+                key,
+                format!(
+                    "{} is also {other}: each needs a file of its own",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether two configured paths name one file: the same text once `.` parts
+/// are dropped, or (when both exist) the same inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let plain = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect()
+    };
+    if plain(a) == plain(b) {
+        return true;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn is_http_url(text: &str) -> bool {
     text.strip_prefix("https://")
         .or_else(|| text.strip_prefix("http://"))
@@ -601,6 +666,7 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
             "is ignored: dns.authoritative.listen_addr is not set, so headway answers no DNS",
         ));
     }
+    check_distinct_files(c, &at)?;
     if !c.dns.extra_records.is_empty() && c.dns.extra_records_path.is_some() {
         return Err(at(
             "dns.extra_records_path",

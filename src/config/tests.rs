@@ -866,3 +866,25 @@ fn an_inline_record_with_a_bad_address_is_refused_with_its_line() {
     );
     assert!(message.contains("not an IPv6 address"), "{message}");
 }
+
+#[test]
+fn two_settings_naming_one_file_are_refused_naming_both() {
+    let message = refusal(
+        "server_url: http://127.0.0.1:8080\n\
+         database:\n  type: sqlite\n  sqlite:\n    path: /var/lib/headway/db.sqlite\n\
+         unix_socket: /var/lib/headway/./db.sqlite\n",
+    );
+    assert!(
+        message.starts_with(
+            "config.yaml:6: unix_socket: /var/lib/headway/./db.sqlite is also database.sqlite.path"
+        ),
+        "{message}"
+    );
+    let message = refusal(
+        "server_url: http://127.0.0.1:8080\n\
+         noise:\n  private_key_path: /etc/headway/acl.hujson\n\
+         policy:\n  path: /etc/headway/acl.hujson\n",
+    );
+    assert!(message.contains("noise.private_key_path"), "{message}");
+    assert!(message.contains("is also policy.path"), "{message}");
+}

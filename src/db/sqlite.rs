@@ -34,9 +34,7 @@ pub(super) async fn open(
         source,
     };
 
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| open_error(sqlx::Error::Io(e)))?;
-    }
+    restrict_files(path).map_err(|e| open_error(sqlx::Error::Io(e)))?;
 
     // Per-connection settings; the journal mode is the database's and is set once, by the writer.
     let mut common = SqliteConnectOptions::new()
@@ -92,7 +90,52 @@ pub(super) async fn open(
         .await
         .map_err(open_error)?;
 
+    // SQLite gives the -wal and -shm files the database's mode; files left by an
+    // older run may still be wider.
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        restrict_mode(Path::new(&side)).map_err(|e| open_error(sqlx::Error::Io(e)))?;
+    }
+
     Ok(Db { reader, writer })
+}
+
+/// The database holds node keys, endpoints and hashed secrets: a directory made
+/// for it is 0700 and the file is 0600 (created so before SQLite opens it, and
+/// narrowed if an older file is wider).
+fn restrict_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => restrict_mode(path),
+        Err(err) => Err(err),
+    }
+}
+
+/// Narrows an existing regular file to 0600 when group or others may read it.
+fn restrict_mode(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_file() && mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        tracing::info!(path = %path.display(), from = format!("{mode:o}"), "narrowed the database file's mode to 600");
+    }
+    Ok(())
 }
 
 impl Db {

@@ -1062,3 +1062,25 @@ async fn concurrent_writers_queue_in_wal_mode() {
 async fn concurrent_writers_queue_with_a_rollback_journal() {
     concurrent_writers_all_succeed(false).await;
 }
+
+#[tokio::test]
+async fn the_database_and_its_directory_are_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("lib/headway/db.sqlite");
+    let db = open_at(&path).await;
+    db.insert_user(&new_user("alice")).await.unwrap();
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    assert_eq!(mode(&path), 0o600);
+    let wal = path.with_file_name("db.sqlite-wal");
+    assert!(wal.exists(), "WAL mode writes a -wal file");
+    assert_eq!(mode(&wal), 0o600);
+    assert_eq!(mode(&path.with_file_name("db.sqlite-shm")), 0o600);
+    drop(db);
+
+    // A file an older run left readable by everyone is narrowed.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _db = open_at(&path).await;
+    assert_eq!(mode(&path), 0o600);
+}

@@ -4,23 +4,28 @@
 use crate::support::{headway_bin, test_config};
 use std::process::Command;
 
-fn configtest(text: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let text = text.replace("{dir}", &dir.path().display().to_string());
-    let path = dir.path().join("config.yaml");
+/// Runs `headway -c <dir>/config.yaml <command>` on `text` (with `{dir}` made
+/// `dir`) in `dir`; its exit code and everything it printed.
+fn run_in(dir: &std::path::Path, text: &str, command: &str) -> (i32, String) {
+    let text = text.replace("{dir}", &dir.display().to_string());
+    let path = dir.join("config.yaml");
     std::fs::write(&path, text).unwrap();
     let out = Command::new(headway_bin())
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
+        .current_dir(dir)
+        .env("HOME", dir)
         .env("NO_COLOR", "1")
         .arg("-c")
         .arg(&path)
-        .arg("configtest")
+        .arg(command)
         .output()
         .unwrap();
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
+}
+
+fn configtest(text: &str) -> (i32, String) {
+    run_in(tempfile::tempdir().unwrap().path(), text, "configtest")
 }
 
 fn valid() -> String {
@@ -72,20 +77,37 @@ fn an_unknown_key_warns_with_its_path_and_line() {
 #[test]
 fn a_bad_value_stops_serve() {
     let dir = tempfile::tempdir().unwrap();
-    let text =
-        test_config(dir.path(), "").replace("listen_addr: 127.0.0.1:0", "listen_addr: nowhere");
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(headway_bin())
-        .arg("-c")
-        .arg(&path)
-        .arg("serve")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("listen_addr"), "{text}");
+    let text = valid().replace("listen_addr: 127.0.0.1:0", "listen_addr: nowhere");
+    let (code, out) = run_in(dir.path(), &text, "serve");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("listen_addr"), "{out}");
+}
+
+#[test]
+fn a_unix_socket_on_the_database_is_refused_and_no_regular_file_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = valid().replace(
+        "unix_socket: {dir}/headway.sock",
+        "unix_socket: {dir}/db.sqlite",
+    );
+    let (code, out) = run_in(dir.path(), &text, "configtest");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("unix_socket") && out.contains("is also database.sqlite.path"),
+        "{out}"
+    );
+
+    // A path that is some other file (a typo, say) is left alone by `serve`.
+    let notes = dir.path().join("notes.txt");
+    std::fs::write(&notes, "keep me").unwrap();
+    let text = valid().replace(
+        "unix_socket: {dir}/headway.sock",
+        "unix_socket: {dir}/notes.txt",
+    );
+    let (code, out) = run_in(dir.path(), &text, "serve");
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("is not a socket"), "{out}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "keep me");
 }
 
 #[test]
@@ -103,24 +125,8 @@ fn a_broken_policy_file_names_its_line_and_stops_the_server() {
     assert!(out.contains("acl.hujson:4:"), "{out}");
 
     // `serve` refuses to start on it too, with the same position.
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        text.replace("{dir}", &dir.path().display().to_string()),
-    )
-    .unwrap();
-    let out = Command::new(headway_bin())
-        .current_dir(dir.path())
-        .env("HOME", dir.path())
-        .env("NO_COLOR", "1")
-        .arg("-c")
-        .arg(&config)
-        .arg("serve")
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{said}");
+    let (code, said) = run_in(dir.path(), &text, "serve");
+    assert_eq!(code, 1, "{said}");
     assert!(said.contains("acl.hujson:4:"), "{said}");
 
     // A valid one passes, and is named.
