@@ -40,6 +40,15 @@ pub(crate) fn layer(
             Shape::Scalar => Value::String(text),
             Shape::List => Value::Sequence(split_list(&text).into_iter().map(Value::String).collect()),
             // Maps and record lists are written inline as YAML or JSON, e.g. {"corp.example": ["10.0.0.53"]}.
+            Shape::Structured if super::nesting::check(&text).is_err() => {
+                return Err(ConfigError {
+                    message: format!(
+                        "environment variable {var}: {}: nested more than {} levels deep",
+                        key.path,
+                        super::nesting::MAX_NESTING
+                    ),
+                });
+            }
             Shape::Structured => yaml_serde::from_str(&text).map_err(|e| ConfigError {
                 message: format!(
                     "environment variable {var}: {}: not valid YAML or JSON ({e}); write it inline, e.g. {{\"corp.example\": [\"10.0.0.53\"]}}",

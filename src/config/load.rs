@@ -170,6 +170,14 @@ pub fn load_from_str(
 
 /// Parses the file into settings for known keys and warns about unknown ones.
 fn file_layer(text: &str, origin: &str, warnings: &mut Vec<Warning>) -> Result<Layer, ConfigError> {
+    if let Err((line, depth)) = super::nesting::check(text) {
+        return Err(ConfigError {
+            message: format!(
+                "{origin}:{line}: not valid YAML: nested more than {} levels deep (reached {depth}); no setting needs that",
+                super::nesting::MAX_NESTING
+            ),
+        });
+    }
     let lines = LineIndex::build(text);
     let mut root: yaml_serde::Value =
         yaml_serde::from_str(text).map_err(|e| yaml_error(&e, origin, &lines))?;

@@ -15,6 +15,7 @@ mod keys;
 mod legacy;
 mod lines;
 mod load;
+mod nesting;
 mod records;
 #[cfg(test)]
 mod tests;

@@ -888,3 +888,19 @@ fn two_settings_naming_one_file_are_refused_naming_both() {
     assert!(message.contains("noise.private_key_path"), "{message}");
     assert!(message.contains("is also policy.path"), "{message}");
 }
+
+#[test]
+fn deeply_nested_yaml_is_refused_at_once_with_its_line() {
+    let text = format!(
+        "server_url: http://127.0.0.1:8080\nx: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    // Refused by the nesting check, before the parser (which would take most of
+    // a minute on this, then say "recursion limit exceeded").
+    let message = refusal(&text);
+    assert!(
+        message.starts_with("config.yaml:2: not valid YAML: nested more than 64 levels deep"),
+        "{message}"
+    );
+}

@@ -148,11 +148,15 @@ async fn handle(
 
     Ok(RegisterResponse::auth_url(begin_interactive(
         ctl, peer, req,
-    )))
+    )?))
 }
 
 /// Queues an interactive registration and returns the URL the client shows.
-fn begin_interactive(ctl: &Control, peer: &NoisePeer, req: &RegisterRequest) -> String {
+fn begin_interactive(
+    ctl: &Control,
+    peer: &NoisePeer,
+    req: &RegisterRequest,
+) -> state::Result<String> {
     let hostinfo = req.hostinfo.as_ref();
     let (id, _) = ctl.state.begin_registration(state::RegistrationRequest {
         machine_key: peer.machine_key,
@@ -169,8 +173,8 @@ fn begin_interactive(ctl: &Control, peer: &NoisePeer, req: &RegisterRequest) -> 
             .map(|h| h.request_tags().to_vec())
             .unwrap_or_default(),
         requested_expiry: req.expiry.filter(|e| *e > chrono::Utc::now()),
-    });
-    format!("{}/register/{id}", ctl.server_url)
+    })?;
+    Ok(format!("{}/register/{id}", ctl.server_url))
 }
 
 /// The client waits on its auth URL: block until an admin registers or rejects it.
@@ -192,7 +196,7 @@ async fn follow_up(
         // Unknown or expired: start over with a fresh URL.
         return Ok(RegisterResponse::auth_url(begin_interactive(
             ctl, peer, req,
-        )));
+        )?));
     };
     loop {
         let current = outcome.borrow_and_update().clone();
@@ -215,7 +219,7 @@ async fn follow_up(
             // The registration expired unanswered: hand out a new URL.
             return Ok(RegisterResponse::auth_url(begin_interactive(
                 ctl, peer, req,
-            )));
+            )?));
         }
     }
 }

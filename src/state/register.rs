@@ -13,6 +13,14 @@ use std::fmt;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+/// Interactive registrations waiting for an admin at once, in all: anyone who can
+/// reach the server can start one, so their number is bounded.
+pub const MAX_PENDING_REGISTRATIONS: usize = 1024;
+/// The Hostinfo a waiting registration keeps, at most (real clients send a few
+/// KiB); a larger one is dropped, and the node reports it again on its first map
+/// request once registered.
+pub const MAX_PENDING_HOSTINFO: usize = 16 * 1024;
+
 /// The id of a pending interactive registration, `hskey-authreq-<24 chars>`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RegistrationId(String);
@@ -111,11 +119,11 @@ pub struct Admission {
 impl State {
     /// Records a client waiting for an admin and returns its id and a receiver
     /// that yields the outcome. A client retrying with the same node key gets its
-    /// existing entry back.
+    /// existing entry back. Refused while [`MAX_PENDING_REGISTRATIONS`] wait.
     pub fn begin_registration(
         &self,
         req: RegistrationRequest,
-    ) -> (RegistrationId, watch::Receiver<Option<RegistrationOutcome>>) {
+    ) -> Result<(RegistrationId, watch::Receiver<Option<RegistrationOutcome>>)> {
         let RegistrationRequest {
             machine_key,
             node_key,
@@ -132,8 +140,18 @@ impl State {
             .values()
             .find(|p| p.node_key == node_key && p.machine_key == machine_key)
         {
-            return (existing.id.clone(), existing.outcome.subscribe());
+            return Ok((existing.id.clone(), existing.outcome.subscribe()));
         }
+        if pending.len() >= MAX_PENDING_REGISTRATIONS {
+            tracing::warn!(
+                waiting = pending.len(),
+                "refused an interactive registration: too many are waiting for an admin"
+            );
+            return Err(Error::ResourceExhausted(format!(
+                "{MAX_PENDING_REGISTRATIONS} registrations are already waiting for an admin; try again later"
+            )));
+        }
+        let hostinfo = hostinfo.filter(|h| h.len() <= MAX_PENDING_HOSTINFO);
         let (tx, rx) = watch::channel(None);
         let id = RegistrationId::generate();
         pending.insert(
@@ -151,7 +169,7 @@ impl State {
                 outcome: Arc::new(tx),
             },
         );
-        (id, rx)
+        Ok((id, rx))
     }
 
     /// Queues a made-up registration under a chosen id (`DebugCreateNode`), so the

@@ -183,8 +183,8 @@ async fn a_node_key_of_another_machine_is_refused() {
 async fn waiting_clients_learn_the_outcome() {
     let (_dir, state) = state(None).await;
     state.create_user("default", "", "", "").await.unwrap();
-    let (id, mut rx) = state.begin_registration(request(5, 6, "laptop"));
-    let (retry_id, _) = state.begin_registration(request(5, 6, "laptop"));
+    let (id, mut rx) = state.begin_registration(request(5, 6, "laptop")).unwrap();
+    let (retry_id, _) = state.begin_registration(request(5, 6, "laptop")).unwrap();
     assert_eq!(retry_id, id, "a retrying client keeps its registration id");
     let key = format!("nodekey:{}", hex::encode([6u8; 32]));
     let (view, _) = state.complete_registration(&key, "default").await.unwrap();
@@ -195,13 +195,55 @@ async fn waiting_clients_learn_the_outcome() {
     );
     assert!(state.pending_registration(&id).is_none());
 
-    let (id, mut rx) = state.begin_registration(request(7, 8, "x"));
+    let (id, mut rx) = state.begin_registration(request(7, 8, "x")).unwrap();
     state.reject_registration(id.as_str()).unwrap();
     rx.changed().await.unwrap();
     assert!(matches!(
         &*rx.borrow(),
         Some(RegistrationOutcome::Rejected(_))
     ));
+}
+
+#[tokio::test]
+async fn waiting_registrations_are_bounded_in_number_and_size() {
+    use super::register::{MAX_PENDING_HOSTINFO, MAX_PENDING_REGISTRATIONS};
+    let (_dir, state) = state(None).await;
+    let mut big = request(1, 1, "big");
+    big.hostinfo = Some(format!(
+        "{{\"Hostname\": \"{}\"}}",
+        "x".repeat(MAX_PENDING_HOSTINFO)
+    ));
+    let (id, _) = state.begin_registration(big).unwrap();
+    let kept = state.pending_registration(&id).unwrap();
+    assert_eq!(kept.hostname, "big");
+    assert!(kept.hostinfo.is_none(), "an oversized Hostinfo is not kept");
+
+    for i in 1..MAX_PENDING_REGISTRATIONS {
+        let mut req = request(2, 0, "many");
+        req.node_key = NodeKey::from_bytes(
+            [
+                u8::try_from(i % 256).unwrap(),
+                u8::try_from(i / 256).unwrap(),
+                9,
+            ]
+            .into_iter()
+            .chain([0; 29])
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap(),
+        );
+        state.begin_registration(req).unwrap();
+    }
+    let refused = state.begin_registration(request(3, 3, "one-too-many"));
+    assert!(
+        matches!(&refused, Err(Error::ResourceExhausted(m)) if m.contains("waiting for an admin")),
+        "{:?}",
+        refused.map(|(id, _)| id)
+    );
+    // A client already waiting still gets its entry back.
+    let mut again = request(1, 1, "big");
+    again.hostinfo = None;
+    assert_eq!(state.begin_registration(again).unwrap().0, id);
 }
 
 #[tokio::test]
