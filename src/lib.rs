@@ -22,10 +22,12 @@
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
+//! - [`tls_trust`]: TLS clients that pin one certificate or (`cli.insecure`) trust any.
 
 pub mod dns;
 pub mod policy;
 pub mod tailcfg;
+pub mod tls_trust;
 pub mod types;
 pub mod websocket;
 

@@ -125,11 +125,10 @@ async fn connect_remote(config: &Config, address: &str) -> Result<Client, Connec
     let bearer: MetadataValue<Ascii> = format!("Bearer {api_key}")
         .parse()
         .map_err(|_| ConnectError::BadApiKey)?;
-    // `cli.insecure` means plaintext gRPC, what a server with `grpc_allow_insecure: true` speaks.
+    // TLS unless the address says `http://` (a server with `grpc_allow_insecure: true`);
+    // `cli.insecure` keeps TLS but checks no certificate, as Headscale's CLI does.
     let uri = if address.contains("://") {
         address.to_owned()
-    } else if config.cli.insecure {
-        format!("http://{address}")
     } else {
         format!("https://{address}")
     };
@@ -137,23 +136,73 @@ async fn connect_remote(config: &Config, address: &str) -> Result<Client, Connec
         address: address.to_owned(),
         reason,
     };
-    let mut endpoint = Endpoint::from_shared(uri.clone())
+    let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| bad(innermost(&e)))?
         .connect_timeout(config.cli.timeout)
         .timeout(config.cli.timeout);
-    if uri.starts_with("https://") {
-        endpoint = endpoint
-            .tls_config(tls_config())
-            .map_err(|e| bad(innermost(&e)))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| ConnectError::Remote {
+    let remote_error = |e: tonic::transport::Error| ConnectError::Remote {
         address: address.to_owned(),
         reason: innermost(&e),
-    })?;
+    };
+    let channel = match uri.strip_prefix("https://") {
+        Some(rest) if config.cli.insecure => {
+            // tonic's own TLS always verifies: TLS comes from our connector, and the
+            // endpoint speaks HTTP/2 over what it hands back.
+            let endpoint = Endpoint::from_shared(format!("http://{rest}"))
+                .map_err(|e| bad(innermost(&e)))?
+                .connect_timeout(config.cli.timeout)
+                .timeout(config.cli.timeout);
+            endpoint
+                .connect_with_connector(unverified_tls())
+                .await
+                .map_err(remote_error)?
+        }
+        Some(_) => endpoint
+            .tls_config(tls_config())
+            .map_err(|e| bad(innermost(&e)))?
+            .connect()
+            .await
+            .map_err(remote_error)?,
+        None => endpoint.connect().await.map_err(remote_error)?,
+    };
     Ok(HeadscaleServiceClient::with_interceptor(
         channel,
         Bearer(Some(bearer)),
     ))
+}
+
+/// Connects TCP, then TLS accepting any certificate (`cli.insecure`), offering h2.
+fn unverified_tls() -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Future + Send,
+> + Clone
++ Send {
+    let config = crate::tls_trust::client_config(crate::tls_trust::Trust::Anything, &[b"h2"])
+        .expect("the ring provider supports the default protocol versions");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    tower::service_fn(move |uri: tonic::transport::Uri| {
+        let tls = tls.clone();
+        async move {
+            let invalid =
+                |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_owned());
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid("the address has no host"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(host)
+                .map_err(|_| invalid("the address's host is not a valid server name"))?;
+            let stream = tls.connect(name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 /// TLS trusting the system's CA bundle (`SSL_CERT_FILE`, else the usual Linux paths).

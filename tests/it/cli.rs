@@ -559,9 +559,9 @@ fn the_cli_works_remotely_with_an_api_key() {
         let mut cmd = std::process::Command::new(headway_bin());
         cmd.current_dir(server.dir.path())
             .env("HOME", server.dir.path())
-            .env("HEADWAY_CLI_ADDRESS", &tcp)
+            // Plaintext, as `grpc_allow_insecure` serves it: said by the scheme.
+            .env("HEADWAY_CLI_ADDRESS", format!("http://{tcp}"))
             .env("HEADWAY_CLI_API_KEY", key)
-            .env("HEADWAY_CLI_INSECURE", "true")
             // A config without a socket: only the remote address can answer.
             .env("HEADWAY_UNIX_SOCKET", server.dir.path().join("absent.sock"))
             .args(args);

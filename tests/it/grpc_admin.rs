@@ -711,10 +711,11 @@ async fn remote_grpc_uses_tls_when_given_a_certificate() {
         .connect()
         .await
         .expect("TLS handshake with the configured certificate");
+    let bearer = format!("Bearer {key}");
     let mut client =
         HeadscaleServiceClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
             req.metadata_mut()
-                .insert("authorization", format!("Bearer {key}").parse().unwrap());
+                .insert("authorization", bearer.parse().unwrap());
             Ok(req)
         });
     client
@@ -736,4 +737,30 @@ async fn remote_grpc_uses_tls_when_given_a_certificate() {
                 .is_err()
         );
     }
+
+    // The headway CLI: its CA bundle does not vouch for this self-signed
+    // certificate, so it refuses; with `cli.insecure` (TLS, no certificate
+    // check, as Headscale's CLI) it works.
+    let cli = |insecure: &str| {
+        std::process::Command::new(crate::support::headway_bin())
+            .current_dir(server.dir.path())
+            .env("HOME", server.dir.path())
+            .env("HEADWAY_CLI_ADDRESS", &addr)
+            .env("HEADWAY_CLI_API_KEY", &key)
+            .env("HEADWAY_CLI_INSECURE", insecure)
+            .env("HEADWAY_UNIX_SOCKET", server.dir.path().join("absent.sock"))
+            .args(["users", "list"])
+            .output()
+            .unwrap()
+    };
+    let checked = cli("false");
+    let said = String::from_utf8_lossy(&checked.stderr);
+    assert!(!checked.status.success(), "{said}");
+    assert!(said.to_lowercase().contains("certificate"), "{said}");
+    let unchecked = cli("true");
+    assert!(
+        unchecked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unchecked.stderr)
+    );
 }

@@ -65,6 +65,7 @@ fn architecture_names_every_module() {
 const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
     ("websocket", &["websocket"]),
+    ("tls_trust", &["tls_trust"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("policy", &["policy", "tailcfg", "types"]),
     ("config", &["config", "types"]),
@@ -88,7 +89,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "websocket",
         ],
     ),
-    ("bench", &["bench", "control", "policy", "relay", "types"]),
+    (
+        "bench",
+        &["bench", "control", "policy", "relay", "types", "tls_trust"],
+    ),
     (
         "conformance",
         &[
@@ -116,6 +120,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "server",
             "bench",
             "conformance",
+            "tls_trust",
         ],
     ),
 ];
