@@ -33,6 +33,15 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
         c.grpc_listen_addr = v.socket_addr()?;
     }
     flag(s, "grpc_allow_insecure", &mut c.grpc_allow_insecure)?;
+    if let (Some(addr), Some(v)) = (c.grpc_listen_addr, s.get("grpc_allow_insecure"))
+        && c.grpc_allow_insecure
+        && !addr.ip().is_loopback()
+        && s.get("tls_cert_path").is_none()
+    {
+        warnings.push(v.warning(format!(
+            "plaintext gRPC on {addr}, which is not a loopback address: API keys and every admin call cross the network readable; give the server a certificate (tls_cert_path) or listen on 127.0.0.1"
+        )));
+    }
     if let Some(v) = s.get("trusted_proxies") {
         c.trusted_proxies = trusted_proxies(v)?;
     }
@@ -77,6 +86,11 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
         && let Some(mode) = v.octal_mode()?
     {
         c.unix_socket_permission = mode;
+        if mode & 0o002 != 0 {
+            warnings.push(v.warning(format!(
+                "{mode:o} lets every local user write to the admin socket, and so administer headway; 0770 with a group is the usual choice"
+            )));
+        }
     }
 
     if let Some(v) = s.get("cli.address") {
@@ -246,7 +260,8 @@ fn derp(s: &Layer, d: &mut Derp, warnings: &mut Vec<Warning>) -> Result<(), Conf
             warnings.push(v.warning(
                 "is false, but derp.urls and derp.paths name no other relay, and without one \
                  `tailscale up` never finishes: the embedded relay runs anyway (it needs no \
-                 domain); list relays under derp.urls or derp.paths to replace it",
+                 domain), with STUN on derp.server.stun_listen_addr (UDP port 3478 unless set); \
+                 list relays under derp.urls or derp.paths to replace it",
             ));
             d.server.enabled = true;
             d.server.enabled_by_default = true;

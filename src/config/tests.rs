@@ -904,3 +904,32 @@ fn deeply_nested_yaml_is_refused_at_once_with_its_line() {
         "{message}"
     );
 }
+
+#[test]
+fn risky_admin_access_is_warned_about() {
+    let loaded = load_text(
+        "server_url: http://127.0.0.1:8080\n\
+         grpc_listen_addr: 0.0.0.0:50443\n\
+         grpc_allow_insecure: true\n\
+         unix_socket_permission: \"0777\"\n",
+    );
+    let warnings = messages(&loaded);
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(
+        warnings[0]
+            .starts_with("config.yaml:3: grpc_allow_insecure: plaintext gRPC on 0.0.0.0:50443"),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings[1].starts_with("config.yaml:4: unix_socket_permission: 777 lets every local user"),
+        "{warnings:#?}"
+    );
+    // On loopback, and with a group-only socket, nothing to say.
+    let loaded = load_text(
+        "server_url: http://127.0.0.1:8080\n\
+         grpc_listen_addr: 127.0.0.1:50443\n\
+         grpc_allow_insecure: true\n\
+         unix_socket_permission: \"0770\"\n",
+    );
+    assert_eq!(messages(&loaded), Vec::<String>::new());
+}
