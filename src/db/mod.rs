@@ -34,8 +34,12 @@ pub enum Error {
     /// A uniqueness rule was broken; the text names the column, e.g. `users.name`.
     #[error("already exists: {0}")]
     Conflict(String),
-    #[error("cannot open database {path}: {source}")]
+    #[error("cannot open database {path}: {}", rows::storage_condition(source).unwrap_or_else(|| source.to_string()))]
     Open { path: String, source: sqlx::Error },
+    /// The database cannot take writes for a reason outside headway (locked by
+    /// another process, a full disk, a read-only file): said to the caller as is.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]

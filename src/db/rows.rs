@@ -31,26 +31,26 @@ pub(super) async fn fetch_all<'c>(
         .map_err(from_sqlx)
 }
 
+/// At most one row. Like [`fetch_one`], runs the statement to its end.
 pub(super) async fn fetch_optional<'c>(
     exec: impl SqliteExecutor<'c>,
     stmt: &impl SqlxBinder,
 ) -> Result<Option<SqliteRow>> {
-    let (sql, values) = build(stmt);
-    sqlx::query_with(AssertSqlSafe(sql), values)
-        .fetch_optional(exec)
-        .await
-        .map_err(from_sqlx)
+    Ok(fetch_all(exec, stmt).await?.into_iter().next())
 }
 
+/// Exactly one row. The statement runs to its end rather than stopping at the
+/// first row: an `INSERT … RETURNING` outside a transaction commits only when
+/// SQLite finishes it, and a commit that fails (a full disk) reports its error
+/// there; stopping early would drop that error and report a write that never
+/// happened.
 pub(super) async fn fetch_one<'c>(
     exec: impl SqliteExecutor<'c>,
     stmt: &impl SqlxBinder,
 ) -> Result<SqliteRow> {
-    let (sql, values) = build(stmt);
-    sqlx::query_with(AssertSqlSafe(sql), values)
-        .fetch_one(exec)
-        .await
-        .map_err(from_sqlx)
+    fetch_optional(exec, stmt)
+        .await?
+        .ok_or_else(|| from_sqlx(sqlx::Error::RowNotFound))
 }
 
 /// Runs a statement and returns how many rows it changed.
@@ -85,6 +85,10 @@ pub(super) async fn execute_on_one<'c>(
 /// SQLite words it as "UNIQUE constraint failed: users.name" (columns joined by ", "
 /// when the rule spans several).
 pub(super) fn from_sqlx(err: sqlx::Error) -> Error {
+    if let Some(condition) = storage_condition(&err) {
+        tracing::error!(error = %err, "{condition}");
+        return Error::Unavailable(condition);
+    }
     if let sqlx::Error::Database(db_err) = &err
         && db_err.kind() == ErrorKind::UniqueViolation
         && let Some(columns) = db_err.message().strip_prefix("UNIQUE constraint failed: ")
@@ -92,6 +96,29 @@ pub(super) fn from_sqlx(err: sqlx::Error) -> Error {
         return Error::Conflict(columns.to_owned());
     }
     Error::Sqlx(err)
+}
+
+/// What an admin must know when SQLite refuses for a reason outside headway: the
+/// file locked by another process, a full disk, or a read-only file.
+pub(super) fn storage_condition(err: &sqlx::Error) -> Option<String> {
+    let sqlx::Error::Database(db_err) = err else {
+        return None;
+    };
+    // Extended result codes carry the primary code in their low byte.
+    let code: i32 = db_err.code()?.parse().ok()?;
+    let said = match code & 0xff {
+        5 | 6 => {
+            "the database is locked by another process (another headway on the same file, or a sqlite3 shell in a transaction?); nothing was changed"
+        }
+        13 => {
+            "the disk holding the database is full; nothing was changed; free some space and try again"
+        }
+        8 => {
+            "the database cannot be written (a read-only file or file system); nothing was changed"
+        }
+        _ => return None,
+    };
+    Some(said.to_owned())
 }
 
 /// Whether a statement failed because a FOREIGN KEY rule refused it.

@@ -133,6 +133,10 @@ pub fn route(r: &RouteView) -> pb::Route {
 /// Maps a state error to a gRPC status; internal causes are logged, never sent.
 pub fn status(err: state::Error) -> Status {
     use state::Error as E;
+    if let Some(why) = err.storage_unavailable() {
+        tracing::error!("admin request refused: {why}");
+        return Status::unavailable(why);
+    }
     match err {
         E::NotFound(m) => Status::not_found(m),
         E::AlreadyExists(m) => Status::already_exists(m),

@@ -66,6 +66,18 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+impl Error {
+    /// Why storage refused a write for a reason outside headway (another process
+    /// holds the database, the disk is full, the file is read-only): words for
+    /// the caller, unlike other internal errors.
+    pub fn storage_unavailable(&self) -> Option<&str> {
+        match self {
+            Error::Internal(db::Error::Unavailable(why)) => Some(why),
+            _ => None,
+        }
+    }
+}
+
 /// The part of the configuration the state rules depend on.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -10,6 +10,7 @@ mod cli;
 mod clients;
 mod config_errors;
 mod dns;
+mod faults;
 mod grpc_admin;
 mod headscale_cli;
 mod pages;
