@@ -5,6 +5,7 @@
 //! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
 //! - [`websocket`]: a WebSocket as a byte stream, for the browser forms of `/ts2021` and `/derp`.
+//! - [`limits`]: abuse limits on connections: caps, phase timeouts, a registration rate limit.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`policy`]: the access-control policy language and what it gives each node. Pure.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
@@ -23,8 +24,10 @@
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
 //! - [`tls_trust`]: TLS clients that pin one certificate or (`cli.insecure`) trust any.
+//! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden; not used by the server).
 
 pub mod dns;
+pub mod limits;
 pub mod policy;
 pub mod tailcfg;
 pub mod tls_trust;
@@ -48,3 +51,6 @@ pub mod http;
 pub mod server;
 
 pub mod cli;
+
+#[doc(hidden)]
+pub mod fuzzing;

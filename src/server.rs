@@ -28,7 +28,6 @@ use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::ServerTlsConfig;
-use tonic::transport::server::TcpIncoming;
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
@@ -58,6 +57,8 @@ pub struct Server {
     dns: Option<(Arc<crate::dns::Zone>, UdpSocket, TcpListener)>,
     /// `dns.extra_records_path`, watched for changes.
     extra_records_path: Option<PathBuf>,
+    /// The connection limits `listen_addr` and TCP gRPC admit through.
+    limits: Arc<crate::limits::Limits>,
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -126,6 +127,11 @@ impl Server {
                 .store(Arc::new(crate::control::map::extra_records(&records)));
         }
         let mut control = Control::new(state.clone(), derp, map_settings, &config.server_url);
+        control.register_limit = Arc::new(crate::limits::RateLimit::new(
+            config.limits.register_burst,
+            config.limits.register_interval,
+        ));
+        let limits = connection_limits(&config);
         let dns = match &config.dns.authoritative {
             None => None,
             Some(auth) => {
@@ -207,6 +213,7 @@ impl Server {
             acme,
             dns,
             extra_records_path: config.dns.extra_records_path.clone(),
+            limits,
         })
     }
 
@@ -321,8 +328,9 @@ impl Server {
         let http_stop = stopped();
         let (http, tls) = (self.http, self.tls);
         let secure = tls.is_some();
+        let http_limits = self.limits.clone();
         tasks.spawn(async move {
-            crate::http::listener::serve(http, router, tls, http_stop)
+            crate::http::listener::serve(http, router, tls, http_limits, http_stop)
                 .await
                 .context("HTTP listener failed")
         });
@@ -348,7 +356,8 @@ impl Server {
 
         if let Some((listener, tls)) = self.grpc_tcp {
             let addr = listener.local_addr()?;
-            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            // Admitted, timed and counted like listen_addr's connections.
+            let incoming = self.limits.clone().incoming(listener, "gRPC");
             let mut builder = tonic::transport::Server::builder();
             let secure = tls.is_some();
             if let Some(tls) = tls {
@@ -359,6 +368,7 @@ impl Server {
             let tcp_stop = stopped();
             tasks.spawn(async move {
                 builder
+                    .layer(crate::limits::TrackRequestsLayer)
                     .layer(layer)
                     .add_service(service)
                     .serve_with_incoming_shutdown(incoming, tcp_stop)
@@ -393,6 +403,48 @@ impl Server {
         }
         outcome
     }
+}
+
+/// The connection limits from `limits.*`, with `max_connections` kept below the
+/// open-file limit (raised to its hard limit first), so that the database, the
+/// admin socket and /health keep their descriptors when clients take the rest.
+fn connection_limits(config: &Config) -> Arc<crate::limits::Limits> {
+    let l = &config.limits;
+    let soft = crate::limits::raise_open_file_limit();
+    // No limit at all: the kernel's own per-process cap (nr_open) is about 2^20.
+    let fits = crate::limits::connections_within(soft.unwrap_or(1 << 20));
+    let configured = usize::try_from(l.max_connections).unwrap_or(usize::MAX);
+    let max_connections = match configured {
+        0 => fits,
+        n if n > fits => {
+            tracing::warn!(
+                configured = n,
+                open_file_limit = soft,
+                using = fits,
+                "limits.max_connections does not fit under the open-file limit (ulimit -n) with room for the database and the admin socket; raise the limit to allow more"
+            );
+            fits
+        }
+        n => n,
+    };
+    let settings = crate::limits::Settings {
+        handshake_timeout: l.handshake_timeout,
+        request_timeout: l.request_timeout,
+        idle_timeout: l.idle_timeout,
+        max_connections,
+        max_pending_per_source: usize::try_from(l.max_pending_per_source).unwrap_or(usize::MAX),
+        trusted_proxies: config.trusted_proxies.clone(),
+    };
+    tracing::info!(
+        max_connections,
+        open_file_limit = soft,
+        max_pending_per_source = settings.max_pending_per_source,
+        handshake_timeout = ?settings.handshake_timeout,
+        request_timeout = ?settings.request_timeout,
+        idle_timeout = ?settings.idle_timeout,
+        "connection limits"
+    );
+    crate::limits::Limits::new(settings)
 }
 
 /// Reads the key at `path`, or creates it (mode 0600) with its directory.

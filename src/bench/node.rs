@@ -337,8 +337,10 @@ impl Node {
     }
 }
 
-/// The HTTP/1.1 upgrade to TS2021 and the client side of the Noise handshake.
-async fn upgrade(
+/// The HTTP/1.1 upgrade to TS2021 and the client side of the Noise handshake on
+/// `tcp`, up to the early payload: what follows is HTTP/2 (tests also use it to
+/// hold a connection that never gets that far).
+pub async fn upgrade(
     mut tcp: TcpStream,
     target: &Target,
     machine: &PrivateKey,

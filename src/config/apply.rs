@@ -102,6 +102,8 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     duration(s, "cli.timeout", &mut c.cli.timeout)?;
     flag(s, "cli.insecure", &mut c.cli.insecure)?;
 
+    limits(s, &mut c.limits)?;
+
     flag(s, "logtail.enabled", &mut c.logtail_enabled)?;
     flag(s, "taildrop.enabled", &mut c.taildrop_enabled)?;
     flag(s, "auto_update.enabled", &mut c.auto_update_enabled)?;
@@ -148,6 +150,41 @@ fn duration(s: &Layer, key: &str, field: &mut Duration) -> Result<(), ConfigErro
 fn text(s: &Layer, key: &str, field: &mut String) -> Result<(), ConfigError> {
     if let Some(v) = s.get(key) {
         *field = v.text()?.trim().to_owned();
+    }
+    Ok(())
+}
+
+fn limits(s: &Layer, l: &mut Limits) -> Result<(), ConfigError> {
+    for (key, field) in [
+        ("limits.handshake_timeout", &mut l.handshake_timeout),
+        ("limits.request_timeout", &mut l.request_timeout),
+        ("limits.idle_timeout", &mut l.idle_timeout),
+        ("limits.register_interval", &mut l.register_interval),
+    ] {
+        if let Some(v) = s.get(key)
+            && let Some(d) = v.duration()?
+        {
+            // Zero would close every connection (or refill nothing) at once.
+            if d.is_zero() {
+                return Err(v.error("must be longer than zero (expected e.g. 10s)"));
+            }
+            *field = d;
+        }
+    }
+    for (key, min, field) in [
+        ("limits.max_connections", 0, &mut l.max_connections),
+        (
+            "limits.max_pending_per_source",
+            1,
+            &mut l.max_pending_per_source,
+        ),
+        ("limits.register_burst", 0, &mut l.register_burst),
+    ] {
+        if let Some(v) = s.get(key)
+            && let Some(n) = v.number(min, 1_000_000)?
+        {
+            *field = u32::try_from(n).expect("range checked");
+        }
     }
     Ok(())
 }

@@ -124,6 +124,14 @@ pub(crate) const KEYS: &[Key] = &[
     key("dns.extra_records_path", Scalar, Applied),
     key("dns.authoritative.listen_addr", Scalar, Applied),
     key("dns.authoritative.nameserver", Scalar, Applied),
+    // Abuse limits on client connections.
+    key("limits.handshake_timeout", Scalar, Applied),
+    key("limits.request_timeout", Scalar, Applied),
+    key("limits.idle_timeout", Scalar, Applied),
+    key("limits.max_connections", Scalar, Applied),
+    key("limits.max_pending_per_source", Scalar, Applied),
+    key("limits.register_burst", Scalar, Applied),
+    key("limits.register_interval", Scalar, Applied),
     // Local admin socket and remote CLI.
     key("unix_socket", Scalar, Applied),
     key("unix_socket_permission", Scalar, Applied),

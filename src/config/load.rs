@@ -379,6 +379,7 @@ impl Default for Config {
             auto_update_enabled: false,
             randomize_client_port: false,
             trusted_proxies: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }

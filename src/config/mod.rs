@@ -74,6 +74,44 @@ pub struct Config {
     pub randomize_client_port: bool,
     /// `trusted_proxies`: CIDRs whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub limits: Limits,
+}
+
+/// `limits.*`: abuse limits on client connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// `limits.handshake_timeout`: accept → first request (first byte, TLS,
+    /// HTTP/2 preface, headers); a `/ts2021` upgrade → first request inside
+    /// Noise; a `/derp` upgrade → the client's login.
+    pub handshake_timeout: Duration,
+    /// `limits.request_timeout`: each later request's headers, and every body.
+    pub request_timeout: Duration,
+    /// `limits.idle_timeout`: a connection with no request in progress.
+    pub idle_timeout: Duration,
+    /// `limits.max_connections`: TCP connections held at once; 0 = the open-file
+    /// limit minus a reserve.
+    pub max_connections: u32,
+    /// `limits.max_pending_per_source`: unproven connections per source address.
+    pub max_pending_per_source: u32,
+    /// `limits.register_burst`: registration attempts a source may make at once;
+    /// 0 = no limit.
+    pub register_burst: u32,
+    /// `limits.register_interval`: one more attempt is allowed each interval.
+    pub register_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            handshake_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_connections: 0,
+            max_pending_per_source: 64,
+            register_burst: 20,
+            register_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

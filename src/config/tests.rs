@@ -933,3 +933,37 @@ fn risky_admin_access_is_warned_about() {
     );
     assert_eq!(messages(&loaded), Vec::<String>::new());
 }
+
+#[test]
+fn connection_limits_are_read_and_zero_timeouts_refused() {
+    let loaded = load_text(
+        "limits:\n  handshake_timeout: 3s\n  request_timeout: 1m\n  idle_timeout: 90s\n  \
+         max_connections: 500\n  max_pending_per_source: 8\n  register_burst: 0\n  \
+         register_interval: 2s\n",
+    );
+    assert_eq!(messages(&loaded), Vec::<String>::new());
+    assert_eq!(
+        loaded.config.limits,
+        Limits {
+            handshake_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+            max_connections: 500,
+            max_pending_per_source: 8,
+            register_burst: 0,
+            register_interval: Duration::from_secs(2),
+        }
+    );
+    let env = env_of(&[("HEADWAY_LIMITS_MAX_PENDING_PER_SOURCE", "16")]);
+    let loaded = load_from_str("", "config.yaml", &env).unwrap();
+    assert_eq!(loaded.config.limits.max_pending_per_source, 16);
+    assert_eq!(loaded.config.limits.register_burst, 20);
+
+    let zero = refusal("limits:\n  idle_timeout: 0s\n");
+    assert!(
+        zero.contains("config.yaml:2: limits.idle_timeout: must be longer than zero"),
+        "{zero}"
+    );
+    let none = refusal("limits:\n  max_pending_per_source: 0\n");
+    assert!(none.contains("limits.max_pending_per_source"), "{none}");
+}

@@ -47,6 +47,11 @@ pub const MIN_NOISE_VERSION: u16 = 39;
 /// can open a Noise connection, so these requests are unauthenticated.
 pub const NOISE_BODY_LIMIT: usize = 1 << 20;
 
+/// The default registration rate limit per source address: 20 attempts at once,
+/// then one a second (`limits.register_burst`, `limits.register_interval`).
+pub const REGISTER_BURST: u32 = 20;
+pub const REGISTER_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 use crate::derp::DerpMaps;
 use crate::state::{Snapshot, State};
 use crate::types::{NodeId, User, UserId};
@@ -64,7 +69,7 @@ fn refuse(status: axum::http::StatusCode, message: &str) -> axum::response::Resp
 }
 
 /// A request body that is not the JSON it should be: answered 400 with why.
-struct BadRequest(String);
+pub(crate) struct BadRequest(String);
 
 impl axum::response::IntoResponse for BadRequest {
     fn into_response(self) -> axum::response::Response {
@@ -74,7 +79,10 @@ impl axum::response::IntoResponse for BadRequest {
 
 /// A `/machine/*` request body as JSON (`what` names the request: "map",
 /// "register", …).
-fn parse_request<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, BadRequest> {
+pub(crate) fn parse_request<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, BadRequest> {
     serde_json::from_slice(body).map_err(|err| BadRequest(format!("invalid {what} request: {err}")))
 }
 
@@ -90,6 +98,9 @@ pub struct Control {
     /// ACME challenge records nodes publish, served by the DNS listener
     /// (`dns.authoritative`); `None` when it is off.
     pub acme: Option<Arc<acme::AcmeRecords>>,
+    /// Registration attempts per source address (`limits.register_burst`,
+    /// `limits.register_interval`); map polls are not counted.
+    pub register_limit: Arc<crate::limits::RateLimit>,
     /// Each peer's JSON, serialised once per version of the peer (and per way
     /// a viewer may see it) and shared by every full map (std Mutex: lookups and
     /// inserts only, never across an await).
@@ -131,6 +142,10 @@ impl Control {
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
             acme: None,
+            register_limit: Arc::new(crate::limits::RateLimit::new(
+                REGISTER_BURST,
+                REGISTER_INTERVAL,
+            )),
             peer_json: Arc::default(),
             last_view: Arc::default(),
             session_views: Arc::default(),

@@ -371,7 +371,7 @@ pub struct NoiseStream<IO> {
 }
 
 impl<IO> NoiseStream<IO> {
-    fn new(io: IO, rx: [u8; 32], tx: [u8; 32]) -> NoiseStream<IO> {
+    pub(crate) fn new(io: IO, rx: [u8; 32], tx: [u8; 32]) -> NoiseStream<IO> {
         NoiseStream {
             io,
             rx: CipherState::new(rx),

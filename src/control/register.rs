@@ -2,6 +2,8 @@
 //! then a follow-up request that waits for the admin), restarts with a known key,
 //! node-key rotation, logout and expired keys. Every outcome is HTTP 200 with a
 //! `RegisterResponse`; only `Error` text reaches the user (`backend error: …`).
+//! The one exception: a source address past its registration rate limit is
+//! answered `429 Too Many Requests` with `Retry-After`, before anything is read.
 
 use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer};
 use crate::state::{self, Admission, RegistrationId, RegistrationOutcome};
@@ -10,16 +12,36 @@ use crate::types::{Node, RegisterMethod};
 use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `POST /machine/register`.
 pub async fn register(
     State(ctl): State<Control>,
     Extension(peer): Extension<NoisePeer>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
+    let client = client.map(|Extension(ConnectInfo(client))| client);
+    // Every attempt counts, whatever it carries: each may cost a key check or
+    // a pending registration.
+    if let Some(client) = client
+        && let Err(wait) = ctl.register_limit.take(client.ip())
+    {
+        if let Some(suppressed) = ctl.register_limit.log_refusal() {
+            tracing::warn!(
+                %client,
+                machine_key = %peer.machine_key,
+                suppressed,
+                "refused registration attempts past limits.register_burst (429)"
+            );
+        }
+        return too_many_attempts(wait);
+    }
     let req: RegisterRequest = match super::parse_request(&body, "register") {
         Ok(req) => req,
         Err(refusal) => return refusal.into_response(),
@@ -30,13 +52,35 @@ pub async fn register(
     let response = match handle(&ctl, &peer, &req).await {
         Ok(response) => response,
         Err(err) => {
-            if let state::Error::Internal(cause) = &err {
-                tracing::error!(%cause, "registration failed");
+            match &err {
+                state::Error::Internal(cause) => tracing::error!(%cause, "registration failed"),
+                // One line per refused key, with its source, for tools such as
+                // fail2ban; the rate limit above bounds how many one source gets.
+                state::Error::Unauthenticated(why) => tracing::warn!(
+                    client = %client.map_or_else(|| "unknown".to_owned(), |c| c.to_string()),
+                    machine_key = %peer.machine_key,
+                    "refused a registration: {why}"
+                ),
+                _ => {}
             }
             RegisterResponse::error(err.to_string())
         }
     };
     Json(response).into_response()
+}
+
+/// `429 Too Many Requests` with `Retry-After` in whole seconds (at least 1);
+/// clients since capability version 137 wait that long before trying again.
+fn too_many_attempts(wait: Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = super::refuse(
+        StatusCode::TOO_MANY_REQUESTS,
+        &format!("too many registration attempts from this address; retry in {seconds}s"),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    response
 }
 
 /// The answer for a client older than Tailscale v1.80, in words it prints.

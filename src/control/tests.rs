@@ -46,7 +46,9 @@ async fn spawn_server_with(inner: Router) -> TestServer {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let app = public_routes(key.clone(), inner);
+    // With the peer address, as the real listener gives it (the registration
+    // rate limit counts per address).
+    let app = public_routes(key.clone(), inner).into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     TestServer { addr, key }
 }
@@ -1016,6 +1018,59 @@ mod protocol {
             delta.get("Node").is_none() && delta.get("Peers").is_none(),
             "a delta, not a full map: {delta}"
         );
+    }
+
+    #[tokio::test]
+    async fn registration_past_the_burst_gets_429_with_retry_after_and_maps_are_not_limited() {
+        let rig = rig().await;
+        let key = rig.preauth_key(true).await.secret;
+        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let node_key = NodeKey::from_bytes([3; 32]);
+        let register = register_body(&node_key, &key, "busy");
+        // The first attempt registers the node; the rest of the burst are restarts.
+        for attempt in 0..REGISTER_BURST {
+            let (status, body) =
+                send_post(&mut sender, "/machine/register", register.clone()).await;
+            assert_eq!(status, StatusCode::OK, "attempt {attempt}: {body:?}");
+        }
+        let post = |sender: &mut SendRequest<Full<Bytes>>, body: String| {
+            let request = hyper::Request::post("https://unused/machine/register")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+            sender.send_request(request)
+        };
+        let refused = post(&mut sender, register.clone()).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(retry_after, REGISTER_INTERVAL.as_secs());
+        // The limit is the address's, not the connection's.
+        let mut other = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let other_key = NodeKey::from_bytes([4; 32]);
+        let refused = post(&mut other, register_body(&other_key, &key, "other"))
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        // Map polls are not counted.
+        for _ in 0..3 {
+            let (status, body) =
+                send_post(&mut sender, "/machine/map", map_body(&node_key, false)).await;
+            assert_eq!(status, StatusCode::OK, "{body:?}");
+        }
+        // After Retry-After, an attempt gets through and registers.
+        tokio::time::sleep(Duration::from_secs(retry_after)).await;
+        let (status, body) = send_post(
+            &mut other,
+            "/machine/register",
+            register_body(&other_key, &key, "other"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["MachineAuthorized"], true, "{body}");
     }
 
     #[tokio::test]

@@ -4,17 +4,21 @@
 //!
 //! Knows HTTP and the Noise transport; what the requests inside Noise mean is the
 //! caller's router's business. Mirrors Tailscale's `controlhttpserver` and
-//! Headscale's `noise.go`.
+//! Headscale's `noise.go`. A connection admitted by the listener's limits (a
+//! `limits::Conn` on the upgrade request) starts a new handshake phase at the
+//! upgrade, counts each request inside Noise as in progress until its response
+//! ends, and is proven to be a node's by its first successful map.
 
 use super::key::ServerKey;
 use super::noise;
 use super::{MIN_NOISE_VERSION, NOISE_BODY_LIMIT};
+use crate::limits::{Conn, TimedBody, Tracked};
 use crate::types::MachineKey;
 use crate::websocket::{self, ByteStream};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
@@ -23,6 +27,7 @@ use http_body_util::Limited;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -41,6 +46,9 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Go's HTTP/2 default; a client runs its long poll beside register, lite map
 /// updates and others on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 250;
+/// Request bodies inside Noise must arrive within this when no listener limits
+/// say otherwise (`limits.request_timeout`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Who is on the other end of a Noise connection: an extension on every request
 /// served inside it. Handlers check that a body's node key belongs to this machine.
@@ -55,6 +63,31 @@ pub struct NoisePeer {
 struct Shared {
     key: Arc<ServerKey>,
     noise_router: Router,
+}
+
+/// What the upgrade request tells about the connection under it: its slot in
+/// the listener's limits (absent when served some other way, as in tests), and
+/// the client's address, put on every request inside Noise as `ConnectInfo`.
+#[derive(Clone, Debug, Default)]
+struct Link {
+    conn: Option<Conn>,
+    client: Option<SocketAddr>,
+}
+
+impl Link {
+    fn of(request: &Request) -> Link {
+        let conn = request.extensions().get::<Conn>().cloned();
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        let client = match (&conn, peer) {
+            (Some(conn), Some(peer)) => Some(conn.client_addr(peer, request.headers())),
+            (None, peer) => peer,
+            (Some(_), None) => None,
+        };
+        Link { conn, client }
+    }
 }
 
 /// The public routes of the control protocol: `GET /key` and `GET`/`POST /ts2021`.
@@ -106,10 +139,15 @@ async fn ts2021(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         Ok(init) => init,
         Err((status, message)) => return (status, format!("{message}\n")).into_response(),
     };
+    let link = Link::of(&request);
+    // From here the first request inside Noise is due within the handshake timeout.
+    if let Some(conn) = &link.conn {
+        conn.begin_handshake();
+    }
     let on_upgrade = hyper::upgrade::on(&mut request);
     // The connection outlives this handler; like hyper's own per-connection
     // tasks, it ends when the client goes away.
-    tokio::spawn(serve_upgraded(on_upgrade, init, shared));
+    tokio::spawn(serve_upgraded(on_upgrade, init, shared, link));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
@@ -127,10 +165,15 @@ fn check_upgrade_request(request: &Request) -> Result<Vec<u8>, (StatusCode, &'st
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
     if upgrade.is_empty() {
-        tracing::warn!(
-            "a /ts2021 request arrived without an Upgrade header; a reverse proxy in front \
-             of headway must forward the Upgrade and Connection headers"
-        );
+        // Anyone can send this request: at most one line per interval.
+        static SAID: crate::limits::Throttle = crate::limits::Throttle::new();
+        if let Some(suppressed) = SAID.ready() {
+            tracing::warn!(
+                suppressed,
+                "a /ts2021 request arrived without an Upgrade header; a reverse proxy in front \
+                 of headway must forward the Upgrade and Connection headers"
+            );
+        }
         return Err((
             StatusCode::BAD_REQUEST,
             "missing Upgrade header: a reverse proxy in front of headway must forward \
@@ -164,6 +207,7 @@ fn check_upgrade_request(request: &Request) -> Result<Vec<u8>, (StatusCode, &'st
 /// base64, is then closed with "policy violation" (1008) and a reason; a browser
 /// sees nothing of a refused HTTP upgrade but the close reason reaches its page.
 async fn ts2021_websocket(shared: Arc<Shared>, request: Request) -> Response {
+    let link = Link::of(&request);
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
@@ -174,7 +218,7 @@ async fn ts2021_websocket(shared: Arc<Shared>, request: Request) -> Response {
     let init = handshake_parameter(parts.uri.query().unwrap_or_default());
     upgrade
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "ts2021 WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve_websocket(socket, speaks_protocol, init, shared))
+        .on_upgrade(move |socket| serve_websocket(socket, speaks_protocol, init, shared, link))
 }
 
 /// The handshake initiation from a WebSocket request's query, or why there is none.
@@ -195,7 +239,11 @@ async fn serve_websocket(
     speaks_protocol: bool,
     init: Result<Vec<u8>, &'static str>,
     shared: Arc<Shared>,
+    link: Link,
 ) {
+    if let Some(conn) = &link.conn {
+        conn.begin_handshake();
+    }
     if !speaks_protocol {
         tracing::info!("refused a ts2021 WebSocket without the {UPGRADE_PROTOCOL} subprotocol");
         let reason = "client must speak the control subprotocol";
@@ -216,12 +264,12 @@ async fn serve_websocket(
         return;
     };
     // Tailscale's server sends no early payload on this path.
-    serve_noise(ByteStream::new(socket), accepted, peer, None, &shared).await;
+    serve_noise(ByteStream::new(socket), accepted, peer, None, &shared, link).await;
 }
 
 /// Runs one upgraded connection to its end. Every failure ends only this
 /// connection, with one log line.
-async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared>) {
+async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared>, link: Link) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(err) => {
@@ -240,6 +288,7 @@ async fn serve_upgraded(on_upgrade: OnUpgrade, init: Vec<u8>, shared: Arc<Shared
         peer,
         Some(&early_payload),
         &shared,
+        link,
     )
     .await;
 }
@@ -279,6 +328,7 @@ async fn serve_noise<IO>(
     peer: NoisePeer,
     early_payload: Option<&[u8]>,
     shared: &Shared,
+    link: Link,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -301,15 +351,38 @@ async fn serve_noise<IO>(
 
     let router = shared.noise_router.clone();
     let request_peer = peer.clone();
+    let request_timeout = link
+        .conn
+        .as_ref()
+        .map_or(REQUEST_TIMEOUT, |conn| conn.settings().request_timeout);
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             let router = router.clone();
             let peer = request_peer.clone();
+            let link = link.clone();
+            // Counted until the response body ends: a map long-poll is not idle.
+            let in_flight = link.conn.as_ref().map(Conn::request);
             async move {
                 let (mut parts, body) = request.into_parts();
                 parts.extensions.insert(peer);
+                if let Some(client) = link.client {
+                    parts.extensions.insert(ConnectInfo(client));
+                }
+                let is_map = parts.uri.path() == "/machine/map";
+                let body = TimedBody::new(body, request_timeout);
                 let body = Body::new(Limited::new(body, NOISE_BODY_LIMIT));
-                router.oneshot(Request::from_parts(parts, body)).await
+                let response = router.oneshot(Request::from_parts(parts, body)).await?;
+                // Only a node of this machine key is served a map: the connection
+                // is a node's from now on.
+                if is_map
+                    && response.status().is_success()
+                    && let Some(conn) = &link.conn
+                {
+                    conn.promote();
+                }
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Body::new(Tracked::new(body, in_flight))),
+                )
             }
         });
     let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

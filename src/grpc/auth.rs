@@ -90,7 +90,17 @@ where
             };
             match verdict {
                 Ok(()) => inner.call(req).await,
-                Err(status) => Ok(status.into_http()),
+                Err(status) => {
+                    // One line per refused key, with its source, for tools such
+                    // as fail2ban; the connection limits bound how fast one
+                    // source can make them.
+                    let source = req
+                        .extensions()
+                        .get::<crate::limits::Conn>()
+                        .map_or_else(|| "unknown".to_owned(), |c| c.source().to_string());
+                    tracing::warn!(%source, "refused an admin API call: {}", status.message());
+                    Ok(status.into_http())
+                }
             }
         })
     }

@@ -1,16 +1,18 @@
 //! The `listen_addr` accept loop: plain HTTP and, when headway has a certificate,
 //! TLS on the same port (told apart by the first byte a client sends), each
-//! connection served by the router with HTTP/1.1 upgrades and HTTP/2.
+//! connection served by the router with HTTP/1.1 upgrades and HTTP/2, within
+//! the connection limits (`crate::limits`).
 
+use crate::limits::{Conn, Guarded, Limits, TimedBody, Tracked};
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -18,38 +20,30 @@ use tower::ServiceExt;
 
 /// The first byte of every TLS connection (a handshake record).
 const TLS_HANDSHAKE: u8 = 0x16;
-/// A client must send its first byte, and finish a TLS handshake, within this.
-const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` completes; open connections are
 /// then asked to finish (long polls end, upgraded streams are left to the caller's
-/// grace period). `tls` enables TLS next to plain HTTP on the same port.
+/// grace period). `tls` enables TLS next to plain HTTP on the same port. Every
+/// connection is admitted by `limits` and held to its timeouts.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
+    limits: Arc<Limits>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tls = tls.map(TlsAcceptor::from);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (tcp, remote) = tokio::select! {
+        let (tcp, remote, conn) = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // Out of file descriptors and the like: wait instead of spinning.
-                    tracing::warn!(%err, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            accepted = limits.accept(&listener, "HTTP") => accepted,
         };
         // Small map updates must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         tokio::spawn(connection(
-            tcp,
+            Guarded::new(tcp, conn),
             remote,
             router.clone(),
             tls.clone(),
@@ -61,46 +55,75 @@ pub async fn serve(
 }
 
 /// One accepted connection: TLS or not, then HTTP until either side ends it.
+/// Until its first request it is in its handshake phase: a client that sends
+/// nothing, or stalls its TLS handshake, is dropped at `handshake_timeout`.
 async fn connection(
-    tcp: TcpStream,
+    mut tcp: Guarded<TcpStream>,
     remote: SocketAddr,
     router: Router,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) {
+    let conn = tcp.conn().clone();
+    let handshake_timeout = conn.settings().handshake_timeout;
     let is_tls = match &tls {
         None => false,
         Some(_) => {
             let mut first = [0u8; 1];
-            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, tcp.peek(&mut first)).await {
-                Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
-                // Closed, failed or silent before its first byte: nothing to serve.
+            match tcp.peek(&mut first).await {
+                Ok(1) => first[0] == TLS_HANDSHAKE,
+                // Closed, failed, silent until the handshake timeout, or closed to
+                // make room: nothing to serve.
                 _ => return,
             }
         }
     };
     match tls.filter(|_| is_tls) {
         Some(acceptor) => {
-            match tokio::time::timeout(FIRST_BYTES_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => http(TokioIo::new(stream), remote, router, stop).await,
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => http(TokioIo::new(stream), remote, conn, router, stop).await,
                 Ok(Err(err)) => tracing::debug!(%remote, %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
             }
         }
-        None => http(TokioIo::new(tcp), remote, router, stop).await,
+        None => http(TokioIo::new(tcp), remote, conn, router, stop).await,
     }
 }
 
-async fn http<IO>(io: IO, remote: SocketAddr, router: Router, mut stop: watch::Receiver<bool>)
-where
+async fn http<IO>(
+    io: IO,
+    remote: SocketAddr,
+    conn: Conn,
+    router: Router,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let request_timeout = conn.settings().request_timeout;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        // Handlers that need the peer address read it as `ConnectInfo`.
+        // Counted until its response body has been sent: the connection is not idle.
+        let in_flight = conn.request();
+        // Handlers that need the peer address read it as `ConnectInfo`; upgrades
+        // move the connection to their next phase through its `Conn`.
         request.extensions_mut().insert(ConnectInfo(remote));
-        router.clone().oneshot(request)
+        request.extensions_mut().insert(conn.clone());
+        let request = request.map(|body| Body::new(TimedBody::new(body, request_timeout)));
+        let call = router.clone().oneshot(request);
+        async move {
+            let response = call.await?;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| Body::new(Tracked::new(body, Some(in_flight)))),
+            )
+        }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The next request's headers are due within `request_timeout` of the last
+    // response, which also closes idle HTTP/1 keep-alive connections.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(request_timeout);
+    builder.http2().timer(TokioTimer::new());
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {

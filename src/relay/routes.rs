@@ -4,10 +4,13 @@
 //! captive-portal check `/generate_204`.
 //!
 //! Knows HTTP, not frames. Mirrors Tailscale's `derp/derpserver/handler.go` and
-//! `websocket.go`.
+//! `websocket.go`. A connection admitted by the listener's limits (a
+//! `limits::Conn` on the request) gets a new handshake phase at the upgrade and
+//! is handed to the relay's own timeouts once its client has logged in.
 
 use super::frame::PROTOCOL_VERSION;
 use super::server::Relay;
+use crate::limits::Conn;
 use crate::websocket::{self, ByteStream};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -83,15 +86,23 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
             .into_response();
     };
     let remote = remote_addr(&request);
+    let conn = request.extensions().get::<Conn>().cloned();
 
     let public_key = HeaderValue::from_str(&relay.public_key().untyped_hex());
     let Ok(public_key) = public_key else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    // The ClientInfo is due within the handshake timeout from here.
+    if let Some(conn) = &conn {
+        conn.begin_handshake();
+    }
     // The connection outlives this handler; it ends when the client goes away.
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => relay.accept(TokioIo::new(upgraded), remote).await,
+            Ok(upgraded) => {
+                let io = TokioIo::new(upgraded);
+                relay.accept_then(io, remote, || logged_in(conn)).await;
+            }
             Err(err) => tracing::debug!(%remote, error = %err, "DERP upgrade failed"),
         }
     });
@@ -125,6 +136,7 @@ async fn derp_websocket(relay: Arc<Relay>, request: Request) -> Response {
             .into_response();
     }
     let remote = remote_addr(&request);
+    let conn = request.extensions().get::<Conn>().cloned();
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
@@ -135,7 +147,21 @@ async fn derp_websocket(relay: Arc<Relay>, request: Request) -> Response {
         .on_failed_upgrade(move |err| {
             tracing::debug!(%remote, error = %err, "DERP WebSocket upgrade failed");
         })
-        .on_upgrade(move |socket| relay.accept(ByteStream::new(socket), remote))
+        .on_upgrade(move |socket| {
+            if let Some(conn) = &conn {
+                conn.begin_handshake();
+            }
+            relay.accept_then(ByteStream::new(socket), remote, || logged_in(conn))
+        })
+}
+
+/// A DERP client logged in: its connection is a node's, kept alive by the
+/// relay's keep-alives and ended by its write timeouts.
+fn logged_in(conn: Option<Conn>) {
+    if let Some(conn) = conn {
+        conn.promote();
+        conn.free();
+    }
 }
 
 /// The client's address, as the listener recorded it.

@@ -194,6 +194,19 @@ impl Relay {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.accept_then(io, remote, || {}).await;
+    }
+
+    /// [`Relay::accept`], calling `logged_in` once the client has logged in and
+    /// been admitted (the listener then stops counting it as unproven).
+    pub async fn accept_then<IO>(
+        self: Arc<Self>,
+        io: IO,
+        remote: SocketAddr,
+        logged_in: impl FnOnce() + Send,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (read_half, write_half) = tokio::io::split(io);
         let mut reader = FrameReader::new(read_half);
         let mut writer = FrameWriter::new(write_half);
@@ -230,6 +243,7 @@ impl Relay {
             }
         };
 
+        logged_in();
         // Registered before the ServerInfo goes out, as Go does: a client that
         // has its ServerInfo can be sent to at once.
         let client = self.register(key, remote);

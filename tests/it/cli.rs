@@ -584,4 +584,11 @@ fn the_cli_works_remotely_with_an_api_key() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // The refusal is logged with its source (for fail2ban).
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("refused an admin API call") && l.contains("source=127.0.0.1")),
+        "{log}"
+    );
 }

@@ -227,6 +227,13 @@ fn bad_keys_are_refused_with_a_message_the_client_prints() {
                 "{version}: expected {expect:?} in: {up:?}"
             );
         }
+        // Each refusal is in the log with where it came from (for fail2ban).
+        let log = server.log();
+        let refusals: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("refused a registration") && l.contains("client=127.0.0.1:"))
+            .collect();
+        assert!(refusals.len() >= 3, "{version}: {log}");
     }
 }
 

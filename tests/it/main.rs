@@ -14,6 +14,7 @@ mod bench;
 mod cli;
 mod config_errors;
 mod grpc_admin;
+mod limits;
 mod pages;
 mod persistence;
 mod tidy;

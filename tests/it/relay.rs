@@ -540,7 +540,9 @@ fn the_relay_benchmark_measures_the_embedded_relay_and_derper() {
         ])
         .failed();
     assert!(
-        wrong.stderr.contains("a certificate other than --cert"),
+        wrong
+            .stderr
+            .contains("a certificate other than the pinned one"),
         "{}",
         wrong.stderr
     );

@@ -66,11 +66,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("types", &["types"]),
     ("websocket", &["websocket"]),
     ("tls_trust", &["tls_trust"]),
+    ("limits", &["limits"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("policy", &["policy", "tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
-    ("relay", &["relay", "types", "websocket"]),
+    ("relay", &["relay", "types", "websocket", "limits"]),
     ("acme", &["acme"]),
     ("dns", &["dns"]),
     ("db", &["db", "types", "config"]),
@@ -87,6 +88,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "derp",
             "dns",
             "websocket",
+            "limits",
         ],
     ),
     (
@@ -104,10 +106,12 @@ const LAYERS: &[(&str, &[&str])] = &[
             "types",
         ],
     ),
-    ("grpc", &["grpc", "state", "types"]),
+    ("grpc", &["grpc", "state", "types", "limits"]),
     (
         "http",
-        &["http", "control", "state", "types", "config", "tailcfg"],
+        &[
+            "http", "control", "state", "types", "config", "tailcfg", "limits",
+        ],
     ),
     (
         "cli",

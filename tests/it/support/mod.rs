@@ -129,6 +129,9 @@ pub struct Spawn {
     pub host: Option<String>,
     /// Run the server inside this network namespace.
     pub netns: Option<String>,
+    /// Run the server with this open-file limit (soft and hard, `prlimit`), as
+    /// under `ulimit -n`.
+    pub nofile: Option<u64>,
 }
 
 impl TestServer {
@@ -173,13 +176,22 @@ impl TestServer {
         };
         let log_path = path.join(format!("server-{}.log", std::process::id() ^ rand_suffix()));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut cmd = match &opts.netns {
-            Some(ns) => {
+        let mut cmd = match (&opts.netns, opts.nofile) {
+            (Some(ns), None) => {
                 let mut cmd = Command::new("ip");
                 cmd.args(["netns", "exec", ns]).arg(headway_bin());
                 cmd
             }
-            None => Command::new(headway_bin()),
+            // prlimit sets the limit on itself and execs the server (same pid).
+            (None, Some(n)) => {
+                let mut cmd = Command::new("prlimit");
+                cmd.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(headway_bin());
+                cmd
+            }
+            (Some(_), Some(_)) => panic!("Spawn: netns and nofile together are not supported"),
+            (None, None) => Command::new(headway_bin()),
         };
         cmd.current_dir(path)
             .env("HOME", path)
