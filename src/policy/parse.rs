@@ -1714,7 +1714,8 @@ pub(super) fn parse_go_duration(s: &str) -> Option<Duration> {
         rest = &rest[unit_end..];
         total += number * scale;
     }
-    Some(Duration::from_secs_f64(total))
+    // Too long for a `Duration` (Go: "invalid duration"), not a panic.
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// A duration as Go prints it (`168h0m1s`, `1m30s`, `0s`).
@@ -1875,6 +1876,27 @@ mod tests {
 
     fn err(text: &str) -> String {
         Policy::parse(text).unwrap_err().to_string()
+    }
+
+    /// Found by the `policy` fuzz target: a checkPeriod too long for a `Duration`
+    /// panicked while parsing, so `policy set`/`policy check` failed without an
+    /// explanation and a policy file with it panicked at start-up or on reload,
+    /// instead of being refused with Go's "invalid duration".
+    #[test]
+    fn a_check_period_too_long_to_represent_is_refused_not_a_crash() {
+        for period in [
+            format!("{}12h", "2".repeat(150)),
+            format!("{}h", "9".repeat(400)),
+        ] {
+            let text = format!(
+                r#"{{"ssh":[{{"action":"check","src":["autogroup:member"],"dst":["autogroup:self"],"users":["root"],"checkPeriod":"{period}"}}]}}"#
+            );
+            assert!(
+                err(&text).contains("time: invalid duration"),
+                "{}",
+                err(&text)
+            );
+        }
     }
 
     #[test]
