@@ -256,21 +256,7 @@ fn rate_limited_server(port: Option<u16>) -> (TestServer, String) {
         port,
         ..Spawn::default()
     });
-    server.cli(&["users", "create", "default"]).ok();
-    let key = server
-        .cli(&[
-            "preauthkeys",
-            "create",
-            "--user",
-            "default",
-            "--reusable",
-            "-e",
-            "1h",
-        ])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let key = server.reusable_key("default", &[]);
     (server, key)
 }
 
