@@ -370,10 +370,9 @@ mod with_clients {
                 );
                 self.tasks.push(self.runtime.spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let opened = Instant::now();
                         match one_attack(attack, source, to, &target).await {
-                            Some(true) => outcomes.lock().unwrap().lifetimes.push(opened.elapsed()),
-                            Some(false) => outcomes.lock().unwrap().never_closed += 1,
+                            Some(Some(held)) => outcomes.lock().unwrap().lifetimes.push(held),
+                            Some(None) => outcomes.lock().unwrap().never_closed += 1,
                             None => outcomes.lock().unwrap().connect_failures += 1,
                         }
                         // A pause, so that closed connections are not redialled in a busy loop.
@@ -392,16 +391,19 @@ mod with_clients {
         }
     }
 
-    /// One connection of a flood: whether the server closed it (within 30 s), or
-    /// `None` when it could not even be opened.
+    /// One connection of a flood: how long it was open once connected until the
+    /// server closed it (`None` when it was not closed within 30 s), or `None`
+    /// when it could not even be opened. The clock starts when the connection is
+    /// established, so SYNs retried against a full listen queue do not count.
     async fn one_attack(
         attack: Attack,
         source: Ipv4Addr,
         to: SocketAddr,
         target: &Target,
-    ) -> Option<bool> {
+    ) -> Option<Option<Duration>> {
         let cap = Duration::from_secs(30);
         let mut tcp = connect_from(source, to).await.ok()?;
+        let opened = Instant::now();
         let closed = match attack {
             Attack::OneByte | Attack::Silent => {
                 if attack == Attack::OneByte {
@@ -442,8 +444,12 @@ mod with_clients {
                 closed
             }
         };
-        Some(closed)
+        Some(closed.then(|| opened.elapsed()))
     }
+
+    /// How far past the handshake timeout a flood connection may live on a
+    /// loaded two-core machine: the server accepts from a queue hundreds deep.
+    const FLOOD_SLACK: Duration = Duration::from_secs(3);
 
     /// Lifetimes of the flood's connections: the count, and the longest.
     fn summary(outcomes: &Outcomes) -> (usize, Duration) {
@@ -545,8 +551,10 @@ mod with_clients {
         );
         assert_eq!(outcomes.never_closed, 0);
         assert!(closed > 1100, "the flood barely ran: {outcomes:?}");
+        // Unbounded, they would stay for the attack's whole 30 s; the slack is
+        // for a loaded machine, where the server accepts late.
         assert!(
-            longest <= timeout + Duration::from_secs(2),
+            longest <= timeout + FLOOD_SLACK,
             "a stalled connection was held {longest:?}"
         );
         assert_eq!(
@@ -607,8 +615,9 @@ mod with_clients {
         );
         assert_eq!(outcomes.never_closed, 0);
         assert!(closed > 800, "the flood barely ran: {outcomes:?}");
+        // Never idle, a slowloris would be held for its whole 30 bytes (30 s).
         assert!(
-            longest <= timeout + Duration::from_secs(2),
+            longest <= timeout + FLOOD_SLACK,
             "a slow connection was held {longest:?}"
         );
     }
