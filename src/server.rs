@@ -59,6 +59,8 @@ pub struct Server {
     extra_records_path: Option<PathBuf>,
     /// The connection limits `listen_addr` and TCP gRPC admit through.
     limits: Arc<crate::limits::Limits>,
+    /// Health probes of subnet routers that share a prefix (`node.routes.ha`).
+    ha_probe: crate::config::HaProbe,
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -214,6 +216,7 @@ impl Server {
             dns,
             extra_records_path: config.dns.extra_records_path.clone(),
             limits,
+            ha_probe: config.node.ha_probe,
         })
     }
 
@@ -272,6 +275,17 @@ impl Server {
         }
         // Changes reach map sessions through the dispatcher.
         self.control.spawn_dispatcher();
+        // Routers that share a prefix are probed; a silent primary is replaced.
+        if self.ha_probe.enabled() {
+            let (control, probe, probe_stop) = (self.control.clone(), self.ha_probe, stopped());
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = control.probe_routers(probe) => {}
+                    () = probe_stop => {}
+                }
+                Ok(())
+            });
+        }
         // A new DERP map reaches every client as a full map.
         let _ = self
             .control

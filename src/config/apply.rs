@@ -62,6 +62,15 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
         "node.ephemeral.inactivity_timeout",
         &mut c.node.ephemeral_inactivity_timeout,
     )?;
+    if let Some(v) = s.get("node.routes.ha.probe_interval") {
+        // Zero, like an empty value, turns probing off.
+        c.node.ha_probe.interval = v.duration()?.unwrap_or_default();
+    }
+    duration(
+        s,
+        "node.routes.ha.probe_timeout",
+        &mut c.node.ha_probe.timeout,
+    )?;
 
     c.database = database(s)?;
     tls(s, &mut c.tls)?;
@@ -773,6 +782,35 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
                 c.listen_addr
             ),
         });
+    }
+
+    let probe = c.node.ha_probe;
+    if probe.enabled() && probe.interval < Duration::from_secs(2) {
+        return Err(at(
+            "node.routes.ha.probe_interval",
+            format!(
+                "{:?} is too short (expected at least 2s, e.g. 10s, or 0 to turn probing off)",
+                probe.interval
+            ),
+        ));
+    }
+    if probe.enabled() && probe.timeout < Duration::from_secs(1) {
+        return Err(at(
+            "node.routes.ha.probe_timeout",
+            format!(
+                "{:?} is too short (expected at least 1s, e.g. 5s)",
+                probe.timeout
+            ),
+        ));
+    }
+    if probe.enabled() && probe.timeout >= probe.interval {
+        return Err(at(
+            "node.routes.ha.probe_timeout",
+            format!(
+                "{:?} must be shorter than node.routes.ha.probe_interval ({:?})",
+                probe.timeout, probe.interval
+            ),
+        ));
     }
 
     if c.node.ephemeral_inactivity_timeout < MIN_EPHEMERAL_INACTIVITY {

@@ -78,8 +78,8 @@ pub(crate) const KEYS: &[Key] = &[
     // Node lifecycle.
     key("node.expiry", Scalar, Applied),
     key("node.ephemeral.inactivity_timeout", Scalar, Applied),
-    key("node.routes.ha.probe_interval", Scalar, Accepted),
-    key("node.routes.ha.probe_timeout", Scalar, Accepted),
+    key("node.routes.ha.probe_interval", Scalar, Applied),
+    key("node.routes.ha.probe_timeout", Scalar, Applied),
     // Database.
     key("database.type", Scalar, Applied),
     key("database.debug", Scalar, Accepted),

@@ -366,6 +366,10 @@ impl Default for Config {
             node: NodeSettings {
                 expiry: None,
                 ephemeral_inactivity_timeout: Duration::from_secs(30 * 60),
+                ha_probe: HaProbe {
+                    interval: Duration::from_secs(10),
+                    timeout: Duration::from_secs(5),
+                },
             },
             cli: Cli {
                 address: None,

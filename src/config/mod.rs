@@ -288,6 +288,25 @@ pub struct NodeSettings {
     pub expiry: Option<Duration>,
     /// `node.ephemeral.inactivity_timeout` (legacy `ephemeral_node_inactivity_timeout`).
     pub ephemeral_inactivity_timeout: Duration,
+    /// `node.routes.ha.*`: health probes of subnet routers that share a prefix.
+    pub ha_probe: HaProbe,
+}
+
+/// How subnet routers that serve the same prefix are probed (`node.routes.ha`):
+/// every `interval` each one is asked, through its map session, to answer within
+/// `timeout`; one that does not loses its primary role to one that does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HaProbe {
+    /// `node.routes.ha.probe_interval`; zero turns probing off.
+    pub interval: Duration,
+    /// `node.routes.ha.probe_timeout`.
+    pub timeout: Duration,
+}
+
+impl HaProbe {
+    pub fn enabled(&self) -> bool {
+        !self.interval.is_zero()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -380,6 +380,18 @@ fn rules_spanning_several_keys_are_enforced() {
             "config.yaml:3: node.ephemeral.inactivity_timeout: 60s is too short; connected clients send keep-alives every 60s (expected at least 65s",
         ),
         (
+            "node:\n  routes:\n    ha:\n      probe_interval: 1s\n",
+            "config.yaml:4: node.routes.ha.probe_interval: 1s is too short (expected at least 2s",
+        ),
+        (
+            "node:\n  routes:\n    ha:\n      probe_timeout: 500ms\n",
+            "config.yaml:4: node.routes.ha.probe_timeout: 500ms is too short (expected at least 1s",
+        ),
+        (
+            "node:\n  routes:\n    ha:\n      probe_interval: 5s\n      probe_timeout: 5s\n",
+            "config.yaml:5: node.routes.ha.probe_timeout: 5s must be shorter than node.routes.ha.probe_interval (5s)",
+        ),
+        (
             "database:\n  type: \"\"\n",
             "config.yaml:2: database.type: is empty; headway needs to know which database to use (expected one of: sqlite, sqlite3, postgres)",
         ),

@@ -114,7 +114,7 @@ pub fn run_case(case: &Value) -> Vec<String> {
         }
     }
     let mut snapshot = Snapshot::from_rows(topology.nodes.clone(), topology.routes.clone());
-    let primaries = snapshot.elect(&|_| true);
+    let primaries = snapshot.elect(&|_| true, &|_| true);
     snapshot.set_primaries(primaries);
     let devices = devices_of(&snapshot);
     let tailnet = Tailnet {

@@ -24,6 +24,7 @@ pub mod map;
 pub mod noise;
 pub mod plan;
 mod poll;
+pub mod probe;
 mod register;
 mod ssh;
 mod upgrade;
@@ -98,6 +99,8 @@ pub struct Control {
     /// ACME challenge records nodes publish, served by the DNS listener
     /// (`dns.authoritative`); `None` when it is off.
     pub acme: Option<Arc<acme::AcmeRecords>>,
+    /// Health pings sent to subnet routers and not yet answered.
+    pub pings: Arc<probe::Pings>,
     /// Registration attempts per source address (`limits.register_burst`,
     /// `limits.register_interval`); map polls are not counted.
     pub register_limit: Arc<crate::limits::RateLimit>,
@@ -142,6 +145,7 @@ impl Control {
             settings: Arc::new(settings),
             server_url: server_url.trim_end_matches('/').into(),
             acme: None,
+            pings: Arc::default(),
             register_limit: Arc::new(crate::limits::RateLimit::new(
                 REGISTER_BURST,
                 REGISTER_INTERVAL,
@@ -163,6 +167,10 @@ impl Control {
             )
             .route("/machine/set-dns", post(machine::set_dns))
             .route("/machine/audit-log", post(machine::audit_log))
+            .route(
+                probe::PING_RESPONSE_PATH,
+                axum::routing::get(probe::ping_response),
+            )
             .fallback(machine::not_implemented)
             .with_state(self.clone())
     }

@@ -94,10 +94,17 @@ impl Snapshot {
 
     /// Elects the primary router of every approved subnet prefix among the online
     /// nodes that advertise it and have it approved. The current primary keeps the
-    /// prefix while it stays online, so a router coming back does not take it back
-    /// (no flapping); otherwise the lowest node id wins. A prefix none of whose
-    /// routers is online has no primary.
-    pub fn elect(&self, online: &dyn Fn(NodeId) -> bool) -> BTreeMap<IpNet, NodeId> {
+    /// prefix while it stays online and healthy (answers its health probes), so a
+    /// router coming back does not take it back (no flapping); otherwise the
+    /// healthy router with the lowest node id wins. When none is healthy the
+    /// current primary keeps the prefix if still online: moving it to a router
+    /// known not to answer would help nobody. A prefix none of whose routers is
+    /// online has no primary.
+    pub fn elect(
+        &self,
+        online: &dyn Fn(NodeId) -> bool,
+        healthy: &dyn Fn(NodeId) -> bool,
+    ) -> BTreeMap<IpNet, NodeId> {
         let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
         // `routes` is ordered by node id, so each list is too.
         for route in self.all_routes() {
@@ -115,12 +122,17 @@ impl Snapshot {
         }
         candidates
             .into_iter()
-            .map(|(prefix, routers)| {
-                let kept = self
+            .filter_map(|(prefix, routers)| {
+                let current = self
                     .primaries
                     .get(&prefix)
+                    .copied()
                     .filter(|current| routers.contains(current));
-                (prefix, kept.copied().unwrap_or(routers[0]))
+                let chosen = current
+                    .filter(|c| healthy(*c))
+                    .or_else(|| routers.iter().copied().find(|r| healthy(*r)))
+                    .or(current)?;
+                Some((prefix, chosen))
             })
             .collect()
     }

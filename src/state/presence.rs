@@ -21,12 +21,14 @@ pub struct Presence {
     pub advertised_routes: Option<Vec<IpNet>>,
 }
 
-/// Open sessions of one node, and a generation that a reconnect bumps so that a
-/// pending ephemeral removal knows it was overtaken.
+/// Open sessions of one node, a generation that a reconnect bumps so that a
+/// pending ephemeral removal knows it was overtaken, and whether its last health
+/// probe went unanswered (cleared when it goes offline).
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Sessions {
     pub open: u32,
     pub generation: u64,
+    pub unhealthy: bool,
 }
 
 /// How often key expiries are checked.
@@ -81,6 +83,7 @@ impl State {
             if entry.open > 0 {
                 return Change::none();
             }
+            entry.unhealthy = false;
             entry.generation
         };
         let mut change = Change::node_online(id, false);
@@ -215,6 +218,42 @@ impl State {
             Err(Error::NotFound(_)) => Ok((None, Change::none())),
             Err(err) => Err(err),
         }
+    }
+
+    /// The generation of node `id`'s sessions while it is online: it changes
+    /// whenever the node opens a new session.
+    pub fn session_epoch(&self, id: NodeId) -> Option<u64> {
+        self.sessions_generation(id)
+            .filter(|s| s.open > 0)
+            .map(|s| s.generation)
+    }
+
+    /// Whether router `id` answered its last health probe (or has not been
+    /// probed since it came online).
+    pub fn is_healthy(&self, id: NodeId) -> bool {
+        self.sessions_generation(id).is_none_or(|s| !s.unhealthy)
+    }
+
+    /// Records the outcome of a round of health probes (node → answered) and
+    /// re-elects primaries once for the whole round, so a failover sees every
+    /// result together. Nodes that went offline meanwhile are left alone.
+    pub fn set_router_health(&self, results: &[(NodeId, bool)]) -> Change {
+        let mut moved = false;
+        {
+            let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, healthy) in results {
+                if let Some(entry) = sessions.get_mut(id).filter(|s| s.open > 0)
+                    && entry.unhealthy == *healthy
+                {
+                    entry.unhealthy = !healthy;
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            return Change::none();
+        }
+        self.elect_into(|_| None).1
     }
 
     fn sessions_generation(&self, id: NodeId) -> Option<Sessions> {

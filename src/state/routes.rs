@@ -88,11 +88,15 @@ impl State {
     /// The one path that installs snapshots: `edit` of the current one (`None`:
     /// the current one as it is) with primaries elected from who is online now. An
     /// unedited snapshot whose primaries stay is not swapped (nor copied).
-    fn elect_into(&self, edit: impl Fn(&Snapshot) -> Option<Snapshot>) -> (Arc<Snapshot>, Change) {
+    pub(super) fn elect_into(
+        &self,
+        edit: impl Fn(&Snapshot) -> Option<Snapshot>,
+    ) -> (Arc<Snapshot>, Change) {
         let online = |id| self.is_online(id);
+        let healthy = |id| self.is_healthy(id);
         let (before, after) = self.nodes.update(|snap| {
             let edited = edit(snap);
-            let primaries = edited.as_ref().unwrap_or(snap).elect(&online);
+            let primaries = edited.as_ref().unwrap_or(snap).elect(&online, &healthy);
             if edited.is_none() && primaries == *snap.primaries() {
                 return None;
             }

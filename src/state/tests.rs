@@ -547,3 +547,57 @@ async fn a_new_hostname_moves_a_derived_name_but_never_an_admin_chosen_one() {
         "the same hostname again is not news"
     );
 }
+
+#[tokio::test]
+async fn a_primary_that_misses_its_probe_hands_over_and_stays_standby_when_it_answers() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let lan: ipnet::IpNet = "192.168.100.0/24".parse().unwrap();
+    let mut routers = Vec::new();
+    for n in 1..=3 {
+        let mut adm = admission(n, Some(user.id), None);
+        adm.advertised_routes = vec![lan];
+        let (node, _) = state.admit(adm).await.unwrap();
+        state
+            .set_approved_routes(node.id, &[lan.to_string()])
+            .await
+            .unwrap();
+        state.session_opened(node.id);
+        routers.push(node.id);
+    }
+    let [a, b, c] = routers[..] else {
+        unreachable!()
+    };
+    let primary = || state.snapshot().primary_for(&lan);
+    assert_eq!(primary(), Some(a));
+
+    // Everyone answered: nothing moves, nobody is told anything.
+    let change = state.set_router_health(&[(a, true), (b, true), (c, true)]);
+    assert!(change.peers_changed.is_empty(), "{change:?}");
+
+    // The primary is silent: the lowest healthy router takes over, peers learn it.
+    let change = state.set_router_health(&[(a, false), (b, true), (c, true)]);
+    assert_eq!(primary(), Some(b));
+    assert!(!state.is_healthy(a));
+    let mut announced: Vec<_> = change.peers_changed.iter().copied().collect();
+    announced.sort();
+    assert_eq!(announced, [a, b]);
+
+    // It answers again: healthy, but the prefix stays with b (no flapping).
+    let change = state.set_router_health(&[(a, true), (b, true), (c, true)]);
+    assert!(state.is_healthy(a));
+    assert_eq!(primary(), Some(b));
+    assert!(change.peers_changed.is_empty(), "{change:?}");
+
+    // Nobody answers: the prefix stays where it is rather than moving to a
+    // router known to be silent.
+    state.set_router_health(&[(a, false), (b, false), (c, false)]);
+    assert_eq!(primary(), Some(b));
+
+    // An unhealthy router that goes offline comes back with a clean slate.
+    state.session_closed(c).await;
+    state.session_opened(c);
+    assert!(state.is_healthy(c));
+    assert!(!state.is_healthy(a));
+}

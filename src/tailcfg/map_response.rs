@@ -81,6 +81,21 @@ pub struct MapResponse {
     pub control_time: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub debug: Option<Debug>,
+    /// Asks the client to prove its session is alive by requesting a URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_request: Option<PingRequest>,
+}
+
+/// `MapResponse.PingRequest` with no `Types`: the client sends `HEAD` to `URL`
+/// (over its Noise connection when `URLIsNoise`), once per distinct URL. Answered
+/// at `/machine/ping-response`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PingRequest {
+    #[serde(rename = "URL")]
+    pub url: String,
+    #[serde(rename = "URLIsNoise", skip_serializing_if = "is_zero")]
+    pub url_is_noise: bool,
 }
 
 impl MapResponse {
@@ -89,6 +104,15 @@ impl MapResponse {
         MapResponse {
             keep_alive: true,
             ..MapResponse::default()
+        }
+    }
+
+    /// A keep-alive that carries `ping`: the client answers it without
+    /// rebuilding its network map.
+    pub fn ping(ping: PingRequest) -> MapResponse {
+        MapResponse {
+            ping_request: Some(ping),
+            ..MapResponse::keep_alive()
         }
     }
 

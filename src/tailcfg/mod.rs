@@ -38,7 +38,7 @@ pub use filter::{
 pub use hostinfo::{Hostinfo, NetInfo};
 pub use machine::{AuditLogRequest, SetDNSRequest, SetDNSResponse};
 pub use map_request::{MapRequest, MapRequestKind};
-pub use map_response::{BASE_FILTER, Debug, MapResponse, PeerChange, UserProfile};
+pub use map_response::{BASE_FILTER, Debug, MapResponse, PeerChange, PingRequest, UserProfile};
 pub use node::{CapMap, Node};
 pub use noise::{ChallengeKey, EarlyNoise, OverTLSPublicKeyResponse};
 pub use register::{Login, RegisterRequest, RegisterResponse, RegisterResponseAuth, User};

@@ -35,9 +35,14 @@ pub(crate) fn hub_with_server_config(extra_config: &str) -> (Switch, TestServer)
 
 /// A namespace on the uplink switch at 10.99.0.`n`.
 pub(crate) fn machine(hub: &Switch, role: &str, n: u8) -> Netns {
+    machine_on_port(hub, role, n).0
+}
+
+/// [`machine`], and the switch port its uplink is plugged into.
+fn machine_on_port(hub: &Switch, role: &str, n: u8) -> (Netns, String) {
     let ns = Netns::new(role);
-    hub.attach(&ns, "eth0", &format!("10.99.0.{n}/24"), true);
-    ns
+    let port = hub.attach(&ns, "eth0", &format!("10.99.0.{n}/24"), true);
+    (ns, port)
 }
 
 /// The `id` of the entry of `headway <listing> -o json` whose field at `path` is
@@ -64,6 +69,24 @@ fn node_id(server: &TestServer, name: &str) -> String {
 /// The id of the route that node `name` advertises.
 fn route_id(server: &TestServer, name: &str) -> String {
     id_in(server, &["routes", "list"], &["node", "given_name"], name)
+}
+
+/// The names of the nodes `routes list` shows as primary.
+fn primaries(server: &TestServer) -> Vec<String> {
+    let listed = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["is_primary"] == true)
+        .map(|r| {
+            r["node"]["given_name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
 }
 
 /// An exit node's machine and the "internet" beyond it.
@@ -221,21 +244,7 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
             failover.as_millis()
         );
         assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.2");
-        let listed = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
-        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-        let primary: Vec<_> = listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|r| r["is_primary"] == true)
-            .map(|r| {
-                r["node"]["given_name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
-        assert_eq!(primary, ["router-b"], "{listed:#}");
+        assert_eq!(primaries(&server), ["router-b"]);
 
         // Every other spelling of the guides, each checked against the live router:
         // withdrawn, the LAN is out of reach; approved, it is back.
@@ -277,6 +286,135 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
         }
         drop((router_b, laptop));
     }
+}
+
+/// Two routers serve one LAN, and the primary's uplink is cut beyond its own
+/// interface: its daemon runs on and its connection to headway looks open, so
+/// only the health probes (`node.routes.ha`) can tell. router-b takes over within
+/// probe_interval + probe_timeout; with the cable back, router-a answers again
+/// and stays standby (no flapping). Both client versions run side by side.
+#[test]
+fn a_primary_router_whose_link_is_cut_hands_its_lan_to_the_standby() {
+    std::thread::scope(|s| {
+        for version in versions() {
+            s.spawn(move || cable_pull(&version));
+        }
+    });
+}
+
+fn cable_pull(version: &str) {
+    let (interval, timeout) = (Duration::from_secs(3), Duration::from_secs(2));
+    let (hub, server) = hub_with_server_config(&format!(
+        "node:\n  routes:\n    ha:\n      probe_interval: {}s\n      probe_timeout: {}s\n",
+        interval.as_secs(),
+        timeout.as_secs()
+    ));
+    let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
+    let (echo_port, seen) = lan.ns.echo_server(LAN_HOST);
+    let target: SocketAddr = format!("{LAN_HOST}:{echo_port}").parse().unwrap();
+    let (r1, r1_uplink) = machine_on_port(&hub, "ra", 11);
+    let r2 = machine(&hub, "rb", 12);
+    for (ns, addr) in [(&r1, "192.168.100.1/24"), (&r2, "192.168.100.2/24")] {
+        lan.attach(ns, "lan0", addr, false);
+        ns.forward();
+    }
+    let laptop_ns = machine(&hub, "cl", 10);
+    let key = key(&server, &["--reusable"]);
+    let url = server.url();
+    let router_a = Client::start_in(&r1, version, "router-a");
+    let router_b = Client::start_in(&r2, version, "router-b");
+    let laptop = Client::start_in(&laptop_ns, version, "laptop");
+    let advertise = format!("--advertise-routes={LAN}");
+    for router in [&router_a, &router_b] {
+        assert_logged_in(router, &router.up_with(&url, &key, &[&advertise]));
+    }
+    assert_logged_in(&laptop, &laptop.up_with(&url, &key, &["--accept-routes"]));
+    for name in ["router-a", "router-b"] {
+        wait_until(
+            &format!("{version}: {name}'s route is listed"),
+            Duration::from_secs(20),
+            || {
+                let routes = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
+                routes.contains(name) && routes.contains(LAN)
+            },
+        );
+    }
+    // router-a is approved first, so it is primary.
+    for name in ["router-a", "router-b"] {
+        let id = node_id(&server, name);
+        server
+            .cli(&["nodes", "approve-routes", "-i", &id, "-r", LAN])
+            .ok();
+        if name == "router-a" {
+            wait_until(
+                &format!("{version}: router-a is primary"),
+                Duration::from_secs(10),
+                || primaries(&server) == ["router-a"],
+            );
+        }
+    }
+    assert!(
+        laptop_ns
+            .ping_until(LAN_HOST, Duration::from_secs(30))
+            .is_some(),
+        "{version}: LAN not reachable\n{}",
+        laptop.log_tail()
+    );
+    assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.1");
+    // A missed probe counts once a router's session has lived through a round.
+    wait_until(
+        &format!("{version}: the routers are probed"),
+        Duration::from_secs(20),
+        || server.log().contains("probing subnet routers"),
+    );
+    std::thread::sleep(interval + timeout);
+    assert_eq!(primaries(&server), ["router-a"], "{version}: flapped");
+
+    hub.cut(&r1_uplink);
+    let cut = Instant::now();
+    wait_until(
+        &format!("{version}: router-b becomes primary"),
+        Duration::from_secs(60),
+        || primaries(&server) == ["router-b"],
+    );
+    let server_side = cut.elapsed();
+    let back = laptop_ns.ping_until(LAN_HOST, Duration::from_secs(60));
+    let client_side = cut.elapsed();
+    assert!(
+        back.is_some(),
+        "{version}: no failover to router-b\n{}",
+        laptop.log_tail()
+    );
+    eprintln!(
+        "{version}: uplink cut: router-b primary after {} ms, LAN reachable again after {} ms \
+         (probe_interval {interval:?}, probe_timeout {timeout:?})",
+        server_side.as_millis(),
+        client_side.as_millis()
+    );
+    // Without probes the dead session would hold the prefix until HTTP/2's own
+    // keep-alive gave up, a minute and more.
+    assert!(
+        server_side <= interval + timeout + Duration::from_secs(3),
+        "{version}: failover took {server_side:?}"
+    );
+    assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.2");
+    let log = server.log();
+    assert!(
+        log.contains("did not answer its health probe"),
+        "{version}: {log}"
+    );
+
+    // The cable is back: router-a answers again, and router-b keeps the LAN.
+    hub.mend(&r1_uplink);
+    wait_until(
+        &format!("{version}: router-a answers again"),
+        Duration::from_secs(60),
+        || server.log().contains("answers its health probes again"),
+    );
+    std::thread::sleep(interval);
+    assert_eq!(primaries(&server), ["router-b"], "{version}: flapped back");
+    assert_eq!(exchange_source(&laptop_ns, target, &seen), "192.168.100.2");
+    drop((router_a, router_b, laptop));
 }
 
 #[test]

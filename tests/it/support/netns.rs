@@ -261,13 +261,26 @@ impl Switch {
     }
 
     /// Plugs `node` in as `ifname` with `addr` (CIDR); with `default_route`, the
-    /// gateway becomes its default route.
-    pub fn attach(&self, node: &Netns, ifname: &str, addr: &str, default_route: bool) {
+    /// gateway becomes its default route. Returns the switch's port for it.
+    pub fn attach(&self, node: &Netns, ifname: &str, addr: &str, default_route: bool) -> String {
         let port = format!("p{}", self.ports.fetch_add(1, Ordering::Relaxed));
         link(node, ifname, Some(addr), &self.ns, &port, None);
         self.ns.ip(&["link", "set", &port, "master", "br0"]);
         if default_route {
             node.ip(&["route", "add", "default", "via", &self.gateway]);
         }
+        port
+    }
+
+    /// Cuts `port` off the switch: the machine behind it keeps its link up and
+    /// its sockets open, but nothing it sends arrives and nothing reaches it (a
+    /// cable pulled beyond its own interface).
+    pub fn cut(&self, port: &str) {
+        self.ns.ip(&["link", "set", port, "nomaster"]);
+    }
+
+    /// Plugs a port cut with [`Switch::cut`] back in.
+    pub fn mend(&self, port: &str) {
+        self.ns.ip(&["link", "set", port, "master", "br0"]);
     }
 }
