@@ -1013,7 +1013,7 @@ fn grpc_admin_socket(body: &[u8]) {
     let pacing = input.byte().unwrap_or(0);
     let client = ScriptedIo::new(input.rest().to_vec(), pacing);
     let output = block_on(async {
-        let mut server_end = crate::grpc::authority::relay(client);
+        let mut server_end = crate::grpc::authority::relay(client, &crate::tasks::Tasks::new());
         let (output, _) = read_all(&mut server_end).await;
         output
     });

@@ -5,6 +5,7 @@
 //! (see ARCHITECTURE.md, checked by `tests/it/tidy.rs`).
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
 //! - [`websocket`]: a WebSocket as a byte stream, for the browser forms of `/ts2021` and `/derp`.
+//! - [`tasks`]: owned background tasks, all stopped when the server stops.
 //! - [`limits`]: abuse limits on connections: caps, phase timeouts, a registration rate limit.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`policy`]: the access-control policy language and what it gives each node. Pure.
@@ -30,6 +31,7 @@ pub mod dns;
 pub mod limits;
 pub mod policy;
 pub mod tailcfg;
+pub mod tasks;
 pub mod tls_trust;
 pub mod types;
 pub mod websocket;

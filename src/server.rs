@@ -23,11 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::ServerTlsConfig;
+
+/// How long work in progress may take to finish once the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<()> {
@@ -234,36 +236,24 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = move || {
-            let mut rx = stop_rx.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
+        // Everything but the listeners: owned, stopped with the server.
+        let owned = self.state.tasks().clone();
+        let stopped = {
+            let owned = owned.clone();
+            move || {
+                let owned = owned.clone();
+                async move { owned.stopping().await }
             }
         };
+        // Listeners: the server stops when one fails.
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         // Ephemeral clean-up and key-expiry announcements.
         self.state.spawn_lifecycle();
         // The policy is read again on SIGHUP and when its file changes.
-        let reload_stop = stopped();
-        let reload_state = self.state.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = watch_policy(reload_state) => {}
-                () = reload_stop => {}
-            }
-        });
+        owned.spawn(watch_policy(self.state.clone()));
         // A changed records file reaches every client; a broken one changes nothing.
         if let Some(path) = self.extra_records_path.clone() {
-            let control = self.control.clone();
-            let records_stop = stopped();
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = watch_extra_records(control, path) => {}
-                    () = records_stop => {}
-                }
-                Ok(())
-            });
+            owned.spawn(watch_extra_records(self.control.clone(), path));
         }
         if let Some((zone, udp, tcp)) = self.dns {
             tracing::info!(addr = %udp.local_addr()?, zone = %zone.apex, "answering DNS for the tailnet's zone");
@@ -277,23 +267,19 @@ impl Server {
         self.control.spawn_dispatcher();
         // Routers that share a prefix are probed; a silent primary is replaced.
         if self.ha_probe.enabled() {
-            let (control, probe, probe_stop) = (self.control.clone(), self.ha_probe, stopped());
-            tasks.spawn(async move {
-                tokio::select! {
-                    () = control.probe_routers(probe) => {}
-                    () = probe_stop => {}
-                }
-                Ok(())
-            });
+            owned.spawn(self.control.clone().probe_routers(self.ha_probe));
         }
         // A new DERP map reaches every client as a full map.
-        let _ = self
+        if let Some(refresh) = self
             .control
             .derp
-            .spawn_refresh(&self.derp_config, stopped());
+            .spawn_refresh(&self.derp_config, stopped())
+        {
+            owned.spawn(async move { drop(refresh.await) });
+        }
         let mut derp_updates = self.control.derp.subscribe();
         let notify_state = self.state.clone();
-        tokio::spawn(async move {
+        owned.spawn(async move {
             while derp_updates.changed().await.is_ok() {
                 notify_state.notifier().publish(crate::state::Change {
                     full: true,
@@ -302,11 +288,15 @@ impl Server {
             }
         });
 
-        let mut control_routes =
-            crate::control::public_routes(self.noise_key.clone(), self.control.machine_routes())
-                .merge(self.control.bootstrap_routes());
+        let mut control_routes = crate::control::public_routes(
+            self.noise_key.clone(),
+            self.control.machine_routes(),
+            owned.clone(),
+        )
+        .merge(self.control.bootstrap_routes());
         if let Some((relay, stun)) = self.relay {
-            control_routes = control_routes.merge(crate::relay::routes::routes(relay));
+            control_routes =
+                control_routes.merge(crate::relay::routes::routes(relay, owned.clone()));
             if let Some(stun) = stun {
                 tracing::info!(addr = %stun.local_addr()?, "serving STUN");
                 let stun_stop = stopped();
@@ -342,9 +332,9 @@ impl Server {
         let http_stop = stopped();
         let (http, tls) = (self.http, self.tls);
         let secure = tls.is_some();
-        let http_limits = self.limits.clone();
+        let (http_limits, http_tasks) = (self.limits.clone(), owned.clone());
         tasks.spawn(async move {
-            crate::http::listener::serve(http, router, tls, http_limits, http_stop)
+            crate::http::listener::serve(http, router, tls, http_limits, &http_tasks, http_stop)
                 .await
                 .context("HTTP listener failed")
         });
@@ -353,14 +343,15 @@ impl Server {
         let api = AdminApi::new(self.state.clone());
         let unix_stop = stopped();
         let unix_api = api.clone().into_service();
-        let unix = self.unix;
+        let (unix, unix_tasks) = (self.unix, owned.clone());
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(unix_api)
                 .serve_with_incoming_shutdown(
                     // Go gRPC clients need their `:authority` fixed before h2 sees it.
-                    UnixListenerStream::new(unix)
-                        .map(|conn| conn.map(crate::grpc::authority::relay)),
+                    UnixListenerStream::new(unix).map(move |conn| {
+                        conn.map(|conn| crate::grpc::authority::relay(conn, &unix_tasks))
+                    }),
                     unix_stop,
                 )
                 .await
@@ -403,14 +394,22 @@ impl Server {
                 Err(join) => Err(anyhow::anyhow!("a listener task panicked: {join}")),
             },
         };
-        let _ = stop_tx.send(true);
-        // Long-lived connections get a bounded grace period, then are dropped.
-        let drain = async { while tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(10), drain)
-            .await
-            .is_err()
-        {
+        // Timers, the dispatcher and upgraded connections end at once; HTTP
+        // exchanges, admin calls and session records get a bounded grace
+        // period, and so do the listeners; then whatever is left is dropped.
+        let (left, drained) = tokio::join!(owned.stop(SHUTDOWN_GRACE), async {
+            let drain = async { while tasks.join_next().await.is_some() {} };
+            tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_ok()
+        });
+        if !drained {
             tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        if left > 0 || !drained {
+            tracing::info!(
+                tasks = left,
+                "ended work still running after the grace period"
+            );
         }
         if std::fs::symlink_metadata(&self.socket_path).is_ok_and(|m| m.file_type().is_socket()) {
             let _ = std::fs::remove_file(&self.socket_path);
@@ -806,7 +805,95 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::go_listen_addr;
+    use super::{Server, go_listen_addr};
+    use crate::bench::node::{Node, Target, fetch_server_key};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A server started in this process, with its relay on, a node registered
+    /// through Noise whose map session stays open, an ephemeral node's
+    /// countdown, the dispatcher, the probes and the timers running: once it
+    /// stops, every task has ended, the map stream is over, and nothing holds
+    /// on to its state.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_server_leaves_no_task_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "server_url: http://127.0.0.1:8080\n\
+             listen_addr: 127.0.0.1:0\n\
+             noise:\n  private_key_path: {d}/noise.key\n\
+             database:\n  sqlite:\n    path: {d}/db.sqlite\n\
+             unix_socket: {d}/headway.sock\n\
+             derp:\n  server:\n    enabled: true\n    private_key_path: {d}/derp.key\n    stun_listen_addr: 127.0.0.1:0\n",
+            d = dir.path().display()
+        );
+        let config = crate::config::load_from_str(&yaml, "test.yaml", &|_| None)
+            .unwrap()
+            .config;
+        let server = Server::build(config).await.unwrap();
+        let addr = server.http_addr();
+        let state = Arc::clone(server.state());
+        let tasks = state.tasks().clone();
+        let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+        let key = state
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap()
+            .secret;
+        let ephemeral = state
+            .create_preauth_key(Some(user.id), false, true, None, &[])
+            .await
+            .unwrap()
+            .secret;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let run = tokio::spawn(server.run_until_stopped(async {
+            let _ = stopped.await;
+        }));
+
+        let target = Target {
+            addr,
+            host: "127.0.0.1:8080".into(),
+            server_key: fetch_server_key(addr, "127.0.0.1:8080").await.unwrap(),
+        };
+        let mut node = Node::connect(0, &target, None).await.unwrap();
+        node.register(&key).await.unwrap();
+        let mut stream = node.stream(41641).await.unwrap();
+        // The first map arrives: the session is open.
+        use http_body_util::BodyExt;
+        stream.frame().await.unwrap().unwrap();
+        // An ephemeral node that comes and goes leaves a countdown behind.
+        let mut gone = Node::connect(1, &target, None).await.unwrap();
+        gone.register(&ephemeral).await.unwrap();
+        let mut short = gone.stream(41642).await.unwrap();
+        short.frame().await.unwrap().unwrap();
+        drop((short, gone));
+        let weak = Arc::downgrade(&state);
+        drop(state);
+        assert!(tasks.len() >= 4, "{} tasks", tasks.len());
+
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .expect("the server stops within its grace period")
+            .unwrap()
+            .unwrap();
+        assert!(
+            tasks.is_empty(),
+            "{} tasks outlived the server",
+            tasks.len()
+        );
+        // The map stream has ended (the server closed the connection).
+        let rest = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = stream.frame().await {}
+        })
+        .await;
+        assert!(rest.is_ok(), "the map stream is still open");
+        assert!(
+            weak.upgrade().is_none(),
+            "something still holds the server's state"
+        );
+        drop(node);
+    }
 
     #[test]
     fn tls_letsencrypt_listen_takes_go_spellings() {

@@ -10,7 +10,7 @@ use crate::state::Change;
 use crate::types::NodeId;
 use std::collections::BTreeSet;
 
-/// Runs until the notifier is dropped: waits for changes (coalesced while a
+/// Runs until the server stops (a task of `state.tasks()`): waits for changes (coalesced while a
 /// batch is being delivered) and delivers them.
 pub async fn run(ctl: Control) {
     loop {

@@ -196,9 +196,9 @@ impl Control {
             .with_state(self.clone())
     }
 
-    /// Delivers published changes to the open sessions until the process ends.
+    /// Delivers published changes to the open sessions until the server stops.
     pub fn spawn_dispatcher(&self) {
-        tokio::spawn(dispatch::run(self.clone()));
+        self.state.tasks().spawn(dispatch::run(self.clone()));
     }
 
     fn inputs<'a>(

@@ -87,7 +87,8 @@ impl Drop for SessionGuard {
         self.ctl.hub.close(self.node, self.session);
         let state = self.ctl.state.clone();
         let node = self.node;
-        tokio::spawn(async move {
+        // Also while the server stops: the node's last-seen time is recorded.
+        self.ctl.state.tasks().spawn_finishing(async move {
             let change = state.session_closed(node).await;
             state.notifier().publish(change);
         });

@@ -48,7 +48,8 @@ async fn spawn_server_with(inner: Router) -> TestServer {
     });
     // With the peer address, as the real listener gives it (the registration
     // rate limit counts per address).
-    let app = public_routes(key.clone(), inner).into_make_service_with_connect_info::<SocketAddr>();
+    let app = public_routes(key.clone(), inner, crate::tasks::Tasks::new())
+        .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     TestServer { addr, key }
 }

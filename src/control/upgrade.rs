@@ -13,6 +13,7 @@ use super::key::ServerKey;
 use super::noise;
 use super::{MIN_NOISE_VERSION, NOISE_BODY_LIMIT};
 use crate::limits::{Conn, TimedBody, Tracked};
+use crate::tasks::Tasks;
 use crate::types::MachineKey;
 use crate::websocket::{self, ByteStream};
 use axum::Router;
@@ -63,6 +64,8 @@ pub struct NoisePeer {
 struct Shared {
     key: Arc<ServerKey>,
     noise_router: Router,
+    /// Upgraded connections run here, and end when the server stops.
+    tasks: Tasks,
 }
 
 /// What the upgrade request tells about the connection under it: its slot in
@@ -94,9 +97,10 @@ impl Link {
 /// `noise_router` serves the requests inside each Noise connection
 /// (`/machine/register`, `/machine/map`, …), with [`NoisePeer`] on every request and
 /// bodies capped at 1 MiB.
-pub fn public_routes(key: Arc<ServerKey>, noise_router: Router) -> Router {
+pub fn public_routes(key: Arc<ServerKey>, noise_router: Router, tasks: Tasks) -> Router {
     let shared = Arc::new(Shared {
         key,
+        tasks,
         noise_router: noise_router.layer(DefaultBodyLimit::max(NOISE_BODY_LIMIT)),
     });
     Router::new()
@@ -145,9 +149,12 @@ async fn ts2021(State(shared): State<Arc<Shared>>, mut request: Request) -> Resp
         conn.begin_handshake();
     }
     let on_upgrade = hyper::upgrade::on(&mut request);
-    // The connection outlives this handler; like hyper's own per-connection
-    // tasks, it ends when the client goes away.
-    tokio::spawn(serve_upgraded(on_upgrade, init, shared, link));
+    // The connection outlives this handler: it ends when the client goes away
+    // or the server stops.
+    shared
+        .tasks
+        .clone()
+        .spawn(serve_upgraded(on_upgrade, init, shared, link));
     let mut response = StatusCode::SWITCHING_PROTOCOLS.into_response();
     let headers = response.headers_mut();
     headers.insert(header::UPGRADE, HeaderValue::from_static(UPGRADE_PROTOCOL));
@@ -218,7 +225,13 @@ async fn ts2021_websocket(shared: Arc<Shared>, request: Request) -> Response {
     let init = handshake_parameter(parts.uri.query().unwrap_or_default());
     upgrade
         .on_failed_upgrade(|err| tracing::debug!(error = %err, "ts2021 WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve_websocket(socket, speaks_protocol, init, shared, link))
+        .on_upgrade(move |socket| {
+            let tasks = shared.tasks.clone();
+            let session = serve_websocket(socket, speaks_protocol, init, shared, link);
+            async move {
+                tasks.own(session).await;
+            }
+        })
 }
 
 /// The handshake initiation from a WebSocket request's query, or why there is none.

@@ -26,13 +26,14 @@ const MAX_BLOCK: usize = 256 * 1024;
 /// The HPACK table size the server advertises (HTTP/2's default).
 const TABLE_SIZE: usize = 4096;
 
-/// Starts relaying `client` and returns the end the HTTP/2 server should serve.
-pub fn relay<S>(client: S) -> DuplexStream
+/// Starts relaying `client` (under `tasks`, so it ends when the server stops)
+/// and returns the end the HTTP/2 server should serve.
+pub fn relay<S>(client: S, tasks: &crate::tasks::Tasks) -> DuplexStream
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (server_end, ours) = tokio::io::duplex(64 * 1024);
-    tokio::spawn(async move {
+    tasks.spawn_finishing(async move {
         let (mut client_r, mut client_w) = tokio::io::split(client);
         let (mut ours_r, mut ours_w) = tokio::io::split(ours);
         let upstream = async {

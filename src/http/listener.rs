@@ -4,6 +4,7 @@
 //! the connection limits (`crate::limits`).
 
 use crate::limits::{Conn, Guarded, Limits, TimedBody, Tracked};
+use crate::tasks::Tasks;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -22,14 +23,16 @@ use tower::ServiceExt;
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Serves `router` on `listener` until `shutdown` completes; open connections are
-/// then asked to finish (long polls end, upgraded streams are left to the caller's
-/// grace period). `tls` enables TLS next to plain HTTP on the same port. Every
-/// connection is admitted by `limits` and held to its timeouts.
+/// then asked to finish, within the grace period of `tasks`, which they run
+/// under (upgraded streams are the upgrade's own tasks). `tls` enables TLS next
+/// to plain HTTP on the same port. Every connection is admitted by `limits` and
+/// held to its timeouts.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Arc<Limits>,
+    tasks: &Tasks,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let tls = tls.map(TlsAcceptor::from);
@@ -42,7 +45,7 @@ pub async fn serve(
         };
         // Small map updates must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(
+        tasks.spawn_finishing(connection(
             Guarded::new(tcp, conn),
             remote,
             router.clone(),

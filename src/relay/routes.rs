@@ -11,6 +11,7 @@
 use super::frame::PROTOCOL_VERSION;
 use super::server::Relay;
 use crate::limits::Conn;
+use crate::tasks::Tasks;
 use crate::websocket::{self, ByteStream};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -38,8 +39,9 @@ pub const RESPONSE_HEADER: &str = "x-tailscale-response";
 /// A challenge longer than this is not echoed.
 const MAX_CHALLENGE_LEN: usize = 64;
 
-/// The relay's routes. `GET` routes answer `HEAD` too.
-pub fn routes(relay: Arc<Relay>) -> Router {
+/// The relay's routes. `GET` routes answer `HEAD` too. Relay connections run
+/// under `tasks`, and end when the server stops.
+pub fn routes(relay: Arc<Relay>, tasks: Tasks) -> Router {
     Router::new()
         // Any method that carries `Upgrade: DERP` (as Tailscale's derper and
         // Headscale accept); clients send GET, some send POST.
@@ -47,7 +49,14 @@ pub fn routes(relay: Arc<Relay>) -> Router {
         .route("/derp/probe", get(probe))
         .route("/derp/latency-check", get(probe))
         .route("/generate_204", get(generate_204))
-        .with_state(relay)
+        .with_state(Served { relay, tasks })
+}
+
+/// What the `/derp` handlers share.
+#[derive(Clone)]
+struct Served {
+    relay: Arc<Relay>,
+    tasks: Tasks,
 }
 
 /// `GET /derp` with `Upgrade: DERP`: answers `101 Switching Protocols` with the
@@ -57,14 +66,14 @@ pub fn routes(relay: Arc<Relay>) -> Router {
 /// of this relay: they ask for it only when the TLS chain has a meta
 /// certificate, and headway adds none. `Upgrade: websocket` goes to
 /// [`derp_websocket`].
-async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response {
+async fn derp(State(Served { relay, tasks }): State<Served>, mut request: Request) -> Response {
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
     if upgrade.eq_ignore_ascii_case("websocket") {
-        return derp_websocket(relay, request).await;
+        return derp_websocket(relay, tasks, request).await;
     }
     if !upgrade.eq_ignore_ascii_case(UPGRADE_PROTOCOL) {
         if !upgrade.is_empty() {
@@ -96,8 +105,9 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
     if let Some(conn) = &conn {
         conn.begin_handshake();
     }
-    // The connection outlives this handler; it ends when the client goes away.
-    tokio::spawn(async move {
+    // The connection outlives this handler: it ends when the client goes away
+    // or the server stops.
+    tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = TokioIo::new(upgraded);
@@ -125,7 +135,7 @@ async fn derp(State(relay): State<Arc<Relay>>, mut request: Request) -> Response
 /// Without the subprotocol the request is refused with 426. Go's relay instead
 /// treats such a request as plain DERP (very old clients sent `Upgrade:
 /// WebSocket` and then spoke raw DERP); no client headway serves does that.
-async fn derp_websocket(relay: Arc<Relay>, request: Request) -> Response {
+async fn derp_websocket(relay: Arc<Relay>, tasks: Tasks, request: Request) -> Response {
     if !websocket::offers_protocol(request.headers(), WEBSOCKET_PROTOCOL) {
         tracing::debug!("refused a /derp WebSocket without the derp subprotocol");
         return (
@@ -151,7 +161,10 @@ async fn derp_websocket(relay: Arc<Relay>, request: Request) -> Response {
             if let Some(conn) = &conn {
                 conn.begin_handshake();
             }
-            relay.accept_then(ByteStream::new(socket), remote, || logged_in(conn))
+            let session = relay.accept_then(ByteStream::new(socket), remote, || logged_in(conn));
+            async move {
+                tasks.own(session).await;
+            }
         })
 }
 

@@ -62,7 +62,8 @@ async fn spawn_relay(admission: Arc<dyn Admission>) -> TestRelay {
     let relay = Relay::new(PrivateKey::generate(), admission);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = routes(Arc::clone(&relay)).into_make_service_with_connect_info::<SocketAddr>();
+    let app = routes(Arc::clone(&relay), crate::tasks::Tasks::new())
+        .into_make_service_with_connect_info::<SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, app).await });
     TestRelay { relay, addr }
 }
@@ -702,7 +703,10 @@ async fn malformed_frames_after_the_login_close_the_connection() {
 // ---------------------------------------------------------------------------
 
 async fn request(relay: &Arc<Relay>, request: Request<Body>) -> axum::response::Response {
-    routes(Arc::clone(relay)).oneshot(request).await.unwrap()
+    routes(Arc::clone(relay), crate::tasks::Tasks::new())
+        .oneshot(request)
+        .await
+        .unwrap()
 }
 
 async fn body_text(response: axum::response::Response) -> String {

@@ -169,6 +169,9 @@ pub struct State {
     policy: policy::PolicyStore,
     /// Pending and approved SSH `check`s.
     ssh: ssh_check::SshChecks,
+    /// Every background task of the server (timers here; connections and the
+    /// dispatcher elsewhere), stopped with it.
+    tasks: crate::tasks::Tasks,
 }
 
 impl std::fmt::Debug for State {
@@ -208,6 +211,7 @@ impl State {
             users_writer: tokio::sync::Mutex::new(()),
             sessions: Mutex::new(HashMap::new()),
             notifier: Notifier::new(),
+            tasks: crate::tasks::Tasks::new(),
         })
     }
 
@@ -215,6 +219,11 @@ impl State {
     /// policy that does not parse is an error naming file, line and column.
     pub async fn start_policy(&self) -> Result<PolicyStatus> {
         self.load_policy().await
+    }
+
+    /// The server's background tasks, stopped when it stops.
+    pub fn tasks(&self) -> &crate::tasks::Tasks {
+        &self.tasks
     }
 
     /// Where mutations' changes are published for the map sessions.

@@ -268,7 +268,7 @@ impl State {
     fn remove_when_still_gone(self: &Arc<Self>, id: NodeId, generation: u64) {
         let state = Arc::clone(self);
         let timeout = self.settings.ephemeral_inactivity_timeout;
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             tokio::time::sleep(timeout).await;
             let current = state.sessions_generation(id).unwrap_or_default();
             if current.open > 0 || current.generation != generation {
@@ -289,7 +289,7 @@ impl State {
 
     /// Starts the background rules: every ephemeral node that is offline now (after a
     /// restart, all of them) gets its countdown, and key expiries are announced as
-    /// they pass. Runs until the state is dropped.
+    /// they pass. Runs until the server stops.
     pub fn spawn_lifecycle(self: &Arc<Self>) {
         let offline_ephemeral: Vec<NodeId> = self
             .snapshot()
@@ -302,7 +302,7 @@ impl State {
             self.remove_when_still_gone(id, generation);
         }
         let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let mut last: Timestamp = Self::now();
             let mut tick = tokio::time::interval(EXPIRY_CHECK);
             loop {

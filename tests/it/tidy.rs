@@ -67,15 +67,19 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("websocket", &["websocket"]),
     ("tls_trust", &["tls_trust"]),
     ("limits", &["limits"]),
+    ("tasks", &["tasks"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("policy", &["policy", "tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types"]),
-    ("relay", &["relay", "types", "websocket", "limits"]),
+    ("relay", &["relay", "types", "websocket", "limits", "tasks"]),
     ("acme", &["acme"]),
     ("dns", &["dns"]),
     ("db", &["db", "types", "config"]),
-    ("state", &["state", "db", "policy", "types", "config"]),
+    (
+        "state",
+        &["state", "db", "policy", "types", "config", "tasks"],
+    ),
     (
         "control",
         &[
@@ -89,6 +93,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "dns",
             "websocket",
             "limits",
+            "tasks",
         ],
     ),
     (
@@ -106,11 +111,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "types",
         ],
     ),
-    ("grpc", &["grpc", "state", "types", "limits"]),
+    ("grpc", &["grpc", "state", "types", "limits", "tasks"]),
     (
         "http",
         &[
-            "http", "control", "state", "types", "config", "tailcfg", "limits",
+            "http", "control", "state", "types", "config", "tailcfg", "limits", "tasks",
         ],
     ),
     (
