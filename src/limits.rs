@@ -645,15 +645,6 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     }
 }
 
-/// tonic puts the [`Conn`] on every request, for [`TrackRequestsLayer`].
-impl tonic::transport::server::Connected for Guarded<TcpStream> {
-    type ConnectInfo = Conn;
-
-    fn connect_info(&self) -> Conn {
-        self.conn.clone()
-    }
-}
-
 /// Counts each gRPC call as a request in progress on its connection, so that
 /// a connection is closed only when idle.
 #[derive(Clone, Copy, Debug, Default)]

@@ -26,7 +26,6 @@ use tokio::net::{TcpListener, UdpSocket, UnixListener, UnixStream};
 use tokio::task::JoinSet;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
-use tonic::transport::ServerTlsConfig;
 
 /// How long work in progress may take to finish once the server stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,7 +43,7 @@ pub struct Server {
     http_addr: SocketAddr,
     unix: UnixListener,
     socket_path: PathBuf,
-    grpc_tcp: Option<(TcpListener, Option<ServerTlsConfig>)>,
+    grpc_tcp: Option<(TcpListener, Option<Arc<rustls::ServerConfig>>)>,
     server_url: String,
     control: Control,
     noise_key: Arc<ServerKey>,
@@ -174,15 +173,23 @@ impl Server {
         let grpc_tcp = match config.grpc_listen_addr {
             None => None,
             Some(addr) => {
-                let tls = match (&config.tls.cert_path, &config.tls.key_path) {
-                    (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+                // The server's own certificate: ACME's, or the files'.
+                let tls = match (&acme, &config.tls.cert_path, &config.tls.key_path) {
+                    (Some((acme, _)), _, _) => Some(acme.server_config().context("gRPC TLS")?),
+                    (None, Some(cert), Some(key)) => Some(
+                        Identity::from_files(cert, key)
+                            .and_then(|identity| identity.server_config())
+                            .context("tls_cert_path / tls_key_path for gRPC")?,
+                    ),
                     _ => None,
                 };
+                let tls = tls.map(|config| crate::grpc::tls::for_grpc(&config));
                 if tls.is_none() && !config.grpc_allow_insecure {
                     tracing::warn!(
                         %addr,
-                        "remote gRPC is off: it needs a certificate (tls_cert_path and tls_key_path) \
-                         or grpc_allow_insecure: true; the Unix socket works as usual"
+                        "remote gRPC is off: it needs a certificate (tls_cert_path and tls_key_path, \
+                         or tls_letsencrypt_hostname) or grpc_allow_insecure: true; the Unix socket \
+                         works as usual"
                     );
                     None
                 } else {
@@ -363,19 +370,15 @@ impl Server {
             let addr = listener.local_addr()?;
             // Admitted, timed and counted like listen_addr's connections.
             let incoming = self.limits.clone().incoming(listener, "gRPC");
-            let mut builder = tonic::transport::Server::builder();
             let secure = tls.is_some();
-            if let Some(tls) = tls {
-                builder = builder.tls_config(tls).context("grpc TLS configuration")?;
-            }
-            let service = api.into_service();
-            let layer = ApiKeyLayer::new(self.state.clone());
+            let incoming = crate::grpc::tls::incoming(incoming, tls, &owned);
+            let router = tonic::transport::Server::builder()
+                .layer(crate::limits::TrackRequestsLayer)
+                .layer(ApiKeyLayer::new(self.state.clone()))
+                .add_service(api.into_service());
             let tcp_stop = stopped();
             tasks.spawn(async move {
-                builder
-                    .layer(crate::limits::TrackRequestsLayer)
-                    .layer(layer)
-                    .add_service(service)
+                router
                     .serve_with_incoming_shutdown(incoming, tcp_stop)
                     .await
                     .context("remote gRPC listener failed")
@@ -689,13 +692,6 @@ fn open_way_to_socket(path: &Path, mode: u32) {
             "unix_socket_permission {mode:o} admits users who cannot enter the socket's directory"
         ),
     }
-}
-
-fn tls_config(cert: &Path, key: &Path) -> Result<ServerTlsConfig> {
-    let cert_pem =
-        std::fs::read(cert).with_context(|| format!("tls_cert_path {}", cert.display()))?;
-    let key_pem = std::fs::read(key).with_context(|| format!("tls_key_path {}", key.display()))?;
-    Ok(ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(cert_pem, key_pem)))
 }
 
 /// Completes on SIGINT or SIGTERM.

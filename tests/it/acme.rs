@@ -7,7 +7,7 @@
 use crate::clients::{assert_pings_via_derp, assert_tcp_crosses, joined_pair_at};
 use crate::support::pebble::{Pebble, https_get};
 use crate::support::tailscale::{free_port, versions};
-use crate::support::{Spawn, TestServer, test_config};
+use crate::support::{Spawn, TestServer, field_after, test_config};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,12 @@ fn http01_gets_a_certificate_that_clients_and_the_relay_use_and_a_restart_keeps_
     let server = acme_server(
         &pebble,
         port,
-        &format!("tls_letsencrypt_listen: 127.0.0.1:{http01}\n"),
+        // Quoted, so that acme_server's rewrite of `listen_addr: 127.0.0.1:0`
+        // leaves it alone.
+        &format!(
+            "tls_letsencrypt_listen: 127.0.0.1:{http01}\n\
+             grpc_listen_addr: \"127.0.0.1:0\"\ngrpc_allow_insecure: false\n"
+        ),
         None,
     );
     // Plain HTTP works at once, HTTPS once the certificate is there.
@@ -100,6 +105,28 @@ fn http01_gets_a_certificate_that_clients_and_the_relay_use_and_a_restart_keeps_
     assert_eq!(
         String::from_utf8_lossy(&redirect.stdout),
         format!("308 https://localhost:{port}/register/abc")
+    );
+    // Remote gRPC presents the same certificate: the CLI, trusting only
+    // Pebble's root and checking the name, works over it with an API key.
+    let log = server.log();
+    let grpc = field_after(&log, "admin API on TCP", "addr=").expect("remote gRPC is on");
+    assert!(log.contains("tls=true"), "{log}");
+    let grpc_port = grpc.rsplit(':').next().unwrap();
+    let api_key = server.cli(&["apikeys", "create", "-e", "1h"]).ok().stdout;
+    let remote = std::process::Command::new(crate::support::headway_bin())
+        .current_dir(server.dir.path())
+        .env("HOME", server.dir.path())
+        .env("SSL_CERT_FILE", &root)
+        .env("HEADWAY_CLI_ADDRESS", format!("localhost:{grpc_port}"))
+        .env("HEADWAY_CLI_API_KEY", api_key.trim())
+        .env("HEADWAY_UNIX_SOCKET", server.dir.path().join("absent.sock"))
+        .args(["users", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
     );
     let key_mode = std::fs::metadata(server.dir.path().join("acme/localhost.key"))
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777);

@@ -722,6 +722,41 @@ async fn remote_grpc_uses_tls_when_given_a_certificate() {
         .list_users(pb::ListUsersRequest::default())
         .await
         .expect("authenticated call over TLS");
+    // A wrong key over TLS is refused and logged with its source address.
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(cert.cert.pem()))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut wrong =
+        HeadscaleServiceClient::with_interceptor(channel, |mut req: tonic::Request<()>| {
+            req.metadata_mut().insert(
+                "authorization",
+                "Bearer hskey-api-wrong-key".parse().unwrap(),
+            );
+            Ok(req)
+        });
+    let refused = wrong
+        .list_users(pb::ListUsersRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    crate::support::wait_until(
+        "the refusal is logged",
+        std::time::Duration::from_secs(5),
+        || {
+            server
+                .log()
+                .lines()
+                .any(|l| l.contains("refused an admin API call") && l.contains("source=127.0.0.1"))
+        },
+    );
 
     // Plaintext gRPC is not served on that port.
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
