@@ -94,7 +94,10 @@ impl Server {
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
         let status = state.start_policy().await.context("policy")?;
         log_policy_status(&status);
-        let (host, port) = crate::derp::embedded::host_and_port(&config.server_url)?;
+        let (host, port) = (
+            config.server_url.host().to_owned(),
+            config.server_url.port(),
+        );
         let identity = load_identity(&config, &host)?;
         let relay = if config.derp.server.enabled {
             Some(build_relay(&config, &state).await?)
@@ -129,7 +132,8 @@ impl Server {
                 .extra_records
                 .store(Arc::new(crate::control::map::extra_records(&records)));
         }
-        let mut control = Control::new(state.clone(), derp, map_settings, &config.server_url);
+        let mut control =
+            Control::new(state.clone(), derp, map_settings, config.server_url.clone());
         control.register_limit = Arc::new(crate::limits::RateLimit::new(
             config.limits.register_burst,
             config.limits.register_interval,
@@ -208,7 +212,7 @@ impl Server {
             unix,
             socket_path: config.unix_socket.clone(),
             grpc_tcp,
-            server_url: config.server_url.clone(),
+            server_url: config.server_url.as_str().to_owned(),
             control,
             noise_key: Arc::new(ServerKey::from_private(&noise_key)),
             derp_config: config.derp.clone(),
@@ -502,10 +506,9 @@ async fn build_acme(config: &Config) -> Result<Option<(Arc<Acme>, Option<TcpList
     else {
         return Ok(None);
     };
-    let challenge = if config.tls.letsencrypt_challenge_type == "TLS-ALPN-01" {
-        Challenge::TlsAlpn01
-    } else {
-        Challenge::Http01
+    let challenge = match config.tls.letsencrypt_challenge_type {
+        crate::config::AcmeChallenge::TlsAlpn01 => Challenge::TlsAlpn01,
+        crate::config::AcmeChallenge::Http01 => Challenge::Http01,
     };
     let acme = Acme::new(AcmeSettings {
         hostname,
@@ -517,34 +520,15 @@ async fn build_acme(config: &Config) -> Result<Option<(Arc<Acme>, Option<TcpList
     let http01 = match challenge {
         Challenge::TlsAlpn01 => None,
         Challenge::Http01 => {
-            let listen = &config.tls.letsencrypt_listen;
-            let addr = go_listen_addr(listen).with_context(|| {
-                format!("tls_letsencrypt_listen {listen:?}: expected host:port or :port (e.g. :http, :80, 0.0.0.0:80)")
-            })?;
-            Some(TcpListener::bind(addr).await.with_context(|| {
-                format!("tls_letsencrypt_listen {listen}: cannot listen on {addr}")
-            })?)
+            let addr = config.tls.letsencrypt_listen;
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("tls_letsencrypt_listen {addr}: cannot listen"))?,
+            )
         }
     };
     Ok(Some((acme, http01)))
-}
-
-/// A Go listen address: `host:port` or `:port`, where the port may be a service
-/// name (`http`, `https`), as Headscale's `tls_letsencrypt_listen` takes it.
-fn go_listen_addr(text: &str) -> Option<SocketAddr> {
-    let (host, port) = text.trim().rsplit_once(':')?;
-    let port: u16 = match port {
-        "http" => 80,
-        "https" => 443,
-        number => number.parse().ok()?,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = if host.is_empty() {
-        std::net::IpAddr::from([0, 0, 0, 0])
-    } else {
-        host.parse().ok()?
-    };
-    Some(SocketAddr::new(ip, port))
 }
 
 /// The certificate for `listen_addr`: the admin's files, or (for the embedded relay
@@ -556,9 +540,7 @@ fn load_identity(config: &Config, host: &str) -> Result<Option<Identity>> {
         ));
     }
     let server = &config.derp.server;
-    if !server.enabled
-        || config.server_url.starts_with("https://")
-        || config.tls.letsencrypt_hostname.is_some()
+    if !server.enabled || config.server_url.is_https() || config.tls.letsencrypt_hostname.is_some()
     {
         // An https:// server_url without files: ACME or a proxy in front holds the
         // certificate.
@@ -801,7 +783,7 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{Server, go_listen_addr};
+    use super::Server;
     use crate::bench::node::{Node, Target, fetch_server_key};
     use std::sync::Arc;
     use std::time::Duration;
@@ -889,18 +871,5 @@ mod tests {
             "something still holds the server's state"
         );
         drop(node);
-    }
-
-    #[test]
-    fn tls_letsencrypt_listen_takes_go_spellings() {
-        let addr = |text: &str| go_listen_addr(text).map(|a| a.to_string());
-        assert_eq!(addr(":http").as_deref(), Some("0.0.0.0:80"));
-        assert_eq!(addr(":https").as_deref(), Some("0.0.0.0:443"));
-        assert_eq!(addr(":8080").as_deref(), Some("0.0.0.0:8080"));
-        assert_eq!(addr("127.0.0.1:80").as_deref(), Some("127.0.0.1:80"));
-        assert_eq!(addr("[::1]:http").as_deref(), Some("[::1]:80"));
-        for bad in ["", "80", ":web", "localhost:80", ":99999"] {
-            assert_eq!(addr(bad), None, "{bad:?}");
-        }
     }
 }

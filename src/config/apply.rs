@@ -5,7 +5,7 @@
 
 use super::legacy::Layer;
 use super::load::{ConfigError, Warning};
-use super::values::{Setting, describe, in_tailscale_range, scalar_text};
+use super::values::{Setting, describe, go_listen_addr, in_tailscale_range, scalar_text};
 use super::*;
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -19,7 +19,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     let mut c = Config::default();
 
     if let Some(v) = s.get("server_url") {
-        c.server_url = v.text()?.trim().to_owned();
+        c.server_url = ServerUrl::parse(&v.text()?).map_err(|why| v.error(why))?;
     }
     if let Some(v) = s.get("listen_addr") {
         c.listen_addr = v
@@ -133,7 +133,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     if let Some(auth) = &mut c.dns.authoritative
         && auth.nameserver.is_empty()
     {
-        auth.nameserver = url_host(&c.server_url).unwrap_or_default();
+        auth.nameserver = c.server_url.host().to_owned();
     }
     Ok(c)
 }
@@ -423,9 +423,19 @@ fn tls(s: &Layer, t: &mut Tls) -> Result<(), ConfigError> {
         t.letsencrypt_cache_dir = v.path()?;
     }
     if let Some(v) = s.get("tls_letsencrypt_challenge_type") {
-        t.letsencrypt_challenge_type = v.choice(&["HTTP-01", "TLS-ALPN-01"])?.to_owned();
+        t.letsencrypt_challenge_type = match v.choice(&["HTTP-01", "TLS-ALPN-01"])? {
+            "TLS-ALPN-01" => AcmeChallenge::TlsAlpn01,
+            _ => AcmeChallenge::Http01,
+        };
     }
-    text(s, "tls_letsencrypt_listen", &mut t.letsencrypt_listen)?;
+    if let Some(v) = s.get("tls_letsencrypt_listen") {
+        let text = v.text()?;
+        t.letsencrypt_listen = go_listen_addr(&text).ok_or_else(|| {
+            v.error(format!(
+                "{text:?} is not a listen address (expected host:port or :port, e.g. :http, :80, 0.0.0.0:80)"
+            ))
+        })?;
+    }
     text(s, "acme_url", &mut t.acme_url)?;
     text(s, "acme_email", &mut t.acme_email)?;
     Ok(())
@@ -647,12 +657,6 @@ fn is_http_url(text: &str) -> bool {
         .is_some_and(|rest| !rest.is_empty())
 }
 
-/// The host part of an http(s) URL, without user info, port or a trailing dot.
-fn url_host(url: &str) -> Option<String> {
-    let (host, _) = super::url_host_port(url)?;
-    Some(host.trim_end_matches('.').to_owned())
-}
-
 /// Rules that involve more than one key; the message points at the key to change.
 fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     // Points at the key's setting when it was written, else names the key alone.
@@ -663,16 +667,6 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
         },
     };
 
-    if !is_http_url(&c.server_url) {
-        return Err(at(
-            "server_url",
-            format!(
-                "{:?} must start with http:// or https:// (expected e.g. https://headway.example.com or http://203.0.113.5:8080)",
-                c.server_url
-            ),
-        ));
-    }
-
     if c.dns.magic_dns && c.dns.base_domain.is_empty() {
         return Err(at(
             "dns.base_domain",
@@ -680,7 +674,7 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
         ));
     }
     if !c.dns.base_domain.is_empty()
-        && let Some(host) = url_host(&c.server_url)
+        && let host = c.server_url.host()
     {
         // Clients resolve the whole base domain inside the tailnet, so a control server
         // living there would become unreachable.
@@ -712,9 +706,7 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
                 "needs dns.magic_dns: true and a dns.base_domain (the zone it answers for, delegated to headway with an NS record)".into(),
             ));
         }
-        if auth.nameserver.is_empty()
-            && url_host(&c.server_url).is_none_or(|h| h.parse::<IpAddr>().is_ok())
-        {
+        if auth.nameserver.is_empty() && c.server_url.host_is_address() {
             return Err(at(
                 "dns.authoritative.nameserver",
                 "is needed when server_url has no host name: the zone's NS record must name a host (expected e.g. headway.example.com)".into(),
@@ -756,7 +748,7 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
     }
     if let Some(host) = &c.tls.letsencrypt_hostname {
         let expected = format!("https://{host}");
-        let url = c.server_url.trim_end_matches('/');
+        let url = c.server_url.as_str();
         let matches = url == expected
             || url
                 .strip_prefix(&expected)
@@ -772,7 +764,7 @@ fn check(c: &Config, s: &Layer, warnings: &mut Vec<Warning>) -> Result<(), Confi
         }
     }
     if c.tls.letsencrypt_hostname.is_some()
-        && c.tls.letsencrypt_challenge_type == "TLS-ALPN-01"
+        && c.tls.letsencrypt_challenge_type == AcmeChallenge::TlsAlpn01
         && c.listen_addr.port() != 443
     {
         // Only a warning: a port forward in front of headway can make this work.

@@ -300,7 +300,7 @@ impl Default for Config {
     fn default() -> Self {
         let data = PathBuf::from(DEFAULT_DATA_DIR);
         Config {
-            server_url: "http://127.0.0.1:8080".into(),
+            server_url: ServerUrl::parse("http://127.0.0.1:8080").expect("a valid URL"),
             listen_addr: "127.0.0.1:8080".parse().expect("valid default"),
             metrics_listen_addr: Some("127.0.0.1:9090".parse().expect("valid default")),
             grpc_listen_addr: None,
@@ -337,10 +337,13 @@ impl Default for Config {
             },
             tls: Tls {
                 letsencrypt_cache_dir: data.join("cache"),
-                letsencrypt_challenge_type: "HTTP-01".into(),
-                letsencrypt_listen: ":http".into(),
+                letsencrypt_challenge_type: AcmeChallenge::Http01,
+                letsencrypt_listen: SocketAddr::from(([0, 0, 0, 0], 80)),
                 acme_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
-                ..Tls::default()
+                cert_path: None,
+                key_path: None,
+                letsencrypt_hostname: None,
+                acme_email: String::new(),
             },
             log: Log {
                 level: "info".into(),

@@ -17,6 +17,7 @@ mod lines;
 mod load;
 mod nesting;
 mod records;
+mod server_url;
 #[cfg(test)]
 mod tests;
 mod values;
@@ -25,6 +26,7 @@ pub use load::{
     ConfigError, Loaded, MAX_CONFIG_BYTES, Warning, load, load_from_str, load_with, search_path,
 };
 pub use records::{MAX_RECORDS_BYTES, parse_extra_records, read_extra_records};
+pub use server_url::ServerUrl;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::collections::BTreeMap;
@@ -38,7 +40,7 @@ pub const DEFAULT_DATA_DIR: &str = "headway-data";
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Public URL clients use (`server_url`).
-    pub server_url: String,
+    pub server_url: ServerUrl,
     /// Main HTTP listener (`listen_addr`).
     pub listen_addr: SocketAddr,
     /// Prometheus listener (`metrics_listen_addr`); `None` when empty.
@@ -191,17 +193,27 @@ pub struct DerpServer {
     pub ipv6: Option<std::net::Ipv6Addr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Tls {
     pub cert_path: Option<PathBuf>,
     pub key_path: Option<PathBuf>,
     pub letsencrypt_hostname: Option<String>,
     pub letsencrypt_cache_dir: PathBuf,
-    /// `HTTP-01` or `TLS-ALPN-01`.
-    pub letsencrypt_challenge_type: String,
-    pub letsencrypt_listen: String,
+    /// `tls_letsencrypt_challenge_type`.
+    pub letsencrypt_challenge_type: AcmeChallenge,
+    /// `tls_letsencrypt_listen` (Go's `:http`, `:80`, `host:port` spellings).
+    pub letsencrypt_listen: SocketAddr,
     pub acme_url: String,
     pub acme_email: String,
+}
+
+/// How the ACME service checks that headway holds its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `HTTP-01`: a token on `tls_letsencrypt_listen` (port 80).
+    Http01,
+    /// `TLS-ALPN-01`: a certificate on `listen_addr` (port 443).
+    TlsAlpn01,
 }
 
 impl Tls {
@@ -319,20 +331,4 @@ pub struct Cli {
     pub timeout: Duration,
     /// `cli.insecure`: skip certificate checks on the remote address.
     pub insecure: bool,
-}
-
-/// The host (a lower-case DNS name, or an IP address without brackets) and port
-/// (the scheme's default when absent) of an http(s) URL such as `server_url`.
-pub fn url_host_port(url: &str) -> Option<(String, u16)> {
-    let url = url::Url::parse(url).ok()?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return None;
-    }
-    let host = match url.host()? {
-        url::Host::Domain(name) if !name.is_empty() => name.to_owned(),
-        url::Host::Domain(_) => return None,
-        url::Host::Ipv4(ip) => ip.to_string(),
-        url::Host::Ipv6(ip) => ip.to_string(),
-    };
-    Some((host, url.port_or_known_default()?))
 }

@@ -103,7 +103,7 @@ fn example_config_documents_every_key_headway_reads() {
 fn guide_style_legacy_config_loads_with_one_warning_per_legacy_key() {
     let loaded = load_from_str(LEGACY_GUIDE, "legacy-guide.yaml", &no_env).unwrap();
     let c = &loaded.config;
-    assert_eq!(c.server_url, "http://203.0.113.5:8080");
+    assert_eq!(c.server_url.as_str(), "http://203.0.113.5:8080");
     assert_eq!(c.listen_addr, net("0.0.0.0:8080"));
     assert_eq!(c.metrics_listen_addr, Some(net("127.0.0.1:9090")));
     assert_eq!(c.grpc_listen_addr, Some(net("0.0.0.0:50443")));
@@ -265,6 +265,14 @@ fn bad_values_name_file_line_key_value_and_allowed_form() {
         (
             "# listeners\nlisten_addr: 0.0.0.0\n",
             "config.yaml:2: listen_addr: \"0.0.0.0\" is not a listen address (expected host:port, e.g. 127.0.0.1:8080",
+        ),
+        (
+            "# ACME\ntls_letsencrypt_listen: port80\n",
+            "config.yaml:2: tls_letsencrypt_listen: \"port80\" is not a listen address (expected host:port or :port",
+        ),
+        (
+            "server_url: https://user:secret@hs.example.com\n",
+            "config.yaml:1: server_url: \"https://user:secret@hs.example.com\" carries a user name or password",
         ),
         (
             "derp:\n  server:\n    stun_listen_addr: udp/3478\n",
@@ -978,4 +986,17 @@ fn connection_limits_are_read_and_zero_timeouts_refused() {
     );
     let none = refusal("limits:\n  max_pending_per_source: 0\n");
     assert!(none.contains("limits.max_pending_per_source"), "{none}");
+}
+
+#[test]
+fn tls_letsencrypt_listen_takes_go_spellings() {
+    let addr = |text: &str| super::values::go_listen_addr(text).map(|a| a.to_string());
+    assert_eq!(addr(":http").as_deref(), Some("0.0.0.0:80"));
+    assert_eq!(addr(":https").as_deref(), Some("0.0.0.0:443"));
+    assert_eq!(addr(":8080").as_deref(), Some("0.0.0.0:8080"));
+    assert_eq!(addr("127.0.0.1:80").as_deref(), Some("127.0.0.1:80"));
+    assert_eq!(addr("[::1]:http").as_deref(), Some("[::1]:80"));
+    for bad in ["", "80", ":web", "localhost:80", ":99999"] {
+        assert_eq!(addr(bad), None, "{bad:?}");
+    }
 }

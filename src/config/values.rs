@@ -332,3 +332,21 @@ pub(crate) fn in_tailscale_range(prefix: &IpNet) -> bool {
     let ula: IpNet = "fd7a:115c:a1e0::/48".parse().expect("valid constant");
     cgnat.contains(prefix) || ula.contains(prefix)
 }
+
+/// A Go listen address: `host:port` or `:port`, where the port may be a service
+/// name (`http`, `https`), as Headscale's `tls_letsencrypt_listen` takes it.
+pub(crate) fn go_listen_addr(text: &str) -> Option<SocketAddr> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port: u16 = match port {
+        "http" => 80,
+        "https" => 443,
+        number => number.parse().ok()?,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip = if host.is_empty() {
+        std::net::IpAddr::from([0, 0, 0, 0])
+    } else {
+        host.parse().ok()?
+    };
+    Some(SocketAddr::new(ip, port))
+}

@@ -33,7 +33,7 @@ pub async fn bootstrap_dns(
         .flat_map(|r| &r.nodes)
         .map(|n| n.host_name.to_ascii_lowercase())
         .collect();
-    names.insert(super::map::host_of(&ctl.server_url).to_ascii_lowercase());
+    names.insert(ctl.server_url.host().to_owned());
     names.retain(|n| !n.is_empty());
     if let Some(q) = &query.q {
         let q = q.trim_end_matches('.').to_ascii_lowercase();

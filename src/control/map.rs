@@ -49,7 +49,7 @@ pub struct MapSettings {
 
 impl MapSettings {
     pub fn from_config(config: &Config) -> MapSettings {
-        let domain = host_of(&config.server_url);
+        let domain = config.server_url.host().to_owned();
         MapSettings {
             base_domain: config.dns.base_domain.trim_matches('.').to_owned(),
             domain,
@@ -64,19 +64,6 @@ impl MapSettings {
             randomize_client_port: config.randomize_client_port,
         }
     }
-}
-
-pub(super) fn host_of(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if let Some(v6) = host.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6).to_owned();
-    }
-    host.rsplit_once(':')
-        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h)
-        .to_owned()
 }
 
 /// The client DNS configuration from `dns.*`, or `None` when there is nothing to say.
@@ -570,17 +557,4 @@ pub fn derp_map_for(derp: &Arc<DERPMap>, capver: u32) -> Arc<DERPMap> {
         }
     }
     Arc::new(old)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_of_server_urls() {
-        assert_eq!(host_of("http://127.0.0.1:8080"), "127.0.0.1");
-        assert_eq!(host_of("https://hs.example.com/"), "hs.example.com");
-        assert_eq!(host_of("http://[::1]:8080"), "::1");
-        assert_eq!(host_of("https://example.com"), "example.com");
-    }
 }

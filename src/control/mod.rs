@@ -94,8 +94,8 @@ pub struct Control {
     pub hub: Arc<hub::Hub>,
     pub derp: DerpMaps,
     pub settings: Arc<map::MapSettings>,
-    /// `server_url` without a trailing slash, for auth URLs.
-    pub server_url: Arc<str>,
+    /// `server_url`, for auth URLs, ping URLs and the bootstrap names.
+    pub server_url: Arc<crate::config::ServerUrl>,
     /// ACME challenge records nodes publish, served by the DNS listener
     /// (`dns.authoritative`); `None` when it is off.
     pub acme: Option<Arc<acme::AcmeRecords>>,
@@ -136,14 +136,14 @@ impl Control {
         state: Arc<State>,
         derp: DerpMaps,
         settings: map::MapSettings,
-        server_url: &str,
+        server_url: crate::config::ServerUrl,
     ) -> Control {
         Control {
             state,
             hub: Arc::new(hub::Hub::new()),
             derp,
             settings: Arc::new(settings),
-            server_url: server_url.trim_end_matches('/').into(),
+            server_url: Arc::new(server_url),
             acme: None,
             pings: Arc::default(),
             register_limit: Arc::new(crate::limits::RateLimit::new(

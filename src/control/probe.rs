@@ -133,12 +133,14 @@ struct Probe {
 impl Control {
     /// Probes shared routers every `probe.interval` until the task is dropped.
     pub async fn probe_routers(self, probe: HaProbe) {
-        let host = url::Url::parse(&self.server_url)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned))
-            .unwrap_or_else(|| "localhost".into());
         // Over Noise, the URL's host is not dialled; `https` makes clients use
         // their Noise connection for it.
+        let host = self.server_url.host();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
         let base = format!("https://{host}{PING_RESPONSE_PATH}?id=");
         let mut tick = tokio::time::interval(probe.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -639,7 +639,7 @@ mod protocol {
             state.clone(),
             DerpMaps::fixed(DERPMap::default()),
             map_settings,
-            "http://127.0.0.1:1",
+            crate::config::ServerUrl::parse("http://127.0.0.1:1").unwrap(),
         );
         control.acme = Some(Arc::new(super::acme::AcmeRecords::new(Arc::new(
             crate::dns::Challenges::new(),

@@ -18,18 +18,6 @@ pub struct Endpoint {
     pub stun_port: Option<u16>,
 }
 
-/// Why `server_url` cannot carry the relay.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "server_url {0:?} has no host for the embedded relay (expected e.g. http://203.0.113.5:8080)"
-)]
-pub struct NoHost(pub String);
-
-/// The host and port of `server_url`.
-pub fn host_and_port(server_url: &str) -> Result<(String, u16), NoHost> {
-    crate::config::url_host_port(server_url).ok_or_else(|| NoHost(server_url.to_owned()))
-}
-
 /// The region clients get for the embedded relay: one node, named after the region.
 pub fn region(config: &DerpServer, at: &Endpoint) -> DERPRegion {
     let literal = at.host.parse::<IpAddr>().ok();
@@ -69,21 +57,6 @@ mod tests {
 
     fn config() -> DerpServer {
         crate::config::Config::default().derp.server
-    }
-
-    #[test]
-    fn server_url_gives_host_and_port() {
-        let cases = [
-            ("http://203.0.113.5:8080", "203.0.113.5", 8080),
-            ("https://hs.example.com", "hs.example.com", 443),
-            ("http://hs.example.com/", "hs.example.com", 80),
-            ("http://[2001:db8::1]:8080", "2001:db8::1", 8080),
-        ];
-        for (url, host, port) in cases {
-            assert_eq!(host_and_port(url), Ok((host.to_owned(), port)), "{url}");
-        }
-        assert!(host_and_port("not a url").is_err());
-        assert!(host_and_port("unix:/tmp/x").is_err());
     }
 
     #[test]

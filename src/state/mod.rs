@@ -110,7 +110,7 @@ impl Settings {
                 mode: config.policy.mode,
                 path: config.policy.path.clone(),
             },
-            server_url: config.server_url.trim_end_matches('/').to_owned(),
+            server_url: config.server_url.as_str().to_owned(),
         }
     }
 }
