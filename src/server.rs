@@ -322,11 +322,19 @@ impl Server {
                 let addr = listener.local_addr()?;
                 let router = acme.http01_router(&self.server_url);
                 let http01_stop = stopped();
+                // Held to the same connection limits as listen_addr: it is public too.
+                let (http01_limits, http01_tasks) = (self.limits.clone(), owned.clone());
                 tasks.spawn(async move {
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(http01_stop)
-                        .await
-                        .context("tls_letsencrypt_listen failed")
+                    crate::http::listener::serve(
+                        listener,
+                        router,
+                        None,
+                        http01_limits,
+                        &http01_tasks,
+                        http01_stop,
+                    )
+                    .await
+                    .context("tls_letsencrypt_listen failed")
                 });
                 tracing::info!(%addr, "answering ACME HTTP-01 challenges");
             }

@@ -3,8 +3,10 @@
 //!
 //! Errors are logged at debug level only: a DNS port sees floods and scans.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,12 @@ const MAX_DATAGRAM: usize = 4096;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; further ones are closed as they arrive.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections one address may hold at once, so that one client cannot take
+/// every place.
+pub(super) const MAX_PER_SOURCE: usize = 8;
+/// However busy, a connection is closed after this long (a client trickling
+/// one query every few seconds would otherwise keep its place for ever).
+const MAX_LIFETIME: Duration = Duration::from_secs(60);
 /// A pause after an error that may repeat at once (out of file descriptors),
 /// so that the loop does not spin.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -67,19 +75,25 @@ async fn serve_udp(zone: &Zone, socket: UdpSocket) {
 
 async fn serve_tcp(zone: &Arc<Zone>, listener: TcpListener) {
     let mut connections = JoinSet::new();
+    let mut per_source: HashMap<IpAddr, usize> = HashMap::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, from)) => {
-                    if connections.len() >= MAX_CONNECTIONS {
+                    let held = per_source.entry(from.ip()).or_default();
+                    if connections.len() >= MAX_CONNECTIONS || *held >= MAX_PER_SOURCE {
                         tracing::debug!(%from, "DNS connection refused: too many open");
                         continue;
                     }
+                    *held += 1;
                     let zone = zone.clone();
                     connections.spawn(async move {
-                        if let Err(err) = serve_connection(&zone, stream).await {
-                            tracing::debug!(%from, %err, "DNS connection ended");
+                        match tokio::time::timeout(MAX_LIFETIME, serve_connection(&zone, stream)).await {
+                            Ok(Err(err)) => tracing::debug!(%from, %err, "DNS connection ended"),
+                            Err(_) => tracing::debug!(%from, "DNS connection closed after its lifetime"),
+                            Ok(Ok(())) => {}
                         }
+                        from.ip()
                     });
                 }
                 Err(err) => {
@@ -88,7 +102,16 @@ async fn serve_tcp(zone: &Arc<Zone>, listener: TcpListener) {
                 }
             },
             // Finished connections leave the set, freeing their places.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(done) = connections.join_next(), if !connections.is_empty() => {
+                if let Ok(ip) = done
+                    && let Some(held) = per_source.get_mut(&ip)
+                {
+                    *held -= 1;
+                    if *held == 0 {
+                        per_source.remove(&ip);
+                    }
+                }
+            }
         }
     }
 }

@@ -513,3 +513,50 @@ async fn serves_txt_over_udp_and_tcp() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn one_address_cannot_take_every_tcp_place() {
+    let zone = Arc::new(zone());
+    zone.challenges
+        .publish(CHALLENGE, VALUE, Instant::now())
+        .unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = tcp.local_addr().unwrap().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(zone, udp, tcp, async {
+        let _ = stopped.await;
+    }));
+    let from = |ip: [u8; 4]| async move {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((ip, 0).into()).unwrap();
+        socket.connect(([127, 0, 0, 1], port).into()).await.unwrap()
+    };
+    // A quiet address holds its share of places…
+    let mut held = Vec::new();
+    for _ in 0..super::listener::MAX_PER_SOURCE {
+        held.push(from([127, 0, 0, 1]).await);
+    }
+    // …and its next connection is closed at once.
+    let mut extra = from([127, 0, 0, 1]).await;
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut byte)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the extra connection stayed open"
+    );
+    // Another address is served meanwhile.
+    let request = query(CHALLENGE, RecordType::TXT).to_vec().unwrap();
+    let mut other = from([127, 0, 0, 2]).await;
+    let mut framed = u16::try_from(request.len()).unwrap().to_be_bytes().to_vec();
+    framed.extend_from_slice(&request);
+    other.write_all(&framed).await.unwrap();
+    let mut prefix = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), other.read_exact(&mut prefix))
+        .await
+        .expect("another address is answered")
+        .unwrap();
+    drop(held);
+    stop.send(()).unwrap();
+    server.await.unwrap();
+}

@@ -80,7 +80,8 @@ fn http01_gets_a_certificate_that_clients_and_the_relay_use_and_a_restart_keeps_
         // leaves it alone.
         &format!(
             "tls_letsencrypt_listen: 127.0.0.1:{http01}\n\
-             grpc_listen_addr: \"127.0.0.1:0\"\ngrpc_allow_insecure: false\n"
+             grpc_listen_addr: \"127.0.0.1:0\"\ngrpc_allow_insecure: false\n\
+             limits:\n  handshake_timeout: 2s\n"
         ),
         None,
     );
@@ -105,6 +106,19 @@ fn http01_gets_a_certificate_that_clients_and_the_relay_use_and_a_restart_keeps_
     assert_eq!(
         String::from_utf8_lossy(&redirect.stdout),
         format!("308 https://localhost:{port}/register/abc")
+    );
+    // A connection to it that says nothing is closed at the handshake timeout,
+    // as on listen_addr.
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", http01)).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let opened = Instant::now();
+    let read = std::io::Read::read(&mut silent, &mut [0u8; 1]);
+    assert!(
+        matches!(read, Ok(0)) && opened.elapsed() < Duration::from_secs(8),
+        "{read:?} after {:?}",
+        opened.elapsed()
     );
     // Remote gRPC presents the same certificate: the CLI, trusting only
     // Pebble's root and checking the name, works over it with an API key.
