@@ -90,6 +90,16 @@ impl Tasks {
         left
     }
 
+    /// An executor for hyper's per-stream tasks (HTTP/2), so that a stream
+    /// outliving its connection is still one of the server's tasks. With
+    /// `finishing`, streams get the grace period; otherwise they end at once.
+    pub fn executor(&self, finishing: bool) -> Executor {
+        Executor {
+            tasks: self.clone(),
+            finishing,
+        }
+    }
+
     /// Tasks still running.
     pub fn len(&self) -> usize {
         self.tracker.len()
@@ -97,6 +107,30 @@ impl Tasks {
 
     pub fn is_empty(&self) -> bool {
         self.tracker.is_empty()
+    }
+}
+
+/// See [`Tasks::executor`].
+#[derive(Clone, Debug)]
+pub struct Executor {
+    tasks: Tasks,
+    finishing: bool,
+}
+
+impl<F> hyper::rt::Executor<F> for Executor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, task: F) {
+        let task = async move {
+            task.await;
+        };
+        if self.finishing {
+            self.tasks.spawn_finishing(task);
+        } else {
+            self.tasks.spawn(task);
+        }
     }
 }
 

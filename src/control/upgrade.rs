@@ -26,7 +26,7 @@ use axum::routing::get;
 use base64::Engine;
 use http_body_util::Limited;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -398,7 +398,7 @@ async fn serve_noise<IO>(
                 )
             }
         });
-    let result = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let result = hyper::server::conn::http2::Builder::new(shared.tasks.executor(false))
         .timer(TokioTimer::new())
         .keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)

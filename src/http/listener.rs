@@ -9,7 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -51,6 +51,7 @@ pub async fn serve(
             router.clone(),
             tls.clone(),
             stop_rx.clone(),
+            tasks.clone(),
         ));
     }
     let _ = stop_tx.send(true);
@@ -66,6 +67,7 @@ async fn connection(
     router: Router,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
+    tasks: Tasks,
 ) {
     let conn = tcp.conn().clone();
     let handshake_timeout = conn.settings().handshake_timeout;
@@ -84,12 +86,14 @@ async fn connection(
     match tls.filter(|_| is_tls) {
         Some(acceptor) => {
             match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => http(TokioIo::new(stream), remote, conn, router, stop).await,
+                Ok(Ok(stream)) => {
+                    http(TokioIo::new(stream), remote, conn, router, stop, &tasks).await;
+                }
                 Ok(Err(err)) => tracing::debug!(%remote, %err, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
             }
         }
-        None => http(TokioIo::new(tcp), remote, conn, router, stop).await,
+        None => http(TokioIo::new(tcp), remote, conn, router, stop, &tasks).await,
     }
 }
 
@@ -99,6 +103,7 @@ async fn http<IO>(
     conn: Conn,
     router: Router,
     mut stop: watch::Receiver<bool>,
+    tasks: &Tasks,
 ) where
     IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -119,7 +124,7 @@ async fn http<IO>(
             )
         }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(tasks.executor(true));
     // The next request's headers are due within `request_timeout` of the last
     // response, which also closes idle HTTP/1 keep-alive connections.
     builder
