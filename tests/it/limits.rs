@@ -5,17 +5,16 @@
 //! `ulimit -n 1024`) leave room for real clients, `/health` and the admin CLI,
 //! and a real client waits out a 429.
 
+use crate::support::control_client::{connect_from, noise_client, post, register_body, target};
 use crate::support::{Spawn, TestServer, field_after, http_get};
 use bytes::Bytes;
-use headway::bench::node::{Target, fetch_server_key, upgrade};
+use headway::bench::node::upgrade;
 use headway::types::{NodeKey, PrivateKey};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
 
 /// Short timeouts, so that a test sees them end connections.
 fn short_limits(seconds: u64) -> String {
@@ -36,22 +35,6 @@ fn http_addr(server: &TestServer) -> SocketAddr {
     server.http_addr.parse().unwrap()
 }
 
-async fn target(server: &TestServer) -> Target {
-    let addr = http_addr(server);
-    Target {
-        addr,
-        host: server.http_addr.clone(),
-        server_key: fetch_server_key(addr, &server.http_addr).await.unwrap(),
-    }
-}
-
-/// A TCP connection to `to` from the loopback address `source`.
-async fn connect_from(source: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-    socket.connect(to).await
-}
-
 /// Reads and discards until the server closes the connection; `None` if it
 /// is still open after `cap`.
 async fn until_closed<R: AsyncRead + Unpin>(io: &mut R, cap: Duration) -> Option<()> {
@@ -66,31 +49,6 @@ async fn until_closed<R: AsyncRead + Unpin>(io: &mut R, cap: Duration) -> Option
     })
     .await
     .ok()
-}
-
-/// HTTP/2 inside Noise over a new connection from `source`.
-async fn noise_client(target: &Target, source: Ipv4Addr) -> SendRequest<Full<Bytes>> {
-    let tcp = connect_from(source, target.addr).await.unwrap();
-    let stream = upgrade(tcp, target, &PrivateKey::generate()).await.unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    sender
-}
-
-async fn post(
-    sender: &mut SendRequest<Full<Bytes>>,
-    path: &str,
-    body: String,
-) -> hyper::Response<Bytes> {
-    let request = hyper::Request::post(format!("http://control{path}"))
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    hyper::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
 }
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -236,18 +194,6 @@ fn every_phase_of_a_connection_ends_at_its_timeout() {
     assert_eq!(http_get(&server.http_addr, "/health").0, 200);
 }
 
-fn register_body(node_key: &NodeKey, auth_key: &str) -> String {
-    serde_json::json!({
-        "Version": 142,
-        "NodeKey": node_key.to_string(),
-        "OldNodeKey": NodeKey::zero().to_string(),
-        "Auth": {"AuthKey": auth_key},
-        "Expiry": "0001-01-01T00:00:00Z",
-        "Hostinfo": {"Hostname": "eager", "OS": "linux"},
-    })
-    .to_string()
-}
-
 /// The registration limit of `limits.register_burst: 5` and
 /// `limits.register_interval: 5s`, with a pre-auth key of user `default`.
 fn rate_limited_server(port: Option<u16>) -> (TestServer, String) {
@@ -308,6 +254,7 @@ mod with_clients {
     use super::*;
     use crate::clients::{assert_logged_in, key};
     use crate::support::tailscale::{Client, free_port, versions};
+    use headway::bench::node::Target;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 

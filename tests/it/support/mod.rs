@@ -1,5 +1,6 @@
 //! Test support: spawning a real server, running the real CLI, a gRPC client.
 
+pub mod control_client;
 pub mod netns;
 pub mod pebble;
 pub mod tailscale;
