@@ -1,7 +1,7 @@
 //! A small TS2021 control client for tests that play simulated nodes: the
 //! `/ts2021` upgrade and Noise handshake as a chosen machine, HTTP/2 inside, and
-//! the JSON body of a `/machine/register` request. It knows the wire, not what
-//! the server should answer; the tests judge that.
+//! the JSON bodies of `/machine/register` and `/machine/map` requests. It knows
+//! the wire, not what the server should answer; the tests judge that.
 
 use super::TestServer;
 use bytes::Bytes;
@@ -107,6 +107,46 @@ pub fn register_with_key(
 /// [`register_with_key`] with the hostname `eager` and no routes.
 pub fn register_body(node_key: &NodeKey, auth_key: &str) -> String {
     register_with_key(node_key, auth_key, "eager", &[])
+}
+
+/// A node-key rotation: the machine proves itself with its previous key, no
+/// pre-auth key (what tailscaled sends when its key nears expiry).
+pub fn rotate_body(old: &NodeKey, new: &NodeKey, hostname: &str) -> String {
+    serde_json::json!({
+        "Version": CAPVER,
+        "NodeKey": new.to_string(),
+        "OldNodeKey": old.to_string(),
+        "Expiry": "0001-01-01T00:00:00Z",
+        "Hostinfo": hostinfo(hostname, &[]),
+    })
+    .to_string()
+}
+
+/// `tailscale logout`: a registration whose expiry is in the past.
+pub fn logout_body(node_key: &NodeKey, hostname: &str) -> String {
+    serde_json::json!({
+        "Version": CAPVER,
+        "NodeKey": node_key.to_string(),
+        "OldNodeKey": NodeKey::zero().to_string(),
+        "Expiry": "2001-01-01T00:00:00Z",
+        "Hostinfo": hostinfo(hostname, &[]),
+    })
+    .to_string()
+}
+
+/// A lite map update (`Stream:false`, `OmitPeers:true`): the node reports its
+/// hostname and the routes it advertises, and gets no map back.
+pub fn lite_update_body(node_key: &NodeKey, hostname: &str, routes: &[String]) -> String {
+    serde_json::json!({
+        "Version": CAPVER,
+        "Compress": "zstd",
+        "KeepAlive": true,
+        "Stream": false,
+        "OmitPeers": true,
+        "NodeKey": node_key.to_string(),
+        "Hostinfo": hostinfo(hostname, routes),
+    })
+    .to_string()
 }
 
 fn hostinfo(hostname: &str, routes: &[String]) -> serde_json::Value {
