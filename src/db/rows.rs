@@ -101,12 +101,7 @@ pub(super) fn from_sqlx(err: sqlx::Error) -> Error {
 /// What an admin must know when SQLite refuses for a reason outside headway: the
 /// file locked by another process, a full disk, or a read-only file.
 pub(super) fn storage_condition(err: &sqlx::Error) -> Option<String> {
-    let sqlx::Error::Database(db_err) = err else {
-        return None;
-    };
-    // Extended result codes carry the primary code in their low byte.
-    let code: i32 = db_err.code()?.parse().ok()?;
-    let said = match code & 0xff {
+    let said = match primary_code(err)? {
         5 | 6 => {
             "the database is locked by another process (another headway on the same file, or a sqlite3 shell in a transaction?); nothing was changed"
         }
@@ -116,9 +111,22 @@ pub(super) fn storage_condition(err: &sqlx::Error) -> Option<String> {
         8 => {
             "the database cannot be written (a read-only file or file system); nothing was changed"
         }
+        10 => {
+            "the database could not be written: the disk or file system reported an I/O error (failing, or turned read-only); nothing was changed"
+        }
         _ => return None,
     };
     Some(said.to_owned())
+}
+
+/// SQLite's primary result code of a database error (extended codes carry it
+/// in their low byte).
+fn primary_code(err: &sqlx::Error) -> Option<i32> {
+    let sqlx::Error::Database(db_err) = err else {
+        return None;
+    };
+    let code: i32 = db_err.code()?.parse().ok()?;
+    Some(code & 0xff)
 }
 
 /// Whether a statement failed because a FOREIGN KEY rule refused it.

@@ -128,20 +128,18 @@ impl State {
         let renamed = report
             .hostname
             .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty() && h.len() <= 255 && *h != before.hostname)
-            .map(|hostname| {
-                let given = self.given_name_after_rename(&before, &hostname);
-                (hostname, given)
-            });
+            .filter(|h| !h.is_empty() && h.len() <= 255 && *h != before.hostname);
         if hostinfo.is_some() || renamed.is_some() {
             change.merge(Change::node_changed(id));
         }
         if endpoints.is_some() || disco.is_some() || hostinfo.is_some() || renamed.is_some() {
             let (_, moved) = self
                 .edit_presence(id, |node| {
-                    if let Some((hostname, given)) = renamed {
+                    // Chosen under the write lock, so a name another node took
+                    // meanwhile is never picked (which would refuse the whole report).
+                    if let Some(hostname) = renamed {
+                        node.given_name = self.given_name_after_rename(node, &hostname);
                         node.hostname = hostname;
-                        node.given_name = given;
                     }
                     if let Some(e) = endpoints {
                         node.endpoints = e;

@@ -601,3 +601,49 @@ async fn a_primary_that_misses_its_probe_hands_over_and_stays_standby_when_it_an
     assert!(state.is_healthy(c));
     assert!(!state.is_healthy(a));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_renamed_to_one_hostname_at_once_all_keep_their_reports() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
+    let mut nodes = Vec::new();
+    for n in 1..=16 {
+        let (node, _) = state
+            .admit(admission(n, Some(user.id), None))
+            .await
+            .unwrap();
+        nodes.push(node.id);
+    }
+    // Every node takes the same hostname and advertises a route in one report,
+    // all at once: each name is chosen under the write lock, so none of the
+    // reports is refused for a name another node took meanwhile.
+    let reports = nodes.iter().enumerate().map(|(i, id)| {
+        let (state, id) = (state.clone(), *id);
+        let route: ipnet::IpNet = format!("10.{i}.0.0/24").parse().unwrap();
+        tokio::spawn(async move {
+            let report = super::Presence {
+                hostname: Some("busy".into()),
+                advertised_routes: Some(vec![route]),
+                ..Default::default()
+            };
+            state.report_presence(id, report).await.map(|_| ())
+        })
+    });
+    for report in reports.collect::<Vec<_>>() {
+        report.await.unwrap().unwrap();
+    }
+    let snap = state.snapshot();
+    let mut names: Vec<String> = nodes
+        .iter()
+        .map(|id| snap.get(*id).unwrap().given_name.as_str().to_owned())
+        .collect();
+    for id in &nodes {
+        assert_eq!(snap.get(*id).unwrap().hostname, "busy");
+        assert_eq!(snap.routes(*id).len(), 1, "node {id}'s route was dropped");
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), nodes.len(), "{names:?}");
+    assert!(names.contains(&"busy".to_owned()));
+}

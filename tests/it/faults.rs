@@ -233,7 +233,8 @@ fn alive(pid: u32) -> bool {
 /// The database left by a crash (a hot write-ahead log beside it) on a file
 /// system that has since gone read-only: the server starts, serves what was
 /// committed, refuses every write in words that say why, and stays up (no crash
-/// loop). Once the file system is writable again, a restart writes again.
+/// loop). Once the file system is writable again, a restart writes again and
+/// loses nothing.
 #[test]
 fn a_read_only_database_is_named_reads_keep_working_and_the_server_stays_up() {
     // The database in a directory of its own: the log and the admin socket stay writable.
@@ -375,9 +376,6 @@ impl Drop for Ext4Disk {
 /// server (ext4 finding an error, with `errors=remount-ro`): writes are refused
 /// in words that say so, reads keep working and the server stays up.
 #[test]
-#[ignore = "server gap: a write to a database whose file system turned read-only under the \
-            server fails with SQLite's `disk I/O error` (778), which callers see as \
-            `internal error; the server log has the details`"]
 fn a_file_system_turning_read_only_under_the_server_is_named() {
     let config = crate::support::test_config(std::path::Path::new("{dir}"), "")
         .replace("{dir}/db.sqlite", "{dir}/data/db.sqlite");
