@@ -12,11 +12,69 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use yaml_serde::Value;
 
+/// Headscale's ORM settings and their Headscale defaults: a config that keeps
+/// them as they are expects nothing of them.
+const GORM_DEFAULTS: [(&str, &str); 4] = [
+    ("database.gorm.prepare_stmt", "true"),
+    ("database.gorm.parameterized_queries", "true"),
+    ("database.gorm.skip_err_record_not_found", "true"),
+    ("database.gorm.slow_threshold", "1000"),
+];
+
+/// Headscale settings that mean nothing to headway (its internal tuning, its
+/// ORM) or that it does not support yet: said at start-up, once per group and
+/// with the first key's line, instead of being accepted in silence.
+fn inert_settings(s: &Layer, warnings: &mut Vec<Warning>) {
+    let text = |key: &str| s.get(key).and_then(|v| v.text().ok());
+    let tuning: Vec<&Setting> = keys::KEYS
+        .iter()
+        .filter(|k| k.path.starts_with("tuning."))
+        .filter_map(|k| s.get(k.path))
+        .collect();
+    if let Some(first) = tuning.first() {
+        let names: Vec<&str> = tuning.iter().map(|v| v.written.as_str()).collect();
+        warnings.push(first.warning(format!(
+            "has no effect, nor has the rest of tuning ({}): they size Headscale's internal caches and batches; headway's queues size themselves",
+            names.join(", ")
+        )));
+    }
+    let gorm: Vec<&Setting> = GORM_DEFAULTS
+        .iter()
+        .filter(|(key, default)| text(key).is_some_and(|t| t != *default))
+        .filter_map(|(key, _)| s.get(key))
+        .collect();
+    if let Some(first) = gorm.first() {
+        warnings.push(first.warning(
+            "has no effect: database.gorm configures Headscale's ORM (gorm), which headway does not use",
+        ));
+    }
+    if let Some(v) = s.get("database.debug")
+        && text("database.debug").as_deref() == Some("true")
+    {
+        warnings.push(
+            v.warning("is not supported: headway does not log its SQL statements; it is ignored"),
+        );
+    }
+    if let Some(v) = s.get("derp.server.stun.enabled")
+        && text("derp.server.stun.enabled").as_deref() == Some("false")
+    {
+        warnings.push(v.warning(
+            "is ignored: STUN runs with the embedded relay (derp.server.stun_listen_addr) and cannot be turned off alone",
+        ));
+    }
+    if let Some(v) = s.get("preauth_keys.revoked_retention") {
+        warnings.push(v.warning(
+            "is not supported yet: expired and used pre-auth keys are kept until deleted; it is ignored",
+        ));
+    }
+}
+
 /// Headscale's floor: the client keep-alive (60s) plus a margin, so a live node is never reaped.
 const MIN_EPHEMERAL_INACTIVITY: Duration = Duration::from_secs(65);
 
 pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, ConfigError> {
     let mut c = Config::default();
+    inert_settings(s, warnings);
 
     if let Some(v) = s.get("server_url") {
         c.server_url = ServerUrl::parse(&v.text()?).map_err(|why| v.error(why))?;
@@ -37,6 +95,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
         && c.grpc_allow_insecure
         && !addr.ip().is_loopback()
         && s.get("tls_cert_path").is_none()
+        && s.get("tls_letsencrypt_hostname").is_none()
     {
         warnings.push(v.warning(format!(
             "plaintext gRPC on {addr}, which is not a loopback address: API keys and every admin call cross the network readable; give the server a certificate (tls_cert_path) or listen on 127.0.0.1"

@@ -19,7 +19,9 @@ pub(crate) enum Shape {
 pub(crate) enum Role {
     /// Read into a `Config` field.
     Applied,
-    /// A Headscale key headway knows but does not act on yet; accepted silently.
+    /// A Headscale key headway knows but does not act on: accepted, and named in a
+    /// start-up warning when set to anything that would matter
+    /// (`apply::inert_settings`; OIDC has a rule of its own).
     Accepted,
     /// An old spelling; `legacy.rs` maps it onto its modern key with a warning.
     Legacy,
