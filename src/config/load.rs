@@ -302,7 +302,7 @@ impl Default for Config {
         Config {
             server_url: ServerUrl::parse("http://127.0.0.1:8080").expect("a valid URL"),
             listen_addr: "127.0.0.1:8080".parse().expect("valid default"),
-            metrics_listen_addr: Some("127.0.0.1:9090".parse().expect("valid default")),
+            metrics_listen_addr: None,
             grpc_listen_addr: None,
             grpc_allow_insecure: false,
             noise_private_key_path: data.join("noise_private.key"),
