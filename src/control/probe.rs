@@ -98,21 +98,8 @@ pub async fn ping_response(
 /// Routers that share an approved subnet prefix with another online router:
 /// the ones a failover can choose between.
 pub fn shared_routers(snapshot: &Snapshot, online: &dyn Fn(NodeId) -> bool) -> BTreeSet<NodeId> {
-    let mut by_prefix: HashMap<ipnet::IpNet, Vec<NodeId>> = HashMap::new();
-    for route in snapshot.all_routes() {
-        if route.advertised
-            && route.approved
-            && !route.is_exit()
-            && snapshot.get(route.node_id).is_some()
-            && online(route.node_id)
-        {
-            by_prefix
-                .entry(route.prefix)
-                .or_default()
-                .push(route.node_id);
-        }
-    }
-    by_prefix
+    snapshot
+        .candidates(online)
         .into_values()
         .filter(|routers| routers.len() > 1)
         .flatten()

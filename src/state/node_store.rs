@@ -105,6 +105,26 @@ impl Snapshot {
         online: &dyn Fn(NodeId) -> bool,
         healthy: &dyn Fn(NodeId) -> bool,
     ) -> BTreeMap<IpNet, NodeId> {
+        self.candidates(online)
+            .into_iter()
+            .filter_map(|(prefix, routers)| {
+                let current = self
+                    .primaries
+                    .get(&prefix)
+                    .copied()
+                    .filter(|current| routers.contains(current));
+                let chosen = current
+                    .filter(|c| healthy(*c))
+                    .or_else(|| routers.iter().copied().find(|r| healthy(*r)))
+                    .or(current)?;
+                Some((prefix, chosen))
+            })
+            .collect()
+    }
+
+    /// The routers an election chooses from, by subnet prefix (ordered by node
+    /// id): nodes that `online` accepts, advertising the prefix with it approved.
+    pub fn candidates(&self, online: &dyn Fn(NodeId) -> bool) -> BTreeMap<IpNet, Vec<NodeId>> {
         let mut candidates: BTreeMap<IpNet, Vec<NodeId>> = BTreeMap::new();
         // `routes` is ordered by node id, so each list is too.
         for route in self.all_routes() {
@@ -121,20 +141,6 @@ impl Snapshot {
             }
         }
         candidates
-            .into_iter()
-            .filter_map(|(prefix, routers)| {
-                let current = self
-                    .primaries
-                    .get(&prefix)
-                    .copied()
-                    .filter(|current| routers.contains(current));
-                let chosen = current
-                    .filter(|c| healthy(*c))
-                    .or_else(|| routers.iter().copied().find(|r| healthy(*r)))
-                    .or(current)?;
-                Some((prefix, chosen))
-            })
-            .collect()
     }
 
     pub fn set_primaries(&mut self, primaries: BTreeMap<IpNet, NodeId>) {

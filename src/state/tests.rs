@@ -439,14 +439,12 @@ async fn the_in_memory_users_follow_every_user_mutation() {
     assert_eq!(state.users().len(), 1, "a refused mutation changes nothing");
 }
 
-#[tokio::test]
-async fn a_prefix_fails_over_to_an_online_router_and_does_not_flap_back() {
-    let (_dir, state) = state(None).await;
-    let state = Arc::new(state);
+/// `count` routers of a new user, each advertising `lan` with it approved
+/// (offline until their sessions open).
+async fn routers_of(state: &State, lan: ipnet::IpNet, count: u8) -> Vec<NodeId> {
     let (user, _) = state.create_user("default", "", "", "").await.unwrap();
-    let lan: ipnet::IpNet = "192.168.100.0/24".parse().unwrap();
     let mut routers = Vec::new();
-    for n in 1..=2 {
+    for n in 1..=count {
         let mut adm = admission(n, Some(user.id), None);
         adm.advertised_routes = vec![lan];
         let (node, _) = state.admit(adm).await.unwrap();
@@ -456,6 +454,15 @@ async fn a_prefix_fails_over_to_an_online_router_and_does_not_flap_back() {
             .unwrap();
         routers.push(node.id);
     }
+    routers
+}
+
+#[tokio::test]
+async fn a_prefix_fails_over_to_an_online_router_and_does_not_flap_back() {
+    let (_dir, state) = state(None).await;
+    let state = Arc::new(state);
+    let lan: ipnet::IpNet = "192.168.100.0/24".parse().unwrap();
+    let routers = routers_of(&state, lan, 2).await;
     let (first, second) = (routers[0], routers[1]);
     let primary = || state.snapshot().primary_for(&lan);
     let announced =
@@ -552,19 +559,10 @@ async fn a_new_hostname_moves_a_derived_name_but_never_an_admin_chosen_one() {
 async fn a_primary_that_misses_its_probe_hands_over_and_stays_standby_when_it_answers() {
     let (_dir, state) = state(None).await;
     let state = Arc::new(state);
-    let (user, _) = state.create_user("default", "", "", "").await.unwrap();
     let lan: ipnet::IpNet = "192.168.100.0/24".parse().unwrap();
-    let mut routers = Vec::new();
-    for n in 1..=3 {
-        let mut adm = admission(n, Some(user.id), None);
-        adm.advertised_routes = vec![lan];
-        let (node, _) = state.admit(adm).await.unwrap();
-        state
-            .set_approved_routes(node.id, &[lan.to_string()])
-            .await
-            .unwrap();
-        state.session_opened(node.id);
-        routers.push(node.id);
+    let routers = routers_of(&state, lan, 3).await;
+    for id in &routers {
+        state.session_opened(*id);
     }
     let [a, b, c] = routers[..] else {
         unreachable!()

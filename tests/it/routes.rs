@@ -150,6 +150,42 @@ fn exchange_source(
         .unwrap_or_default()
 }
 
+/// A LAN host that runs no Tailscale (an echo server at `LAN_HOST`), two
+/// routers between it and the uplink switch (10.99.0.11 and .12, LAN addresses
+/// .1 and .2), and a laptop on the switch (10.99.0.10).
+struct TwoRouterLan {
+    /// Kept alive as long as the LAN is needed.
+    _lan: Switch,
+    target: SocketAddr,
+    /// Who the LAN host's echo server saw connecting.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    r1: Netns,
+    /// The switch port of the first router's uplink.
+    r1_uplink: String,
+    r2: Netns,
+    laptop_ns: Netns,
+}
+
+fn two_routers_and_a_laptop(hub: &Switch) -> TwoRouterLan {
+    let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
+    let (echo_port, seen) = lan.ns.echo_server(LAN_HOST);
+    let (r1, r1_uplink) = machine_on_port(hub, "ra", 11);
+    let r2 = machine(hub, "rb", 12);
+    for (ns, addr) in [(&r1, "192.168.100.1/24"), (&r2, "192.168.100.2/24")] {
+        lan.attach(ns, "lan0", addr, false);
+        ns.forward();
+    }
+    TwoRouterLan {
+        _lan: lan,
+        target: format!("{LAN_HOST}:{echo_port}").parse().unwrap(),
+        seen,
+        r1,
+        r1_uplink,
+        r2,
+        laptop_ns: machine(hub, "cl", 10),
+    }
+}
+
 fn table_52(ns: &Netns) -> String {
     ns.ip_output(&["route", "show", "table", "52"])
 }
@@ -159,16 +195,15 @@ fn a_subnet_router_serves_its_lan_once_approved_and_a_standby_takes_over() {
     for version in versions() {
         let (hub, server) = hub_with_server();
         // The LAN: a host that runs no Tailscale, behind two routers.
-        let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
-        let (echo_port, seen) = lan.ns.echo_server(LAN_HOST);
-        let target: SocketAddr = format!("{LAN_HOST}:{echo_port}").parse().unwrap();
-        let r1 = machine(&hub, "ra", 11);
-        let r2 = machine(&hub, "rb", 12);
-        for (ns, addr) in [(&r1, "192.168.100.1/24"), (&r2, "192.168.100.2/24")] {
-            lan.attach(ns, "lan0", addr, false);
-            ns.forward();
-        }
-        let laptop_ns = machine(&hub, "cl", 10);
+        let TwoRouterLan {
+            _lan,
+            target,
+            seen,
+            r1,
+            r2,
+            laptop_ns,
+            ..
+        } = two_routers_and_a_laptop(&hub);
 
         let key = key(&server, &["--reusable"]);
         let url = server.url();
@@ -309,16 +344,15 @@ fn cable_pull(version: &str) {
         interval.as_secs(),
         timeout.as_secs()
     ));
-    let lan = Switch::new("lan", &format!("{LAN_HOST}/24"));
-    let (echo_port, seen) = lan.ns.echo_server(LAN_HOST);
-    let target: SocketAddr = format!("{LAN_HOST}:{echo_port}").parse().unwrap();
-    let (r1, r1_uplink) = machine_on_port(&hub, "ra", 11);
-    let r2 = machine(&hub, "rb", 12);
-    for (ns, addr) in [(&r1, "192.168.100.1/24"), (&r2, "192.168.100.2/24")] {
-        lan.attach(ns, "lan0", addr, false);
-        ns.forward();
-    }
-    let laptop_ns = machine(&hub, "cl", 10);
+    let TwoRouterLan {
+        _lan,
+        target,
+        seen,
+        r1,
+        r1_uplink,
+        r2,
+        laptop_ns,
+    } = two_routers_and_a_laptop(&hub);
     let key = key(&server, &["--reusable"]);
     let url = server.url();
     let router_a = Client::start_in(&r1, version, "router-a");
