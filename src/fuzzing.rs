@@ -835,47 +835,20 @@ pub fn policy(data: &[u8]) {
 }
 
 fn policy_tailnet() -> (Vec<crate::types::User>, Vec<crate::policy::Device>) {
-    use crate::types::{NodeId, User, UserId, UserName};
-    let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a fixed time");
-    let user = |id: u64, name: &str, email: &str| User {
-        id: UserId(id),
-        name: UserName::parse(name).expect("a fixed user name"),
-        display_name: String::new(),
-        email: email.into(),
-        provider: "cli".into(),
-        provider_id: String::new(),
-        profile_pic_url: String::new(),
-        created_at: now,
-        updated_at: now,
-    };
-    let device = |id: u64, user: Option<u64>, tags: &[&str], routes: &[&str], exit: bool| {
-        crate::policy::Device {
-            id: NodeId(id),
-            user: user.map(UserId),
-            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
-            addrs: vec![
-                format!("100.64.0.{id}").parse().expect("a fixed address"),
-                format!("fd7a:115c:a1e0::{id:x}")
-                    .parse()
-                    .expect("a fixed address"),
-            ],
-            subnet_routes: routes
-                .iter()
-                .map(|r| r.parse().expect("a fixed route"))
-                .collect(),
-            exit_node: exit,
-        }
-    };
+    use crate::policy::testing::{device, user};
+    let mut router = device(4, None, &["tag:router"]);
+    router.subnet_routes = vec!["192.168.1.0/24".parse().expect("a fixed route")];
+    router.exit_node = true;
     (
         vec![
             user(1, "alice", "alice@example.com"),
             user(2, "bob", "bob@example.com"),
         ],
         vec![
-            device(1, Some(1), &[], &[], false),
-            device(2, Some(2), &[], &[], false),
-            device(3, None, &["tag:server"], &[], false),
-            device(4, None, &["tag:router"], &["192.168.1.0/24"], true),
+            device(1, Some(1), &[]),
+            device(2, Some(2), &[]),
+            device(3, None, &["tag:server"]),
+            router,
         ],
     )
 }

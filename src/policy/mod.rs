@@ -23,7 +23,7 @@ mod parse;
 mod peers;
 mod resolve;
 mod ssh;
-#[cfg(test)]
+// Also the policy fuzz target's tailnet.
 pub(crate) mod testing;
 
 pub use attrs::Approvals;

@@ -1,4 +1,5 @@
-//! Small tailnets for unit tests of the policy and of what is built on it.
+//! Small tailnets for unit tests of the policy and of what is built on it, and
+//! for the policy fuzz target.
 
 use super::Device;
 use crate::types::{NodeId, User, UserId, UserName};
