@@ -174,20 +174,24 @@ impl Server {
         let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
 
         let acme = build_acme(&config).await?;
+        // The certificate listen_addr serves: ACME's, the files', or the relay's own.
+        let tls = match &acme {
+            Some((acme, _)) => Some(acme.server_config().context("TLS for listen_addr")?),
+            None => identity
+                .as_ref()
+                .map(Identity::server_config)
+                .transpose()
+                .context("TLS for listen_addr")?,
+        };
         let grpc_tcp = match config.grpc_listen_addr {
             None => None,
             Some(addr) => {
-                // The server's own certificate: ACME's, or the files'.
-                let tls = match (&acme, &config.tls.cert_path, &config.tls.key_path) {
-                    (Some((acme, _)), _, _) => Some(acme.server_config().context("gRPC TLS")?),
-                    (None, Some(cert), Some(key)) => Some(
-                        Identity::from_files(cert, key)
-                            .and_then(|identity| identity.server_config())
-                            .context("tls_cert_path / tls_key_path for gRPC")?,
-                    ),
-                    _ => None,
-                };
-                let tls = tls.map(|config| crate::grpc::tls::for_grpc(&config));
+                // The server's own certificate (ACME's or the files'), never the
+                // relay's self-signed one.
+                let tls = tls
+                    .as_deref()
+                    .filter(|_| config.tls.has_certificate())
+                    .map(crate::grpc::tls::for_grpc);
                 if tls.is_none() && !config.grpc_allow_insecure {
                     tracing::warn!(
                         %addr,
@@ -216,14 +220,7 @@ impl Server {
             control,
             noise_key: Arc::new(ServerKey::from_private(&noise_key)),
             derp_config: config.derp.clone(),
-            tls: match &acme {
-                Some((acme, _)) => Some(acme.server_config().context("TLS for listen_addr")?),
-                None => identity
-                    .as_ref()
-                    .map(Identity::server_config)
-                    .transpose()
-                    .context("TLS for listen_addr")?,
-            },
+            tls,
             relay,
             acme,
             dns,
