@@ -8,6 +8,8 @@
 //! - [`tasks`]: owned background tasks, all stopped when the server stops.
 //! - [`limits`]: abuse limits on connections: caps, phase timeouts, a registration rate limit.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
+//! - [`oidc`]: OpenID Connect ID tokens: signatures against the provider's JWKS,
+//!   and claims against the login. Pure.
 //! - [`policy`]: the access-control policy language and what it gives each node. Pure.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
@@ -29,6 +31,7 @@
 
 pub mod dns;
 pub mod limits;
+pub mod oidc;
 pub mod policy;
 pub mod tailcfg;
 pub mod tasks;

@@ -75,6 +75,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("relay", &["relay", "types", "websocket", "limits", "tasks"]),
     ("acme", &["acme"]),
     ("dns", &["dns"]),
+    ("oidc", &["oidc"]),
     ("db", &["db", "types", "config"]),
     (
         "state",
