@@ -8,10 +8,10 @@
 //! - [`tasks`]: owned background tasks, all stopped when the server stops.
 //! - [`limits`]: abuse limits on connections: caps, phase timeouts, a registration rate limit.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
-//! - [`oidc`]: OpenID Connect ID tokens: signatures against the provider's JWKS,
-//!   and claims against the login. Pure.
 //! - [`policy`]: the access-control policy language and what it gives each node. Pure.
 //! - [`config`]: the YAML + environment configuration, with legacy Headscale keys.
+//! - [`oidc`]: single sign-on through an OpenID Connect provider: discovery, keys,
+//!   ID tokens and who may sign in.
 //! - [`derp`]: the DERP relay map, from `derp.urls` and `derp.paths`, kept up to date.
 //! - [`relay`]: the embedded DERP relay and STUN responder, and their TLS certificate.
 //! - [`acme`]: certificates from Let's Encrypt or another ACME service, renewed in place.
@@ -31,7 +31,6 @@
 
 pub mod dns;
 pub mod limits;
-pub mod oidc;
 pub mod policy;
 pub mod tailcfg;
 pub mod tasks;
@@ -43,6 +42,7 @@ pub mod acme;
 pub mod config;
 pub mod db;
 pub mod derp;
+pub mod oidc;
 pub mod relay;
 pub mod state;
 

@@ -62,6 +62,34 @@ pub struct Server {
     limits: Arc<crate::limits::Limits>,
     /// Health probes of subnet routers that share a prefix (`node.routes.ha`).
     ha_probe: crate::config::HaProbe,
+    /// Sign-in through the OIDC provider (`oidc.*`).
+    sign_in: Option<Arc<crate::http::oidc::SignIn>>,
+}
+
+/// The OIDC provider's client, its discovery document fetched once: a provider
+/// that cannot be reached stops start-up when `oidc.only_start_if_oidc_is_available`
+/// (the default), else start-up goes on and every sign-in tries again.
+async fn connect_oidc(
+    oidc: &crate::config::Oidc,
+    server_url: &str,
+) -> Result<Arc<crate::http::oidc::SignIn>> {
+    let client = crate::oidc::client::Client::new(oidc.clone(), server_url)?;
+    match client.discover().await {
+        Ok(found) => tracing::info!(
+            issuer = %found.issuer,
+            redirect_uri = client.redirect_uri(),
+            "nodes sign in through the OIDC provider"
+        ),
+        Err(err) if oidc.only_start_if_available => {
+            anyhow::bail!(
+                "{err}; oidc.only_start_if_oidc_is_available is true, so headway does not start without it (set it to false to start anyway and let sign-ins retry)"
+            );
+        }
+        Err(err) => tracing::warn!(
+            "{err}; starting anyway (oidc.only_start_if_oidc_is_available is false): sign-ins will try it again, and nodes can still register with pre-auth keys or from the CLI"
+        ),
+    }
+    Ok(Arc::new(crate::http::oidc::SignIn::new(client, server_url)))
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -94,6 +122,10 @@ impl Server {
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
         let status = state.start_policy().await.context("policy")?;
         log_policy_status(&status);
+        let sign_in = match &config.oidc {
+            Some(oidc) => Some(connect_oidc(oidc, config.server_url.as_str()).await?),
+            None => None,
+        };
         let (host, port) = (
             config.server_url.host().to_owned(),
             config.server_url.port(),
@@ -227,6 +259,7 @@ impl Server {
             extra_records_path: config.dns.extra_records_path.clone(),
             limits,
             ha_probe: config.node.ha_probe,
+            sign_in,
         })
     }
 
@@ -344,7 +377,12 @@ impl Server {
                 Ok(())
             });
         }
-        let router = crate::http::router(self.state.clone(), &self.server_url, control_routes);
+        let router = crate::http::router(
+            self.state.clone(),
+            &self.server_url,
+            control_routes,
+            self.sign_in.clone(),
+        );
         let http_stop = stopped();
         let (http, tls) = (self.http, self.tls);
         let secure = tls.is_some();

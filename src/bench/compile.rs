@@ -76,6 +76,7 @@ fn tailnet(nodes: usize, users: usize, tags: usize) -> Result<(Vec<User>, Vec<De
                 provider: "cli".into(),
                 provider_id: String::new(),
                 profile_pic_url: String::new(),
+                groups: Vec::new(),
                 created_at: now,
                 updated_at: now,
             })

@@ -182,16 +182,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     flag(s, "auto_update.enabled", &mut c.auto_update_enabled)?;
     flag(s, "randomize_client_port", &mut c.randomize_client_port)?;
 
-    if let Some(v) = s.get("oidc.issuer")
-        && scalar_text(&v.value).is_some_and(|t| !t.trim().is_empty())
-    {
-        warnings.push(Warning {
-            message: format!(
-                "{}: OIDC is not supported yet; `oidc.issuer` and the rest of `oidc` are ignored (register nodes with pre-auth keys or from the CLI instead)",
-                v.source
-            ),
-        });
-    }
+    c.oidc = super::oidc::build(s, warnings)?;
 
     check(&c, s, warnings)?;
     if let Some(auth) = &mut c.dns.authoritative

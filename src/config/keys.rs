@@ -21,7 +21,7 @@ pub(crate) enum Role {
     Applied,
     /// A Headscale key headway knows but does not act on: accepted, and named in a
     /// start-up warning when set to anything that would matter
-    /// (`apply::inert_settings`; OIDC has a rule of its own).
+    /// (`apply::inert_settings`, `oidc::build` for `oidc.enabled`).
     Accepted,
     /// An old spelling; `legacy.rs` maps it onto its modern key with a warning.
     Legacy,
@@ -146,22 +146,22 @@ pub(crate) const KEYS: &[Key] = &[
     key("taildrop.enabled", Scalar, Applied),
     key("auto_update.enabled", Scalar, Applied),
     key("randomize_client_port", Scalar, Applied),
-    // OIDC: known so that Headscale configs load; headway does not log users in this way yet.
+    // OIDC (`oidc.rs`): `oidc.enabled` only gets a warning, as Headscale reads it for nothing.
     key("oidc.enabled", Scalar, Accepted),
-    key("oidc.only_start_if_oidc_is_available", Scalar, Accepted),
-    key("oidc.issuer", Scalar, Accepted),
-    key("oidc.client_id", Scalar, Accepted),
-    key("oidc.client_secret", Scalar, Accepted),
-    key("oidc.client_secret_path", Scalar, Accepted),
-    key("oidc.use_expiry_from_token", Scalar, Accepted),
-    key("oidc.scope", List, Accepted),
-    key("oidc.email_verified_required", Scalar, Accepted),
-    key("oidc.extra_params", Structured, Accepted),
-    key("oidc.allowed_domains", List, Accepted),
-    key("oidc.allowed_users", List, Accepted),
-    key("oidc.allowed_groups", List, Accepted),
-    key("oidc.pkce.enabled", Scalar, Accepted),
-    key("oidc.pkce.method", Scalar, Accepted),
+    key("oidc.only_start_if_oidc_is_available", Scalar, Applied),
+    key("oidc.issuer", Scalar, Applied),
+    key("oidc.client_id", Scalar, Applied),
+    key("oidc.client_secret", Scalar, Applied),
+    key("oidc.client_secret_path", Scalar, Applied),
+    key("oidc.use_expiry_from_token", Scalar, Applied),
+    key("oidc.scope", List, Applied),
+    key("oidc.email_verified_required", Scalar, Applied),
+    key("oidc.extra_params", Structured, Applied),
+    key("oidc.allowed_domains", List, Applied),
+    key("oidc.allowed_users", List, Applied),
+    key("oidc.allowed_groups", List, Applied),
+    key("oidc.pkce.enabled", Scalar, Applied),
+    key("oidc.pkce.method", Scalar, Applied),
     // Headscale's performance knobs; headway's internals differ, so they have no effect.
     key("tuning.register_cache_max_entries", Scalar, Accepted),
     key("tuning.register_cache_expiration", Scalar, Accepted),

@@ -58,9 +58,9 @@ fn fate(path: &str) -> Fate {
             "client-certificate authentication was removed from Headscale and headway does not \
              offer it; remote admin access is protected by API keys instead",
         ),
-        "oidc.strip_email_domain" | "oidc.map_legacy_users" => {
-            Fate::Unused("Headscale removed it in 0.26, and headway does not support OIDC yet")
-        }
+        "oidc.strip_email_domain" | "oidc.map_legacy_users" => Fate::Unused(
+            "Headscale removed it in 0.26: a user's name comes from the provider's preferred_username, and users are matched by issuer and subject only",
+        ),
         "dns_config.use_username_in_magic_dns" | "dns.use_username_in_magic_dns" => {
             Fate::Unused("Headscale removed it in 0.24; MagicDNS names come from node names")
         }

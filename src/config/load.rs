@@ -387,6 +387,7 @@ impl Default for Config {
             randomize_client_port: false,
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
+            oidc: None,
         }
     }
 }

@@ -16,6 +16,7 @@ mod legacy;
 mod lines;
 mod load;
 mod nesting;
+mod oidc;
 mod records;
 mod server_url;
 #[cfg(test)]
@@ -25,6 +26,7 @@ mod values;
 pub use load::{
     ConfigError, Loaded, MAX_CONFIG_BYTES, Warning, load, load_from_str, load_with, search_path,
 };
+pub use oidc::{Oidc, PkceMethod};
 pub use records::{MAX_RECORDS_BYTES, parse_extra_records, read_extra_records};
 pub use server_url::ServerUrl;
 
@@ -77,6 +79,8 @@ pub struct Config {
     /// `trusted_proxies`: CIDRs whose forwarding headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub limits: Limits,
+    /// `oidc.*`; `None` unless `oidc.issuer` is set.
+    pub oidc: Option<Oidc>,
 }
 
 /// `limits.*`: abuse limits on client connections.

@@ -190,25 +190,31 @@ fn headscale_029_config_loads_without_unknown_key_warnings() {
     let loaded = load_from_str(HEADSCALE_029, "config.yaml", &no_env).unwrap();
     let warnings = messages(&loaded);
     let lines = LineIndex::build(HEADSCALE_029);
-    let (issuer_line, tuning_line) = (
-        lines.line("oidc.issuer").unwrap(),
-        lines.line("tuning.register_cache_max_entries").unwrap(),
-    );
+    let tuning_line = lines.line("tuning.register_cache_max_entries").unwrap();
     // What headway cannot do is said, once per group; gorm at Headscale's
     // defaults expects nothing and is not mentioned.
-    assert_eq!(warnings.len(), 3, "{warnings:#?}");
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
     assert!(
         warnings
             .iter()
             .any(|w| w.contains("metrics_listen_addr: Prometheus metrics are not served yet")),
         "{warnings:#?}"
     );
-    assert!(
-        warnings.iter().any(|w| w.starts_with(&format!(
-            "config.yaml:{issuer_line}: OIDC is not supported yet"
-        ))),
-        "{warnings:#?}"
+    // Headscale's OIDC section is read as Headscale reads it.
+    let oidc = loaded.config.oidc.as_ref().expect("oidc.issuer is set");
+    assert_eq!(oidc.issuer, "https://sso.example.com/realms/main");
+    assert_eq!(
+        (oidc.client_id.as_str(), oidc.client_secret.as_str()),
+        ("headscale", "not-a-real-secret")
     );
+    assert_eq!(oidc.scope, ["openid", "profile", "email"]);
+    assert_eq!(oidc.extra_params["domain_hint"], "example.com");
+    assert_eq!(oidc.allowed_domains, ["example.com"]);
+    assert_eq!(oidc.allowed_users, ["alice@example.com"]);
+    assert_eq!(oidc.allowed_groups, ["/headscale"]);
+    assert!(oidc.email_verified_required && oidc.only_start_if_available);
+    assert!(!oidc.use_expiry_from_token);
+    assert_eq!(oidc.pkce, Some(crate::config::PkceMethod::S256));
     assert!(
         warnings.iter().any(|w| w.starts_with(&format!(
             "config.yaml:{tuning_line}: tuning.register_cache_max_entries: has no effect, nor has the rest of tuning (tuning.register_cache_max_entries, "
@@ -1044,4 +1050,58 @@ fn headscale_settings_that_do_nothing_here_are_named_at_start_up() {
         );
     }
     assert_eq!(warnings.len(), 4, "{warnings:#?}");
+}
+
+#[test]
+fn oidc_settings_are_checked_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client_secret");
+    std::fs::write(&secret, "  from-a-file\n").unwrap();
+    // `$VAR` in the path is expanded (systemd's ${CREDENTIALS_DIRECTORY}); HOME is set.
+    let home = std::env::var("HOME").unwrap();
+    let relative = secret
+        .strip_prefix(&home)
+        .ok()
+        .map(|p| p.display().to_string());
+    let path = match &relative {
+        Some(rest) => format!("${{HOME}}/{rest}"),
+        None => secret.display().to_string(),
+    };
+    let loaded = load_text(&format!(
+        "oidc:\n  issuer: https://idp.example\n  client_id: headway\n  client_secret_path: {path}\n  pkce:\n    enabled: true\n    method: plain\n"
+    ));
+    let oidc = loaded.config.oidc.clone().unwrap();
+    assert_eq!(oidc.client_secret, "from-a-file");
+    assert_eq!(oidc.pkce, Some(crate::config::PkceMethod::Plain));
+    assert!(messages(&loaded).is_empty(), "{:?}", messages(&loaded));
+
+    assert_eq!(
+        refusal("oidc:\n  issuer: https://idp.example\n  client_secret: s\n"),
+        "config.yaml:2: oidc.issuer: needs oidc.client_id: the id the provider gave headway when you registered it as a client"
+    );
+    assert!(
+        refusal("oidc:\n  issuer: https://idp.example\n  client_id: h\n  client_secret: s\n  client_secret_path: /x\n")
+            .starts_with("config.yaml:5: oidc.client_secret_path: oidc.client_secret and oidc.client_secret_path are mutually exclusive")
+    );
+    assert!(
+        refusal("oidc:\n  issuer: idp.example\n  client_id: h\n  client_secret: s\n")
+            .starts_with("config.yaml:2: oidc.issuer: \"idp.example\" is not a URL")
+    );
+    assert!(
+        refusal("oidc:\n  issuer: https://idp.example\n  client_id: h\n  client_secret: s\n  pkce:\n    enabled: true\n    method: S512\n")
+            .starts_with("config.yaml:7: oidc.pkce.method: \"S512\" is not allowed (expected one of: S256, plain)")
+    );
+    assert!(
+        refusal("oidc:\n  issuer: https://idp.example\n  client_id: h\n  client_secret_path: /nonexistent/secret\n")
+            .starts_with("config.yaml:4: oidc.client_secret_path: cannot read /nonexistent/secret")
+    );
+    // Without an issuer the rest does nothing, and start-up says so.
+    let loaded = load_text("oidc:\n  client_id: headway\n  allowed_domains: [example.com]\n");
+    assert!(loaded.config.oidc.is_none());
+    assert_eq!(
+        messages(&loaded),
+        [
+            "config.yaml:2: oidc.client_id: has no effect without oidc.issuer, nor has the rest of oidc: nodes register with pre-auth keys or from the CLI"
+        ]
+    );
 }

@@ -277,6 +277,7 @@ fn build_topology(case: &Value) -> Result<Topology, String> {
             provider: "cli".into(),
             provider_id: String::new(),
             profile_pic_url: String::new(),
+            groups: Vec::new(),
             created_at: now,
             updated_at: now,
         });

@@ -520,12 +520,8 @@ pub fn splice_peers(mut json: Vec<u8>, peers: &[std::sync::Arc<str>]) -> Vec<u8>
 pub fn profile(user: &User) -> UserProfile {
     UserProfile {
         id: user.id.0,
-        login_name: user.name.to_string(),
-        display_name: if user.display_name.is_empty() {
-            user.name.to_string()
-        } else {
-            user.display_name.clone()
-        },
+        login_name: user.login_name(),
+        display_name: user.display(),
         profile_pic_url: user.profile_pic_url.clone(),
     }
 }

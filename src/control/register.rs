@@ -279,12 +279,8 @@ impl Control {
         let (id, name, display, pic, created) = match &user {
             Some(u) => (
                 u.id.0,
-                u.name.to_string(),
-                if u.display_name.is_empty() {
-                    u.name.to_string()
-                } else {
-                    u.display_name.clone()
-                },
+                u.login_name(),
+                u.display(),
                 u.profile_pic_url.clone(),
                 Some(u.created_at),
             ),

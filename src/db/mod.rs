@@ -63,6 +63,8 @@ pub struct NewUser {
     pub provider: String,
     pub provider_id: String,
     pub profile_pic_url: String,
+    /// Groups from the identity provider's `groups` claim.
+    pub groups: Vec<String>,
     pub created_at: Timestamp,
 }
 
@@ -139,6 +141,16 @@ impl Db {
     /// NotFound("user"), Conflict("users.name").
     pub async fn rename_user(&self, id: UserId, name: &UserName, now: Timestamp) -> Result<User> {
         users::rename(self, id, name, now).await
+    }
+    /// A login's profile (name, display name, email, picture, groups); the provider
+    /// and its identifier stay. NotFound("user"), Conflict("users.name").
+    pub async fn update_user_profile(
+        &self,
+        id: UserId,
+        profile: &NewUser,
+        now: Timestamp,
+    ) -> Result<User> {
+        users::update_profile(self, id, profile, now).await
     }
     /// NotFound("user"). Deletes the user's pre-auth keys with it.
     pub async fn delete_user(&self, id: UserId) -> Result<()> {

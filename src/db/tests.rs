@@ -42,6 +42,7 @@ fn new_user(name: &str) -> NewUser {
         provider: "oidc".into(),
         provider_id: format!("https://idp.example.com/{name}"),
         profile_pic_url: format!("https://example.com/{name}.png"),
+        groups: Vec::new(),
         created_at: at(1_700_000_000, 123_456_789),
     }
 }
@@ -294,6 +295,7 @@ async fn users_round_trip_every_field() {
             provider: "oidc".into(),
             provider_id: "https://idp.example.com/alice".into(),
             profile_pic_url: "https://example.com/alice.png".into(),
+            groups: Vec::new(),
             created_at: at(1_700_000_000, 123_456_789),
             updated_at: at(1_700_000_000, 123_456_789),
         }
@@ -311,6 +313,7 @@ async fn users_round_trip_with_empty_optionals() {
         provider: String::new(),
         provider_id: String::new(),
         profile_pic_url: String::new(),
+        groups: Vec::new(),
         created_at: at(0, 0),
     };
     let user = db.insert_user(&new).await.unwrap();

@@ -16,11 +16,12 @@ pub(super) enum Users {
     Provider,
     ProviderIdentifier,
     ProfilePicUrl,
+    Groups,
     CreatedAt,
     UpdatedAt,
 }
 
-const COLUMNS: [Users; 9] = [
+const COLUMNS: [Users; 10] = [
     Users::Id,
     Users::Name,
     Users::DisplayName,
@@ -28,6 +29,7 @@ const COLUMNS: [Users; 9] = [
     Users::Provider,
     Users::ProviderIdentifier,
     Users::ProfilePicUrl,
+    Users::Groups,
     Users::CreatedAt,
     Users::UpdatedAt,
 ];
@@ -44,6 +46,7 @@ fn from_row(row: &SqliteRow) -> Result<User> {
         provider: r.text(Users::Provider)?,
         provider_id: r.text(Users::ProviderIdentifier)?,
         profile_pic_url: r.text(Users::ProfilePicUrl)?,
+        groups: r.json_list(Users::Groups)?,
         created_at: r.time(Users::CreatedAt)?,
         updated_at: r.time(Users::UpdatedAt)?,
     })
@@ -59,6 +62,7 @@ pub(super) async fn insert(db: &Db, new: &NewUser) -> Result<User> {
             Users::Provider,
             Users::ProviderIdentifier,
             Users::ProfilePicUrl,
+            Users::Groups,
             Users::CreatedAt,
             Users::UpdatedAt,
         ])
@@ -69,6 +73,7 @@ pub(super) async fn insert(db: &Db, new: &NewUser) -> Result<User> {
             new.provider.as_str().into(),
             new.provider_id.as_str().into(),
             new.profile_pic_url.as_str().into(),
+            rows::json_list(&new.groups),
             rows::time(new.created_at),
             rows::time(new.created_at),
         ])
@@ -94,6 +99,31 @@ pub(super) async fn rename(db: &Db, id: UserId, name: &UserName, now: Timestamp)
     let stmt = Query::update()
         .table(Users::Table)
         .value(Users::Name, name.as_str())
+        .value(Users::UpdatedAt, rows::time(now))
+        .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
+        .returning(Query::returning().columns(COLUMNS))
+        .to_owned();
+    match rows::fetch_optional(&db.writer, &stmt).await? {
+        Some(row) => from_row(&row),
+        None => Err(Error::NotFound("user")),
+    }
+}
+
+/// Stores what an identity provider says about a user at a login: name, profile
+/// and groups (the provider identity itself never changes).
+pub(super) async fn update_profile(
+    db: &Db,
+    id: UserId,
+    p: &NewUser,
+    now: Timestamp,
+) -> Result<User> {
+    let stmt = Query::update()
+        .table(Users::Table)
+        .value(Users::Name, p.name.as_str())
+        .value(Users::DisplayName, p.display_name.as_str())
+        .value(Users::Email, p.email.as_str())
+        .value(Users::ProfilePicUrl, p.profile_pic_url.as_str())
+        .value(Users::Groups, rows::json_list(&p.groups))
         .value(Users::UpdatedAt, rows::time(now))
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .returning(Query::returning().columns(COLUMNS))

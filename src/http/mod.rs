@@ -4,6 +4,7 @@
 //! Knows `state` for health checks; nothing of gRPC or the CLI.
 
 pub mod listener;
+pub mod oidc;
 pub mod pages;
 
 use crate::state::State;
@@ -24,6 +25,8 @@ pub struct Site {
     pub state: Arc<State>,
     /// `server_url`, as clients and set-up pages show it.
     pub server_url: String,
+    /// Sign-in through the OIDC provider, when `oidc.issuer` is set.
+    pub sign_in: Option<Arc<oidc::SignIn>>,
 }
 
 impl FromRef<Site> for Arc<State> {
@@ -34,16 +37,25 @@ impl FromRef<Site> for Arc<State> {
 
 /// The router for `listen_addr`.
 /// `control` holds the TS2021 routes (`/key`, `/ts2021`), mounted beside the pages.
-pub fn router(state: Arc<State>, server_url: &str, control: Router) -> Router {
+/// `sign_in` is the OIDC provider's part, when one is configured.
+pub fn router(
+    state: Arc<State>,
+    server_url: &str,
+    control: Router,
+    sign_in: Option<Arc<oidc::SignIn>>,
+) -> Router {
     let site = Site {
         state,
         server_url: server_url.trim_end_matches('/').to_owned(),
+        sign_in,
     };
     Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/register/{id}", get(pages::register))
         .route("/auth/{id}", get(pages::auth))
+        .route("/oidc/callback", get(oidc::callback))
+        .route("/register/confirm/{id}", axum::routing::post(oidc::confirm))
         .route("/apple", get(pages::apple))
         .route("/apple/{platform}", get(pages::apple_profile))
         .route("/windows", get(pages::windows))

@@ -25,7 +25,8 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str) -> String {
+/// A whole page: `title` as heading, `body` as given (already escaped).
+pub fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -53,6 +54,9 @@ pub async fn register(Shared(site): Shared<Site>, Path(id): Path<String>) -> Res
             "This registration is unknown or has expired (they last 15 minutes). Run `tailscale up` again and open the new link.",
         );
     };
+    if let Some(sign_in) = &site.sign_in {
+        return super::oidc::start(sign_in, id).await;
+    }
     let body = format!(
         "<p>The machine <b>{host}</b> (machine key <code>{mkey}</code>) asks to join this tailnet.</p>\
          <p>To let it in, run this on the server, with the user (namespace) it should belong to:</p>{modern}\

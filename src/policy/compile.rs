@@ -1158,6 +1158,62 @@ mod tests {
     }
 
     #[test]
+    fn identity_provider_groups_fill_policy_groups_of_the_same_name() {
+        let policy = r#"{
+            "groups": {"group:engineering": [], "group:ops": ["bob@"]},
+            "tagOwners": {"tag:server": []},
+            "acls": [
+                {"action": "accept", "src": ["group:engineering"], "dst": ["tag:server:22"]},
+                {"action": "accept", "src": ["group:ops"], "dst": ["tag:server:80"]},
+            ],
+        }"#;
+        let mut alice = user(1, "alice", "alice@example.com");
+        let mut bob = user(2, "bob", "");
+        let devices = vec![
+            device(1, Some(1), &[]),
+            device(3, Some(2), &[]),
+            device(4, None, &["tag:server"]),
+        ];
+        let build = |users: &[User]| {
+            Compiled::new(
+                Arc::new(Policy::parse(policy).unwrap()),
+                Tailnet {
+                    users,
+                    devices: &devices,
+                },
+                &Options::default(),
+            )
+        };
+        let sources = |c: &Compiled, port: u16| -> Vec<String> {
+            let mut srcs: Vec<String> = c
+                .filter(NodeId(4))
+                .unwrap()
+                .iter()
+                .filter(|r| r.dst_ports.iter().any(|d| d.ports.first == port))
+                .flat_map(|r| r.src_ips.iter().map(|s| s.to_string()))
+                .collect();
+            srcs.sort();
+            srcs
+        };
+        // Nobody is in engineering yet: its rule reaches no one.
+        let c = build(&[alice.clone(), bob.clone()]);
+        assert!(sources(&c, 22).is_empty());
+        assert!(!c.peers_of(NodeId(1)).contains(&NodeId(4)));
+        // The provider puts alice in engineering (Keycloak spells it with a slash)
+        // and bob, already listed in ops, in ops too: he is counted once.
+        alice.groups = vec!["/engineering".into()];
+        bob.groups = vec!["ops".into(), "engineering-lead".into()];
+        let c = build(&[alice.clone(), bob.clone()]);
+        assert_eq!(sources(&c, 22), ["100.64.0.1", "fd7a:115c:a1e0::1"]);
+        assert_eq!(sources(&c, 80), ["100.64.0.3", "fd7a:115c:a1e0::3"]);
+        assert!(c.peers_of(NodeId(1)).contains(&NodeId(4)));
+        // A group the policy does not define gives nothing, whatever the provider says.
+        alice.groups = vec!["admins".into()];
+        let c = build(&[alice, bob]);
+        assert!(sources(&c, 22).is_empty());
+    }
+
+    #[test]
     fn views_compare_by_fingerprint() {
         let a = compile(POLICY);
         let b = compile(&POLICY.replace("tag:server:22", "tag:server:2222"));

@@ -127,15 +127,25 @@ impl<'a> Resolver<'a> {
         self.by_user.iter().map(|(u, d)| (*u, d.as_slice()))
     }
 
-    /// The users a group names (existing ones only).
+    /// The users a group names (existing ones only), and the users an identity
+    /// provider puts in a group of the same name: `group:engineering` includes
+    /// whoever's `groups` claim says `engineering` (or Keycloak's `/engineering`).
+    /// Only groups the policy defines have members.
     pub fn group_users(&self, group: &str) -> Vec<&'a User> {
-        self.policy
-            .groups
-            .get(group)
-            .into_iter()
-            .flatten()
-            .filter_map(|r| self.user(r))
-            .collect()
+        let Some(listed) = self.policy.groups.get(group) else {
+            return Vec::new();
+        };
+        let mut users: Vec<&'a User> = listed.iter().filter_map(|r| self.user(r)).collect();
+        let name = group.strip_prefix("group:").unwrap_or(group);
+        users.extend(self.tailnet.users.iter().filter(|u| {
+            u.groups
+                .iter()
+                .any(|g| g.strip_prefix('/').unwrap_or(g) == name)
+                && !listed
+                    .iter()
+                    .any(|r| self.user(r).is_some_and(|m| m.id == u.id))
+        }));
+        users
     }
 
     /// The devices whose own addresses are in `set`, each once, in index order.

@@ -15,6 +15,7 @@ pub fn user(id: u64, name: &str, email: &str) -> User {
         provider: "cli".into(),
         provider_id: String::new(),
         profile_pic_url: String::new(),
+        groups: Vec::new(),
         created_at: now,
         updated_at: now,
     }

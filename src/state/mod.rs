@@ -11,6 +11,7 @@ pub mod node_store;
 pub mod policy;
 
 mod keys;
+mod login;
 mod nodes;
 mod presence;
 mod register;
@@ -23,6 +24,7 @@ mod tests;
 
 pub use change::{Change, Notifier};
 pub use keys::NewCredential;
+pub use login::OIDC_PROVIDER;
 pub use node_store::{NodeStore, Snapshot};
 pub use policy::{LoadedPolicy, PolicySource, PolicyStatus};
 pub use presence::Presence;

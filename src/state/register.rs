@@ -80,6 +80,13 @@ pub struct PendingRegistration {
     outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
 }
 
+impl PendingRegistration {
+    /// Where the waiting client learns how its registration ended.
+    pub(super) fn outcome(&self) -> &watch::Sender<Option<RegistrationOutcome>> {
+        &self.outcome
+    }
+}
+
 /// What a client asking to be registered interactively sent.
 #[derive(Clone, Debug)]
 pub struct RegistrationRequest {
@@ -239,7 +246,7 @@ impl State {
 
     /// Finds and removes the pending registration that `key` names: a registration
     /// id (with or without `hskey-authreq-`), a `nodekey:` or an `mkey:`.
-    fn take_pending(&self, key: &str) -> Result<PendingRegistration> {
+    pub(super) fn take_pending(&self, key: &str) -> Result<PendingRegistration> {
         let key = key.trim();
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.drop_stale(&mut pending, Self::now());
@@ -265,6 +272,15 @@ impl State {
                 "no pending registration matches {key:?}: it may have expired; run `tailscale up` again and use the key from the URL it prints"
             ))
         })
+    }
+
+    /// Puts a registration taken with `take_pending` back, so that it can be
+    /// completed again after a failure.
+    pub(super) fn put_back(&self, reg: PendingRegistration) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reg.id.clone(), reg);
     }
 
     /// Registers a waiting client to `user` (a name or an id): `nodes register` / `auth register`.
@@ -293,10 +309,7 @@ impl State {
             }
             Err(err) => {
                 // Put the request back so the admin can retry after fixing the cause.
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(reg.id.clone(), reg);
+                self.put_back(reg);
                 Err(err)
             }
         }

@@ -645,3 +645,70 @@ async fn nodes_renamed_to_one_hostname_at_once_all_keep_their_reports() {
     assert_eq!(names.len(), nodes.len(), "{names:?}");
     assert!(names.contains(&"busy".to_owned()));
 }
+
+#[tokio::test]
+async fn a_person_is_one_user_across_sign_ins_and_never_takes_over_a_cli_user() {
+    let (dir, state) = state(Some(Duration::from_secs(3600))).await;
+    let (cli_alice, _) = state
+        .create_user("alice", "", "alice@example.com", "")
+        .await
+        .unwrap();
+    let identity = crate::types::Identity {
+        provider_id: "https://idp.example/sub-1".into(),
+        preferred_username: "alice".into(),
+        email: "alice@example.com".into(),
+        display_name: "Alice".into(),
+        picture: String::new(),
+        groups: vec!["engineering".into(), " ".into(), "engineering".into()],
+    };
+    let (user, _) = state.sign_in(&identity).await.unwrap();
+    assert_ne!(user.id, cli_alice.id, "the CLI user was taken over");
+    assert_eq!(user.name.as_str(), "alice-2");
+    assert_eq!(user.groups, ["engineering"]);
+    assert_eq!(user.provider, "oidc");
+
+    // A sign-in completes the waiting registration as that user, token expiry kept.
+    let (id, mut rx) = state.begin_registration(request(9, 10, "laptop")).unwrap();
+    let expiry = State::now() + chrono::Duration::minutes(5);
+    let (view, new, _) = state
+        .complete_sign_in(&id, user.id, Some(expiry))
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(view.node.user_id, Some(user.id));
+    assert_eq!(view.node.register_method, RegisterMethod::Oidc);
+    assert_eq!(
+        view.node.expiry.map(|e| e.timestamp()),
+        Some(expiry.timestamp())
+    );
+    rx.changed().await.unwrap();
+
+    // The same person again: the same user, refreshed; groups survive a restart.
+    let again = crate::types::Identity {
+        display_name: "Alice L.".into(),
+        groups: vec!["ops".into()],
+        ..identity.clone()
+    };
+    let (same, change) = state.sign_in(&again).await.unwrap();
+    assert_eq!(same.id, user.id);
+    assert_eq!(same.name.as_str(), "alice-2");
+    assert!(change.users_changed.contains(&user.id));
+    assert!(
+        change.self_changed.contains(&view.node.id) || change.peers_changed.contains(&view.node.id)
+    );
+    let (id, _) = state.begin_registration(request(9, 11, "laptop")).unwrap();
+    let (_, new, _) = state.complete_sign_in(&id, user.id, None).await.unwrap();
+    assert!(!new, "the same machine signing in again is not a new node");
+    drop(state);
+    let db = Db::open(&Database::Sqlite {
+        path: dir.path().join("db.sqlite"),
+        write_ahead_log: true,
+        wal_autocheckpoint: 1000,
+    })
+    .await
+    .unwrap();
+    let stored = db.list_users().await.unwrap();
+    let stored = stored.iter().find(|u| u.id == user.id).unwrap();
+    assert_eq!(stored.groups, ["ops"]);
+    assert_eq!(stored.display_name, "Alice L.");
+}

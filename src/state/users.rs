@@ -28,6 +28,7 @@ impl State {
             provider: "cli".into(),
             provider_id: String::new(),
             profile_pic_url: picture_url.trim().to_owned(),
+            groups: Vec::new(),
             created_at: Self::now(),
         };
         let _users = self.users_writer.lock().await;
@@ -44,7 +45,7 @@ impl State {
 
     /// Replaces (or, with `None`, forgets) one user in the in-memory copy. The caller
     /// holds `users_writer`.
-    fn remember_user(&self, id: UserId, user: Option<User>) {
+    pub(super) fn remember_user(&self, id: UserId, user: Option<User>) {
         let mut users = (*self.users.load_full()).clone();
         match user {
             Some(user) => users.insert(id, user),

@@ -22,7 +22,7 @@ pub use name::{GivenName, NameError, UserName};
 pub use node::{Node, RegisterMethod};
 pub use preauth_key::PreAuthKey;
 pub use route::Route;
-pub use user::User;
+pub use user::{Identity, User, provider_identifier};
 
 /// Timestamps are UTC everywhere inside headway.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -33,7 +33,7 @@ fn join(server: &TestServer, version: &str, name: &str, key: &str, flags: &[&str
 
 /// Whether a TCP line from `from` to `to_ip:port` comes back within a few
 /// seconds (a denied port gets no answer at all: the peer drops the packets).
-fn crosses(from: &Client, to_ip: &str, port: u16) -> bool {
+pub(crate) fn crosses(from: &Client, to_ip: &str, port: u16) -> bool {
     let target = format!("{to_ip}:{port}").parse().unwrap();
     from.tcp_exchange_within(target, b"ping", Duration::from_secs(6))
         .is_ok_and(|back| back == b"ping")

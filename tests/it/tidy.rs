@@ -75,7 +75,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("relay", &["relay", "types", "websocket", "limits", "tasks"]),
     ("acme", &["acme"]),
     ("dns", &["dns"]),
-    ("oidc", &["oidc"]),
+    ("oidc", &["oidc", "config", "types"]),
     ("db", &["db", "types", "config"]),
     (
         "state",
@@ -116,7 +116,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "http",
         &[
-            "http", "control", "state", "types", "config", "tailcfg", "limits", "tasks",
+            "http", "control", "state", "types", "config", "tailcfg", "limits", "tasks", "oidc",
         ],
     ),
     (
