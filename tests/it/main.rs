@@ -30,6 +30,8 @@ mod faults;
 #[cfg(feature = "full-suite")]
 mod headscale_cli;
 #[cfg(feature = "full-suite")]
+mod oidc;
+#[cfg(feature = "full-suite")]
 mod policy;
 #[cfg(feature = "full-suite")]
 mod relay;

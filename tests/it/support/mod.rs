@@ -2,6 +2,7 @@
 
 pub mod control_client;
 pub mod netns;
+pub mod oidc;
 pub mod pebble;
 pub mod tailscale;
 
