@@ -1,6 +1,7 @@
 //! `POST /machine/register`: pre-auth keys, interactive registration (an auth URL,
-//! then a follow-up request that waits for the admin), restarts with a known key,
-//! node-key rotation, logout and expired keys. Every outcome is HTTP 200 with a
+//! then a follow-up request that waits for the admin or the person's sign-in),
+//! restarts with a known key, logout and expired keys; a new node key is a new
+//! login. Every outcome is HTTP 200 with a
 //! `RegisterResponse`; only `Error` text reaches the user (`backend error: …`).
 //! The one exception: a source address past its registration rate limit is
 //! answered `429 Too Many Requests` with `Retry-After`, before anything is read.
@@ -179,17 +180,9 @@ async fn handle(
         return Ok(ctl.node_state(&node).await);
     }
 
-    // Node-key rotation: the machine proves itself with its previous key.
-    if let Some(old) = req.old_node_key
-        && let Some(node) = state.snapshot().by_node_key(&old).cloned()
-        && node.machine_key == peer.machine_key
-        && !node.is_expired(now)
-    {
-        let (node, change) = state.rotate_node_key(node.id, req.node_key).await?;
-        state.notifier().publish(change);
-        return Ok(ctl.node_state(&node).await);
-    }
-
+    // A new node key without a pre-auth key (`tailscale up --force-reauth`, or a
+    // login after expiry) is a new login, as in Headscale: the person or an admin
+    // authenticates it again, even though the machine still holds its old key.
     Ok(RegisterResponse::auth_url(begin_interactive(
         ctl, peer, req,
     )?))

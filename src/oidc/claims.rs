@@ -73,7 +73,7 @@ pub enum ClaimError {
     Malformed(String),
     #[error("the ID token was issued by {found:?}, not by the configured issuer {expected:?}")]
     WrongIssuer { found: String, expected: String },
-    #[error("the ID token is meant for {found:?}, which does not include this server's client_id")]
+    #[error("the ID token's audience is {found:?}, which does not include this server's client_id")]
     WrongAudience { found: Vec<String> },
     #[error(
         "the ID token has several audiences and was issued to {found:?} (azp), \

@@ -28,6 +28,9 @@ const DEFAULT_KEYS_AGE: Duration = Duration::from_secs(60 * 60);
 const MIN_KEYS_REFRESH: Duration = Duration::from_secs(10);
 /// After a failed discovery, the next sign-in tries again no sooner than this.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(5);
+/// A sign-in starts with a fresh look at the discovery document, unless another
+/// one looked this recently (so a burst of clicks asks the provider once).
+const LIVENESS: Duration = Duration::from_secs(1);
 /// Clock difference tolerated between headway and the provider.
 const LEEWAY_SECS: i64 = 120;
 
@@ -61,6 +64,14 @@ pub struct Redirect {
     pub state: String,
 }
 
+/// The last discovery document, and how the last try to fetch it went.
+#[derive(Default)]
+struct DiscoverySlot {
+    document: Option<Arc<Discovery>>,
+    attempted: Option<Instant>,
+    answered: bool,
+}
+
 struct Keys {
     set: Option<Arc<KeySet>>,
     fetched: Option<Instant>,
@@ -72,7 +83,7 @@ pub struct Client {
     settings: Oidc,
     redirect_uri: String,
     http: reqwest::Client,
-    discovery: tokio::sync::Mutex<(Option<Arc<Discovery>>, Option<Instant>)>,
+    discovery: tokio::sync::Mutex<DiscoverySlot>,
     keys: tokio::sync::Mutex<Keys>,
     logins: Mutex<HashMap<String, Login>>,
 }
@@ -105,7 +116,7 @@ impl Client {
             redirect_uri: format!("{}/oidc/callback", server_url.trim_end_matches('/')),
             settings,
             http,
-            discovery: tokio::sync::Mutex::new((None, None)),
+            discovery: tokio::sync::Mutex::new(DiscoverySlot::default()),
             keys: tokio::sync::Mutex::new(Keys {
                 set: None,
                 fetched: None,
@@ -124,26 +135,42 @@ impl Client {
         &self.redirect_uri
     }
 
-    /// The discovery document, fetched once and kept; a failure is remembered
-    /// for a few seconds, then tried again.
+    /// The discovery document: the one fetched last, or (none yet) fetched now;
+    /// a failure is remembered for a few seconds before the next try.
     pub async fn discover(&self) -> Result<Arc<Discovery>, OidcError> {
-        let mut slot = self.discovery.lock().await;
-        if let Some(found) = &slot.0 {
-            return Ok(found.clone());
-        }
-        if let Some(failed) = slot.1
-            && failed.elapsed() < DISCOVERY_RETRY
         {
-            return Err(self.unreachable("it did not answer a moment ago".into()));
+            let slot = self.discovery.lock().await;
+            if let Some(found) = &slot.document {
+                return Ok(found.clone());
+            }
         }
+        self.discover_within(DISCOVERY_RETRY).await
+    }
+
+    /// The discovery document as the provider serves it now (fetched again unless
+    /// the last try is younger than `age`): a sign-in starts only while the
+    /// provider answers, so a person whose provider is down gets a page that says
+    /// so instead of a browser error.
+    async fn discover_within(&self, age: Duration) -> Result<Arc<Discovery>, OidcError> {
+        let mut slot = self.discovery.lock().await;
+        if let Some(at) = slot.attempted
+            && at.elapsed() < age
+        {
+            return match (&slot.document, slot.answered) {
+                (Some(found), true) => Ok(found.clone()),
+                _ => Err(self.unreachable("it did not answer a moment ago".into())),
+            };
+        }
+        slot.attempted = Some(Instant::now());
         match self.fetch_discovery().await {
             Ok(found) => {
                 let found = Arc::new(found);
-                slot.0 = Some(found.clone());
+                slot.document = Some(found.clone());
+                slot.answered = true;
                 Ok(found)
             }
             Err(err) => {
-                slot.1 = Some(Instant::now());
+                slot.answered = false;
                 Err(err)
             }
         }
@@ -181,7 +208,7 @@ impl Client {
     /// `state`, `nonce`, the scopes, `oidc.extra_params` and, with PKCE, the
     /// code challenge.
     pub async fn begin(&self, purpose: &str) -> Result<Redirect, OidcError> {
-        let discovery = self.discover().await?;
+        let discovery = self.discover_within(LIVENESS).await?;
         let state = random_token();
         let nonce = random_token();
         let verifier = self.settings.pkce.map(|_| random_token());

@@ -113,25 +113,6 @@ impl State {
         Ok((self.node_view(id).await?, change))
     }
 
-    /// Replaces the node key of a logged-in node that proved itself with its previous
-    /// key (`OldNodeKey` in a register request); addresses and name stay.
-    pub async fn rotate_node_key(
-        &self,
-        id: NodeId,
-        new_key: crate::types::NodeKey,
-    ) -> Result<(Arc<Node>, Change)> {
-        if self
-            .snapshot()
-            .by_node_key(&new_key)
-            .is_some_and(|n| n.id != id)
-        {
-            return Err(Error::AlreadyExists(
-                "this node key is already registered".into(),
-            ));
-        }
-        self.update_node(id, |node| node.node_key = new_key).await
-    }
-
     /// Replaces a node's tags (`tag:name` each): the node then belongs to its
     /// tags, not to a user. With a policy, as in Headscale, every tag must be
     /// defined in its `tagOwners` (an admin need not own it); without one, any

@@ -809,7 +809,7 @@ mod kill_loop {
         match op {
             Op::Rotate => {
                 let new = fresh_node_key();
-                let body = rotate_body(&machine.node_key, &new, &machine.hostname);
+                let body = rotate_body(&machine.node_key, &new, auth_key, &machine.hostname);
                 let outcome = match register_call(shared, &machine.private, body).await {
                     Ok(answer) => admitted(&answer),
                     Err(outcome) => return outcome,

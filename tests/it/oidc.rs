@@ -1,350 +1,536 @@
-//! The test OpenID provider checked on its own, without headway: people sign in
-//! through `Browser`, codes become tokens whose signatures verify, claims land
-//! where the provider was told, PKCE works, the tamper hooks spoil what they
-//! promise, and a restart keeps the keys. headway's own OIDC tests replace this.
+//! Single sign-on with a real OpenID provider (oidc-provider 9 on Node.js) and
+//! official clients: `tailscale up` leads the person to the provider and back,
+//! the node joins as their user, the provider's groups open and close access
+//! through the policy, the allow rules admit and refuse, and every failure (a
+//! refused person, a forged or reused `state`, a spoiled ID token, a wrong client
+//! secret, the provider down at start-up or at sign-in) is a page or a start-up
+//! message, with nothing registered.
 
-use crate::support::oidc::{
-    Browser, Claims, Client, Page, Person, Provider, Tamper, jwt_parts, jwt_signature_verifies,
-};
-use base64::Engine;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::mpsc::{Receiver, channel};
+use crate::policy::crosses;
+use crate::support::oidc::{Browser, Claims, Client as OidcClient, Page, Person, Provider, Tamper};
+use crate::support::tailscale::{Client, echo_server, free_port, versions};
+use crate::support::{Spawn, TestServer, headway_bin, test_config, wait_until};
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The client's redirect URI: a loopback listener that answers 200 and hands
-/// over the request line of every call it gets.
-struct Callback {
-    url: String,
-    requests: Receiver<String>,
+const CLIENT_ID: &str = "headway";
+const SECRET: &str = "headway-client-secret";
+
+/// A provider and a headway server that signs people in with it.
+struct Sso {
+    provider: Provider,
+    server: TestServer,
 }
 
-impl Callback {
-    fn start() -> Callback {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/callback", listener.local_addr().unwrap());
-        let (sender, requests) = channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut line = String::new();
-                let _ = reader.read_line(&mut line);
-                let mut header = String::new();
-                while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
-                    header.clear();
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\ncallback\n",
-                );
-                if sender.send(line.trim_end().to_owned()).is_err() {
-                    return;
-                }
-            }
+/// `oidc:` for `issuer`, with `more` (indented lines) added.
+fn oidc_yaml(issuer: &str, secret: &str, more: &str) -> String {
+    format!(
+        "oidc:\n  issuer: {issuer}\n  client_id: {CLIENT_ID}\n  client_secret: {secret}\n  scope: [openid, profile, email, groups]\n{more}"
+    )
+}
+
+impl Sso {
+    /// The provider knows `people`; headway's `oidc` section gets `more`, and a
+    /// policy file `policy` when given.
+    fn start(people: &[Person], more: &str, policy: Option<&str>) -> Sso {
+        let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+        let port = free_port();
+        let redirect = format!("http://127.0.0.1:{port}/oidc/callback");
+        let provider = Provider::start(
+            dir.path(),
+            &[OidcClient::confidential(CLIENT_ID, SECRET, &redirect)],
+            people,
+        );
+        let mut extra = oidc_yaml(&provider.issuer(), SECRET, more);
+        if let Some(policy) = policy {
+            let file = dir.path().join("acl.hujson");
+            std::fs::write(&file, policy).unwrap();
+            extra.push_str(&format!(
+                "policy:\n  mode: file\n  path: {}\n",
+                file.display()
+            ));
+        }
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(port),
+            extra_config: extra,
+            dir: Some(dir),
+            ..Spawn::default()
         });
-        Callback { url, requests }
+        Sso { provider, server }
     }
 }
 
-fn random() -> String {
-    let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).unwrap();
-    hex::encode(bytes)
-}
-
-/// One authorization request of `client`, with PKCE (S256) when asked.
-struct Flow {
-    url: String,
-    client: Client,
-    state: String,
-    nonce: String,
-    verifier: Option<String>,
-}
-
-impl Flow {
-    fn new(provider: &Provider, client: &Client, pkce: bool) -> Flow {
-        let (state, nonce) = (random(), random());
-        let verifier = pkce.then(random);
-        let endpoint = provider.discovery()["authorization_endpoint"]
+/// `tailscale up` (interactive) in the background; the child and its auth URL.
+fn begin_up(client: &Client, server: &TestServer, flags: &[&str]) -> (Child, String) {
+    let said = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(client.bin_path("tailscale"))
+        .arg(format!("--socket={}", client.socket_path().display()))
+        .arg("up")
+        .arg(format!("--login-server={}", server.url()))
+        .arg(format!("--hostname={}", client.name))
+        .args(["--accept-dns=false", "--timeout=60s"])
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(said.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    let found = crate::support::poll_until(Duration::from_secs(30), || {
+        url = client.status()["AuthURL"]
             .as_str()
-            .unwrap()
+            .unwrap_or_default()
             .to_owned();
-        let mut url = url::Url::parse(&endpoint).unwrap();
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &client.client_id)
-            .append_pair("redirect_uri", &client.redirect_uris[0])
-            .append_pair("scope", "openid email profile groups")
-            .append_pair("state", &state)
-            .append_pair("nonce", &nonce);
-        if let Some(verifier) = &verifier {
-            let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .encode(Sha256::digest(verifier.as_bytes()));
-            url.query_pairs_mut()
-                .append_pair("code_challenge", &challenge)
-                .append_pair("code_challenge_method", "S256");
-        }
-        Flow {
-            url: url.into(),
-            client: client.clone(),
-            state,
-            nonce,
-            verifier,
-        }
-    }
-
-    /// The code the browser brought back to the callback, with this flow's state.
-    fn code(&self, page: &Page, callback: &Callback, issuer: &str) -> String {
-        assert_eq!(page.status, 200, "{}: {}", page.url, page.body);
-        assert!(
-            page.url.as_str().starts_with(&self.client.redirect_uris[0]),
-            "not back at the client: {} {}",
-            page.url,
-            page.text()
+        !url.is_empty()
+    });
+    if !found {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{} ({}): no auth URL; tailscale up said:\n{}\n{}",
+            client.name,
+            client.version,
+            std::fs::read_to_string(said.path()).unwrap_or_default(),
+            client.log_tail()
         );
-        assert_eq!(page.query("state").as_deref(), Some(self.state.as_str()));
-        assert_eq!(page.query("iss").as_deref(), Some(issuer));
-        let code = page.query("code").expect("a code");
-        let request = callback
-            .requests
-            .recv_timeout(Duration::from_secs(5))
-            .unwrap();
-        assert!(request.starts_with("GET /callback?"), "{request}");
-        assert!(request.contains(&format!("code={code}")), "{request}");
-        assert!(
-            request.contains(&format!("state={}", self.state)),
-            "{request}"
-        );
-        code
     }
-
-    /// Exchanges `code` at the token endpoint as the flow's client: the tokens.
-    fn exchange(&self, provider: &Provider, code: &str) -> Value {
-        let mut fields = vec![
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", self.client.redirect_uris[0].as_str()),
-        ];
-        if let Some(verifier) = &self.verifier {
-            fields.push(("code_verifier", verifier));
-        }
-        let (status, tokens) = provider.token(&self.client, &fields);
-        assert_eq!(status, 200, "{tokens}");
-        tokens
-    }
-}
-
-/// Signs `person` in for `client` and returns the tokens and the flow's nonce.
-/// Without a person the browser's session must do: no login form on the way.
-fn sign_in(
-    provider: &Provider,
-    browser: &mut Browser,
-    callback: &Callback,
-    client: &Client,
-    person: Option<&Person>,
-) -> (Value, String) {
-    let flow = Flow::new(
-        provider,
-        client,
-        client.token_endpoint_auth_method == "none",
+    assert!(
+        url.starts_with(&format!("{}/register/hskey-authreq-", server.url())),
+        "{url}"
     );
-    let page = match person {
-        Some(person) => browser.sign_in(&flow.url, &person.login, &person.password),
-        None => browser.get(&flow.url),
-    };
-    let code = flow.code(&page, callback, &provider.issuer());
-    (flow.exchange(provider, &code), flow.nonce)
+    (child, url)
 }
 
-fn id_token(tokens: &Value) -> &str {
-    tokens["id_token"].as_str().expect("an ID token")
+/// Signs `person` in at the provider from a fresh browser and confirms the
+/// machine on headway's page; the page the confirmation ends on.
+fn sign_in_and_confirm(auth_url: &str, person: &Person) -> Page {
+    let mut browser = Browser::new();
+    let page = browser.sign_in(auth_url, &person.login, &person.password);
+    assert_eq!(page.status, 200, "{}: {}", page.url, page.text());
+    assert!(
+        page.text().contains("Register this machine"),
+        "not the confirmation page: {}",
+        page.text()
+    );
+    browser.submit(&page, &[])
+}
+
+/// Runs `tailscale up` on `client`, signs `person` in, confirms, and waits until
+/// the client runs; the final page's text.
+fn join_as(client: &Client, server: &TestServer, person: &Person, flags: &[&str]) -> String {
+    let (mut up, url) = begin_up(client, server, flags);
+    let done = sign_in_and_confirm(&url, person);
+    assert_eq!(done.status, 200, "{}", done.text());
+    client.wait_status("running", Duration::from_secs(30), |s| {
+        s["BackendState"] == "Running"
+    });
+    let _ = up.kill();
+    let _ = up.wait();
+    done.text()
+}
+
+/// Waits until headway sees the provider again: a failed look is remembered
+/// for a few seconds, not tried at every click.
+fn wait_for_provider(auth_url: &str) {
+    wait_until(
+        "headway reaches the provider again",
+        Duration::from_secs(30),
+        || Browser::new().get(auth_url).status != 503,
+    );
+}
+
+fn users(server: &TestServer) -> Vec<Value> {
+    let out = server.cli(&["users", "list", "-o", "json"]).ok().stdout;
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn nodes(server: &TestServer) -> Vec<Value> {
+    let out = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn owner_of(server: &TestServer, hostname: &str) -> String {
+    nodes(server)
+        .iter()
+        .find(|n| n["name"] == hostname)
+        .map(|n| n["user"]["name"].as_str().unwrap_or_default().to_owned())
+        .unwrap_or_else(|| panic!("no node {hostname}: {:#?}", nodes(server)))
 }
 
 #[test]
-fn the_test_provider_signs_people_in_and_its_tokens_verify() {
-    let callback = Callback::start();
-    let dir = tempfile::tempdir().unwrap();
-    let web = Client::confidential("headway", "secret", &callback.url);
-    let es256 = Client::confidential("headway-es", "secret", &callback.url).id_token_alg("ES256");
-    let cli = Client::public("cli", &callback.url);
-    let alice = Person::new("alice")
-        .email("alice@example.com")
-        .name("Alice Liddell")
-        .picture("http://127.0.0.1/alice.png")
-        .groups(&["engineering"]);
-    let clients = [web.clone(), es256.clone(), cli.clone()];
-    let mut provider = Provider::start(dir.path(), &clients, std::slice::from_ref(&alice));
-    let issuer = provider.issuer();
-    let discovery = provider.discovery();
-    assert_eq!(discovery["issuer"], issuer);
-    assert_eq!(
-        discovery["code_challenge_methods_supported"],
-        json!(["S256"])
-    );
-    let jwks = provider.jwks();
+fn people_sign_in_at_the_provider_and_its_groups_open_and_close_access() {
+    for version in versions() {
+        let port = echo_server();
+        let policy = format!(
+            r#"{{
+  // Engineering, as the provider says, reaches the database.
+  "groups": {{"group:engineering": []}},
+  "tagOwners": {{"tag:db": ["ops@"]}},
+  "acls": [{{"action": "accept", "src": ["group:engineering"], "dst": ["tag:db:{port}"]}}],
+}}"#
+        );
+        let alice = Person::new("alice")
+            .email("alice@example.com")
+            .name("Alice Liddell")
+            .picture("https://example.com/alice.png")
+            .groups(&["engineering"]);
+        let bob = Person::new("bob")
+            .email("bob@example.com")
+            .groups(&["sales"]);
+        let sso = Sso::start(
+            &[alice.clone(), bob.clone()],
+            "  pkce:\n    enabled: true\n",
+            Some(&policy),
+        );
+        let server = &sso.server;
+        server.cli(&["users", "create", "ops"]).ok();
+        let key = server.reusable_key("ops", &["--tags", "tag:db"]);
+        let db = Client::start(&version, "db");
+        crate::clients::assert_logged_in(&db, &db.up_with(&server.url(), &key, &[]));
+        let db_ip = db.ipv4();
 
-    // A wrong password shows the form again; the right one lands on the callback
-    // with a code that a wrong secret cannot redeem and the right one can.
-    let mut browser = Browser::new();
-    let flow = Flow::new(&provider, &web, false);
-    let page = browser.sign_in(&flow.url, "alice", "wrong");
-    assert!(page.is_login_form(), "{}", page.body);
+        // Alice: the provider, the confirmation, and she is in.
+        let laptop = Client::start(&version, "laptop");
+        let said = join_as(&laptop, server, &alice, &[]);
+        assert!(
+            said.contains("laptop is now in the tailnet as Alice Liddell"),
+            "{version}: {said}"
+        );
+        let listed = users(server);
+        let user = listed
+            .iter()
+            .find(|u| u["name"] == "alice")
+            .unwrap_or_else(|| panic!("{listed:#?}"));
+        assert_eq!(user["email"], "alice@example.com");
+        assert_eq!(user["display_name"], "Alice Liddell");
+        assert_eq!(user["profile_pic_url"], "https://example.com/alice.png");
+        assert_eq!(user["provider"], "oidc");
+        assert_eq!(
+            user["provider_id"],
+            format!("{}/sub-alice", sso.provider.issuer())
+        );
+        assert_eq!(owner_of(server, "laptop"), "alice");
+        wait_until(
+            "alice (engineering) reaches the database",
+            Duration::from_secs(30),
+            || crosses(&laptop, &db_ip, port),
+        );
+
+        // Bob is not in engineering: he joins, but does not get through.
+        let phone = Client::start(&version, "phone");
+        join_as(&phone, server, &bob, &[]);
+        assert_eq!(owner_of(server, "phone"), "bob");
+        assert!(!crosses(&phone, &db_ip, port), "{version}: bob got through");
+
+        // Alice again, from a second machine: the same user.
+        let tablet = Client::start(&version, "tablet");
+        join_as(&tablet, server, &alice, &[]);
+        assert_eq!(owner_of(server, "tablet"), "alice");
+        assert_eq!(users(server).len(), 3, "{:#?}", users(server));
+
+        // The directory drops alice from engineering; at her next sign-in her
+        // access closes, on every machine of hers.
+        sso.provider
+            .set_people(&[alice.clone().groups(&[]), bob.clone()]);
+        let said = join_as(&laptop, server, &alice, &["--force-reauth"]);
+        assert!(said.contains("signed in again"), "{version}: {said}");
+        assert_eq!(users(server).len(), 3, "{:#?}", users(server));
+        assert_eq!(owner_of(server, "laptop"), "alice");
+        wait_until(
+            "alice no longer reaches the database",
+            Duration::from_secs(30),
+            || !crosses(&laptop, &db_ip, port) && !crosses(&tablet, &db_ip, port),
+        );
+    }
+}
+
+#[test]
+fn refusals_and_broken_answers_are_pages_and_register_nothing() {
+    let version = versions().pop().unwrap();
+    let person =
+        |login: &str, email: &str, groups: &[&str]| Person::new(login).email(email).groups(groups);
+    let carol = person("carol", "carol@example.com", &["staff"]);
+    let eve = person("eve", "eve@example.com", &["visitors"]);
+    let mallory = person("mallory", "mallory@evil.example", &["staff"]);
+    let frank = person("frank", "frank@example.com", &["staff"]);
+    let grace = person("grace", "grace@example.com", &["staff"]).email_verified(false);
+    let mut sso = Sso::start(
+        &[
+            carol.clone(),
+            eve.clone(),
+            mallory.clone(),
+            frank.clone(),
+            grace.clone(),
+        ],
+        "  allowed_groups: [staff]\n  allowed_domains: [example.com]\n  allowed_users: [carol@example.com, grace@example.com]\n",
+        None,
+    );
+    let server = &sso.server;
+    let laptop = Client::start(&version, "laptop");
+    let (mut up, url) = begin_up(&laptop, server, &[]);
+
+    let refused = |person: &Person, status: u16, says: &str| {
+        let page = Browser::new().sign_in(&url, &person.login, &person.password);
+        assert_eq!(page.status, status, "{}: {}", person.login, page.text());
+        assert!(
+            page.text().contains(says),
+            "{}: expected {says:?} in {}",
+            person.login,
+            page.text()
+        );
+        assert!(
+            nodes(server).is_empty(),
+            "{} registered a node",
+            person.login
+        );
+    };
+    // Each allow rule refuses whom it should.
+    refused(&eve, 403, "you are not in a group this tailnet allows");
+    refused(
+        &mallory,
+        403,
+        "your email address \"mallory@evil.example\" is not in a domain this tailnet allows",
+    );
+    refused(
+        &frank,
+        403,
+        "your account \"frank@example.com\" is not one this tailnet allows",
+    );
+    refused(
+        &grace,
+        403,
+        "your email address \"grace@example.com\" is not verified at the identity provider",
+    );
+    // No user was made for any of them.
+    assert!(users(server).is_empty(), "{:#?}", users(server));
+
+    // A callback headway did not start in this browser.
+    let forged = Browser::new().get(&format!(
+        "{}/oidc/callback?code=abc&state=forged-state-value",
+        server.url()
+    ));
+    assert_eq!(forged.status, 403, "{}", forged.text());
+    assert!(forged.text().contains("not started in this browser"));
+
+    // ID tokens the provider spoils on the way are refused.
+    for (tamper, says) in [
+        (Tamper::BadSignature, "signature"),
+        (Tamper::WrongAudience, "audience"),
+        (Tamper::Expired, "expired"),
+        (Tamper::WrongIssuer, "issuer"),
+    ] {
+        sso.provider.tamper(tamper);
+        let page = Browser::new().sign_in(&url, &carol.login, &carol.password);
+        assert_eq!(page.status, 403, "{tamper:?}: {}", page.text());
+        assert!(
+            page.text().contains("could not be trusted") && page.text().contains(says),
+            "{tamper:?}: {}",
+            page.text()
+        );
+    }
+    sso.provider.tamper(Tamper::Off);
+    assert!(nodes(server).is_empty());
+
+    // The provider down at sign-in: a page says so and what an admin can do
+    // (headway looks at the provider at most once a second).
+    sso.provider.stop();
+    let mut down = Browser::new().get(&url);
+    wait_until(
+        "headway notices the provider is down",
+        Duration::from_secs(10),
+        || {
+            down = Browser::new().get(&url);
+            down.status != 0
+        },
+    );
+    assert_eq!(down.status, 503, "{}", down.text());
     assert!(
-        page.text().contains("Wrong login or password."),
+        down.text().contains("cannot be reached")
+            && down.text().contains("headway auth register --auth-id"),
+        "{}",
+        down.text()
+    );
+    sso.provider.start_again();
+    wait_for_provider(&url);
+
+    // Carol is allowed; the callback she came back with cannot be used twice.
+    let mut browser = Browser::new();
+    let confirm = browser.sign_in(&url, &carol.login, &carol.password);
+    assert_eq!(confirm.status, 200, "{}", confirm.text());
+    // The confirmation's token rides in a cookie no script and no other site sees.
+    let cookie = confirm.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let replay = browser.get(confirm.url.as_str());
+    assert_eq!(replay.status, 410, "{}", replay.text());
+    assert!(
+        replay.text().contains("already been used"),
+        "{}",
+        replay.text()
+    );
+    let done = browser.submit(&confirm, &[]);
+    assert_eq!(done.status, 200, "{}", done.text());
+    assert!(
+        done.text().contains("laptop is now in the tailnet"),
+        "{}",
+        done.text()
+    );
+    // The confirmation is single-use too: its cookie is gone, and so is the
+    // waiting registration.
+    let again = browser.submit(&confirm, &[]);
+    assert_eq!(again.status, 403, "{}", again.text());
+    assert!(
+        again.text().contains("did not come from the page"),
+        "{}",
+        again.text()
+    );
+    laptop.wait_status("running", Duration::from_secs(30), |s| {
+        s["BackendState"] == "Running"
+    });
+    let _ = up.kill();
+    let _ = up.wait();
+    assert_eq!(owner_of(server, "laptop"), "carol");
+
+    // The CLI keeps working beside OIDC.
+    server.cli(&["users", "create", "admin"]).ok();
+    let desk = Client::start(&version, "desk");
+    let (mut up, url) = begin_up(&desk, server, &[]);
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    server
+        .cli(&["nodes", "register", "--user", "admin", "--key", &id])
+        .ok();
+    desk.wait_status("running", Duration::from_secs(30), |s| {
+        s["BackendState"] == "Running"
+    });
+    let _ = up.kill();
+    let _ = up.wait();
+    assert_eq!(owner_of(server, "desk"), "admin");
+}
+
+#[test]
+fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
+    let version = versions().pop().unwrap();
+    let dave = Person::new("dave").email("dave@example.com");
+    let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
+    let (port, wrong_port) = (free_port(), free_port());
+    // Profile claims come from the userinfo endpoint only, here.
+    let mut provider = Provider::start_with(
+        dir.path(),
+        &[
+            // ES256 ID tokens here (RS256, the default, elsewhere).
+            OidcClient::confidential(
+                CLIENT_ID,
+                SECRET,
+                &format!("http://127.0.0.1:{port}/oidc/callback"),
+            )
+            .id_token_alg("ES256"),
+            OidcClient::confidential(
+                "misconfigured",
+                SECRET,
+                &format!("http://127.0.0.1:{wrong_port}/oidc/callback"),
+            ),
+        ],
+        std::slice::from_ref(&dave),
+        Claims::UserinfoOnly,
+    );
+    let issuer = provider.issuer();
+    provider.stop();
+
+    // Down, and only_start_if_oidc_is_available at its default: no start.
+    let refused_dir = tempfile::tempdir().unwrap();
+    let config = refused_dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        test_config(refused_dir.path(), &oidc_yaml(&issuer, SECRET, "")),
+    )
+    .unwrap();
+    let out = Command::new(headway_bin())
+        .current_dir(refused_dir.path())
+        .env("HOME", refused_dir.path())
+        .env("NO_COLOR", "1")
+        .arg("-c")
+        .arg(&config)
+        .arg("serve")
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "started without its provider:\n{said}"
+    );
+    assert!(
+        said.contains(&format!("the OIDC provider {issuer} cannot be reached"))
+            && said.contains("only_start_if_oidc_is_available"),
+        "{said}"
+    );
+
+    // Told to start anyway: it does, says so, and signs dave in once the
+    // provider is back (PKCE off here).
+    let server = TestServer::spawn_with(Spawn {
+        port: Some(port),
+        extra_config: oidc_yaml(
+            &issuer,
+            SECRET,
+            "  only_start_if_oidc_is_available: false\n",
+        ),
+        ..Spawn::default()
+    });
+    assert!(server.log().contains("starting anyway"), "{}", server.log());
+    let laptop = Client::start(&version, "laptop");
+    let (mut up, url) = begin_up(&laptop, &server, &[]);
+    let down = Browser::new().get(&url);
+    assert_eq!(down.status, 503, "{}", down.text());
+    assert!(
+        down.text()
+            .contains(&format!("The identity provider {issuer} cannot be reached")),
+        "{}",
+        down.text()
+    );
+    provider.start_again();
+    wait_for_provider(&url);
+    let done = sign_in_and_confirm(&url, &dave);
+    assert_eq!(done.status, 200, "{}", done.text());
+    laptop.wait_status("running", Duration::from_secs(30), |s| {
+        s["BackendState"] == "Running"
+    });
+    let _ = up.kill();
+    let _ = up.wait();
+    assert_eq!(owner_of(&server, "laptop"), "dave");
+    let dave_user = users(&server);
+    assert_eq!(dave_user[0]["email"], "dave@example.com", "{dave_user:#?}");
+
+    // A wrong client secret: the provider refuses headway, the person sees why.
+    let wrong = TestServer::spawn_with(Spawn {
+        port: Some(wrong_port),
+        extra_config: oidc_yaml(&issuer, "not-the-secret", "").replace(
+            &format!("client_id: {CLIENT_ID}"),
+            "client_id: misconfigured",
+        ),
+        ..Spawn::default()
+    });
+    let phone = Client::start(&version, "phone");
+    let (mut up, url) = begin_up(&phone, &wrong, &[]);
+    let page = Browser::new().sign_in(&url, &dave.login, &dave.password);
+    assert_eq!(page.status, 502, "{}", page.text());
+    assert!(
+        page.text()
+            .contains("refused this server's client credentials")
+            && page.text().contains("oidc.client_secret"),
         "{}",
         page.text()
     );
-    assert!(
-        page.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let page = browser.submit(&page, &[("login", "alice"), ("password", &alice.password)]);
-    let code = flow.code(&page, &callback, &issuer);
-    let wrong_secret = Client::confidential("headway", "not-the-secret", &callback.url);
-    let (status, answer) = provider.token(
-        &wrong_secret,
-        &[("grant_type", "authorization_code"), ("code", &code)],
-    );
-    assert_eq!(status, 401, "{answer}");
-    assert_eq!(
-        answer,
-        json!({"error": "invalid_client", "error_description": "client authentication failed"})
-    );
-    let tokens = flow.exchange(&provider, &code);
-    let (header, claims) = jwt_parts(id_token(&tokens));
-    assert_eq!(header["alg"], "RS256");
-    assert!(jwt_signature_verifies(id_token(&tokens), &jwks));
-    assert_eq!(claims["iss"], issuer);
-    assert_eq!(claims["aud"], "headway");
-    assert_eq!(claims["sub"], "sub-alice");
-    assert_eq!(claims["nonce"], flow.nonce);
-    assert_eq!(claims["groups"], json!(["engineering"]));
-    assert_eq!(claims["email"], "alice@example.com");
-    let access_token = tokens["access_token"].as_str().unwrap();
-    let (status, userinfo) = provider.userinfo(access_token);
-    assert_eq!(status, 200, "{userinfo}");
-    assert_eq!(
-        userinfo,
-        json!({
-            "sub": "sub-alice", "email": "alice@example.com", "email_verified": true,
-            "name": "Alice Liddell", "preferred_username": "alice",
-            "picture": "http://127.0.0.1/alice.png", "groups": ["engineering"],
-        })
-    );
-
-    // ES256 for the client that asks for it. Alice's session spares her the login
-    // form from now on, for clients she has not used yet too.
-    let (tokens, _) = sign_in(&provider, &mut browser, &callback, &es256, None);
-    assert_eq!(jwt_parts(id_token(&tokens)).0["alg"], "ES256");
-    assert!(jwt_signature_verifies(id_token(&tokens), &jwks));
-
-    // PKCE: the public client must use it, with S256; `plain` is refused.
-    let (tokens, nonce) = sign_in(&provider, &mut browser, &callback, &cli, None);
-    assert_eq!(jwt_parts(id_token(&tokens)).1["nonce"], json!(nonce));
-    let mut plain = url::Url::parse(&Flow::new(&provider, &cli, false).url).unwrap();
-    plain
-        .query_pairs_mut()
-        .append_pair("code_challenge", &random())
-        .append_pair("code_challenge_method", "plain");
-    let page = browser.get(plain.as_str());
-    assert_eq!(
-        page.query("error").as_deref(),
-        Some("invalid_request"),
-        "{}",
-        page.url
-    );
-    assert_eq!(
-        page.query("error_description").as_deref(),
-        Some("not supported value of code_challenge_method")
-    );
-    callback
-        .requests
-        .recv_timeout(Duration::from_secs(5))
-        .unwrap();
-
-    // The tamper hooks spoil exactly what they name.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let tampers = [
-        Tamper::BadSignature,
-        Tamper::WrongAudience,
-        Tamper::Expired,
-        Tamper::WrongIssuer,
-    ];
-    for tamper in tampers {
-        provider.tamper(tamper);
-        let (tokens, _) = sign_in(&provider, &mut browser, &callback, &web, None);
-        let token = id_token(&tokens);
-        let claims = jwt_parts(token).1;
-        let spoiled = [
-            !jwt_signature_verifies(token, &jwks),
-            claims["aud"] != "headway",
-            claims["exp"].as_u64().unwrap() <= now,
-            claims["iss"] != issuer,
-        ];
-        assert_eq!(
-            spoiled,
-            tampers.map(|t| t == tamper),
-            "{tamper:?}: {claims}"
-        );
-    }
-    provider.tamper(Tamper::Off);
-
-    // A restart keeps the port and the keys; people are read afresh.
-    let before = id_token(&tokens).to_owned();
-    provider.stop();
-    provider.start_again();
-    assert_eq!(provider.issuer(), issuer);
-    assert_eq!(provider.jwks(), jwks);
-    assert!(jwt_signature_verifies(&before, &provider.jwks()));
-    provider.set_people(&[alice.clone().groups(&["ops"]).email_verified(false)]);
-    let (tokens, _) = sign_in(
-        &provider,
-        &mut Browser::new(),
-        &callback,
-        &web,
-        Some(&alice),
-    );
-    assert_eq!(jwt_parts(id_token(&tokens)).1["groups"], json!(["ops"]));
-    let (_, userinfo) = provider.userinfo(tokens["access_token"].as_str().unwrap());
-    assert_eq!(
-        (&userinfo["groups"], &userinfo["email_verified"]),
-        (&json!(["ops"]), &json!(false))
-    );
-    drop(provider);
-
-    // Userinfo only: the ID token carries no profile, email or groups claims.
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Provider::start_with(
-        dir.path(),
-        &clients,
-        std::slice::from_ref(&alice),
-        Claims::UserinfoOnly,
-    );
-    let (tokens, _) = sign_in(
-        &provider,
-        &mut Browser::new(),
-        &callback,
-        &web,
-        Some(&alice),
-    );
-    let claims = jwt_parts(id_token(&tokens)).1;
-    for claim in [
-        "email",
-        "email_verified",
-        "name",
-        "preferred_username",
-        "picture",
-        "groups",
-    ] {
-        assert!(claims.get(claim).is_none(), "{claim} in {claims}");
-    }
-    let (_, userinfo) = provider.userinfo(tokens["access_token"].as_str().unwrap());
-    assert_eq!(userinfo["groups"], json!(["engineering"]));
+    assert!(nodes(&wrong).is_empty() && users(&wrong).is_empty());
+    let _ = up.kill();
+    let _ = up.wait();
 }

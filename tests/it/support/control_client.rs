@@ -109,13 +109,15 @@ pub fn register_body(node_key: &NodeKey, auth_key: &str) -> String {
     register_with_key(node_key, auth_key, "eager", &[])
 }
 
-/// A node-key rotation: the machine proves itself with its previous key, no
-/// pre-auth key (what tailscaled sends when its key nears expiry).
-pub fn rotate_body(old: &NodeKey, new: &NodeKey, hostname: &str) -> String {
+/// A node-key rotation with a pre-auth key (`tailscale up --force-reauth
+/// --authkey …`): the machine names its previous key and logs in again with the
+/// new one. Without a pre-auth key, a new node key is an interactive login.
+pub fn rotate_body(old: &NodeKey, new: &NodeKey, auth_key: &str, hostname: &str) -> String {
     serde_json::json!({
         "Version": CAPVER,
         "NodeKey": new.to_string(),
         "OldNodeKey": old.to_string(),
+        "Auth": {"AuthKey": auth_key},
         "Expiry": "0001-01-01T00:00:00Z",
         "Hostinfo": hostinfo(hostname, &[]),
     })

@@ -11,7 +11,6 @@
 use super::tailscale::tools_dir;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Serialize;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -112,18 +111,6 @@ impl Client {
             client_secret: Some(secret.to_owned()),
             redirect_uris: vec![redirect_uri.to_owned()],
             token_endpoint_auth_method: "client_secret_basic".to_owned(),
-            id_token_signed_response_alg: None,
-        }
-    }
-
-    /// A client without a secret (`token_endpoint_auth_method: none`); the
-    /// provider requires PKCE (S256) of it.
-    pub fn public(client_id: &str, redirect_uri: &str) -> Client {
-        Client {
-            client_id: client_id.to_owned(),
-            client_secret: None,
-            redirect_uris: vec![redirect_uri.to_owned()],
-            token_endpoint_auth_method: "none".to_owned(),
             id_token_signed_response_alg: None,
         }
     }
@@ -293,64 +280,6 @@ impl Provider {
         );
     }
 
-    /// The discovery document (`/.well-known/openid-configuration`).
-    pub fn discovery(&self) -> Value {
-        self.get_json(&format!(
-            "{}/.well-known/openid-configuration",
-            self.issuer()
-        ))
-    }
-
-    /// The public signing keys (`jwks_uri`).
-    pub fn jwks(&self) -> Value {
-        self.get_json(self.discovery()["jwks_uri"].as_str().unwrap())
-    }
-
-    /// A token request as `client` would make it, authenticated by its method
-    /// (Basic, form fields or none), with `fields` such as `grant_type`, `code`,
-    /// `redirect_uri`, `code_verifier`: the status and the JSON answer.
-    pub fn token(&self, client: &Client, fields: &[(&str, &str)]) -> (u16, Value) {
-        let url = self.discovery()["token_endpoint"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut form = url::form_urlencoded::Serializer::new(String::new());
-        form.extend_pairs(fields);
-        let mut request = http_client().post(&url);
-        match client.token_endpoint_auth_method.as_str() {
-            "client_secret_basic" => {
-                request = request.basic_auth(
-                    form_encode(&client.client_id),
-                    client.client_secret.as_deref().map(form_encode),
-                );
-            }
-            "client_secret_post" => {
-                form.append_pair("client_id", &client.client_id);
-                form.append_pair(
-                    "client_secret",
-                    client.client_secret.as_deref().unwrap_or(""),
-                );
-            }
-            _ => {
-                form.append_pair("client_id", &client.client_id);
-            }
-        }
-        let request = request
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(form.finish());
-        self.json_answer(&url, request)
-    }
-
-    /// The userinfo endpoint called with `access_token`: the status and the JSON answer.
-    pub fn userinfo(&self, access_token: &str) -> (u16, Value) {
-        let url = self.discovery()["userinfo_endpoint"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let request = http_client().get(&url).bearer_auth(access_token);
-        self.json_answer(&url, request)
-    }
-
     /// What the provider wrote to stderr, over all its starts.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("oidc-provider.log")).unwrap_or_default()
@@ -361,27 +290,6 @@ impl Provider {
         let lines: Vec<&str> = log.lines().collect();
         let tail = lines[lines.len().saturating_sub(30)..].join("\n");
         format!("oidc-provider's stderr (last lines):\n{tail}")
-    }
-
-    fn get_json(&self, url: &str) -> Value {
-        let (status, value) = self.json_answer(url, http_client().get(url));
-        assert_eq!(status, 200, "GET {url}: {value}");
-        value
-    }
-
-    fn json_answer(&self, url: &str, request: reqwest::RequestBuilder) -> (u16, Value) {
-        let (status, body) = block_on(async move {
-            let response = request.send().await?;
-            Ok::<_, reqwest::Error>((response.status().as_u16(), response.text().await?))
-        })
-        .unwrap_or_else(|e| panic!("{url}: {e}\n{}", self.log_tail()));
-        let value = serde_json::from_str(&body).unwrap_or_else(|e| {
-            panic!(
-                "{url} answered {status}, not JSON ({e}): {body}\n{}",
-                self.log_tail()
-            )
-        });
-        (status, value)
     }
 
     fn spawn(&mut self) {
@@ -449,11 +357,6 @@ impl Drop for Provider {
     }
 }
 
-/// Percent-encoding of a Basic credential part, as RFC 6749 section 2.3.1 asks.
-fn form_encode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
 /// A client for loopback HTTP. Each call runs on its own short-lived runtime
 /// (see [`block_on`]), so connections are never pooled across calls.
 fn http_client() -> reqwest::Client {
@@ -489,7 +392,7 @@ where
     })
 }
 
-/// A page the browser ended on.
+/// A page the browser ended on (status 0: the server could not be reached).
 #[derive(Debug)]
 pub struct Page {
     pub status: u16,
@@ -516,14 +419,6 @@ impl Page {
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ")
-    }
-
-    /// A parameter of the final URL's query (`code`, `state`, `error`).
-    pub fn query(&self, name: &str) -> Option<String> {
-        self.url
-            .query_pairs()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned())
     }
 
     /// Whether the page holds a form with a password field: a login page.
@@ -637,13 +532,17 @@ impl Browser {
                     .header("content-type", "application/x-www-form-urlencoded")
                     .body(body.clone());
             }
-            let (status, headers, text) = block_on(async move {
+            let answer = block_on(async move {
                 let response = request.send().await?;
                 let status = response.status().as_u16();
                 let headers = response.headers().clone();
                 Ok::<_, reqwest::Error>((status, headers, response.text().await?))
-            })
-            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+            });
+            // A server that cannot be reached is a browser's error page: status 0.
+            let (status, headers, text) = match answer {
+                Ok(answer) => answer,
+                Err(e) => (0, HeaderMap::new(), format!("{method} {url}: {e}")),
+            };
             for set_cookie in headers.get_all("set-cookie") {
                 self.store_cookie(&url, set_cookie);
             }
@@ -928,63 +827,4 @@ fn unescape(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The header and claims of a JWT, not verified.
-pub fn jwt_parts(token: &str) -> (Value, Value) {
-    use base64::Engine;
-    let decode = |part: &str| -> Value {
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part)
-            .unwrap_or_else(|e| panic!("not base64url ({e}): {part}"));
-        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {part}"))
-    };
-    let parts: Vec<&str> = token.split('.').collect();
-    assert_eq!(parts.len(), 3, "not a signed JWT: {token}");
-    (decode(parts[0]), decode(parts[1]))
-}
-
-/// Whether the JWT's signature verifies with the key of `jwks` its `kid` names
-/// (RS256 or ES256). Claims are not checked.
-pub fn jwt_signature_verifies(token: &str, jwks: &Value) -> bool {
-    use base64::Engine;
-    use ring::signature;
-    let b64 = |text: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(text)
-            .unwrap_or_else(|e| panic!("not base64url ({e}): {text}"))
-    };
-    let (header, _) = jwt_parts(token);
-    let Some((signed, signature)) = token.rsplit_once('.') else {
-        return false;
-    };
-    let signature = b64(signature);
-    let Some(key) = jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|key| key["kid"] == header["kid"])
-    else {
-        return false;
-    };
-    let field = |name: &str| b64(key[name].as_str().unwrap_or_default());
-    match header["alg"].as_str() {
-        Some("RS256") => signature::RsaPublicKeyComponents {
-            n: field("n"),
-            e: field("e"),
-        }
-        .verify(
-            &signature::RSA_PKCS1_2048_8192_SHA256,
-            signed.as_bytes(),
-            &signature,
-        )
-        .is_ok(),
-        Some("ES256") => {
-            let point = [&[0x04][..], &field("x"), &field("y")].concat();
-            signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                .verify(signed.as_bytes(), &signature)
-                .is_ok()
-        }
-        _ => false,
-    }
 }
