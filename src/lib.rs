@@ -26,10 +26,13 @@
 //! - [`http`]: the public HTTP router (`/health`, later the control protocol).
 //! - [`server`]: the composition root that builds and runs everything.
 //! - [`cli`]: the `headway` command line, a gRPC client of the server.
+//! - [`fetch`]: the HTTP client for documents of other servers (DERP maps, the OIDC
+//!   provider): capped reads, errors on one line.
 //! - [`tls_trust`]: TLS clients that pin one certificate or (`cli.insecure`) trust any.
 //! - `fuzzing`: entry points for the fuzz targets in `fuzz/` (hidden; not used by the server).
 
 pub mod dns;
+pub mod fetch;
 pub mod limits;
 pub mod policy;
 pub mod tailcfg;

@@ -36,6 +36,26 @@ pub struct Oidc {
     pub only_start_if_available: bool,
 }
 
+impl Oidc {
+    /// A provider with Headscale's defaults for everything else.
+    pub fn with_defaults(issuer: String, client_id: String, client_secret: String) -> Oidc {
+        Oidc {
+            issuer,
+            client_id,
+            client_secret,
+            scope: ["openid", "profile", "email"].map(String::from).to_vec(),
+            extra_params: BTreeMap::new(),
+            allowed_domains: Vec::new(),
+            allowed_users: Vec::new(),
+            allowed_groups: Vec::new(),
+            email_verified_required: true,
+            use_expiry_from_token: false,
+            pkce: None,
+            only_start_if_available: true,
+        }
+    }
+}
+
 /// How the PKCE code challenge is derived from the verifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PkceMethod {
@@ -117,20 +137,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Option<Oid
         )));
     }
 
-    let mut oidc = Oidc {
-        issuer,
-        client_id: String::new(),
-        client_secret: String::new(),
-        scope: ["openid", "profile", "email"].map(String::from).to_vec(),
-        extra_params: BTreeMap::new(),
-        allowed_domains: Vec::new(),
-        allowed_users: Vec::new(),
-        allowed_groups: Vec::new(),
-        email_verified_required: true,
-        use_expiry_from_token: false,
-        pkce: None,
-        only_start_if_available: true,
-    };
+    let mut oidc = Oidc::with_defaults(issuer, String::new(), String::new());
     if let Some(v) = s.get("oidc.client_id") {
         oidc.client_id = v.optional_text()?.unwrap_or_default().trim().to_owned();
     }

@@ -103,10 +103,7 @@ pub(super) async fn rename(db: &Db, id: UserId, name: &UserName, now: Timestamp)
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    match rows::fetch_optional(&db.writer, &stmt).await? {
-        Some(row) => from_row(&row),
-        None => Err(Error::NotFound("user")),
-    }
+    updated(db, &stmt).await
 }
 
 /// Stores what an identity provider says about a user at a login: name, profile
@@ -128,7 +125,12 @@ pub(super) async fn update_profile(
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    match rows::fetch_optional(&db.writer, &stmt).await? {
+    updated(db, &stmt).await
+}
+
+/// Runs an `UPDATE … RETURNING` of one user; NotFound when no row matched.
+async fn updated(db: &Db, stmt: &sea_query::UpdateStatement) -> Result<User> {
+    match rows::fetch_optional(&db.writer, stmt).await? {
         Some(row) => from_row(&row),
         None => Err(Error::NotFound("user")),
     }

@@ -7,6 +7,7 @@
 //! removes that region from the sources merged before it; otherwise the later source
 //! wins per region id. Knows files and HTTP, not clients or sessions.
 
+use crate::fetch;
 use crate::tailcfg::{DERPHomeParams, DERPMap, DERPRegion};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -172,15 +173,7 @@ pub async fn read_file(path: &Path) -> Result<SourceMap, Error> {
 
 /// The HTTP client for `derp.urls`: rustls on ring, 10 s per fetch.
 pub fn http_client() -> Result<reqwest::Client, Error> {
-    // reqwest is built without a crypto provider; ring is the one the rest of headway
-    // uses. Installing fails only when a provider is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(5))
-        .user_agent(concat!("headway/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|err| Error::Client(error_chain(&err)))
+    fetch::client(FETCH_TIMEOUT, fetch::Redirects::Follow).map_err(Error::Client)
 }
 
 /// Fetches and parses one `derp.urls` entry (`http://` or `https://` only; at most
@@ -196,54 +189,26 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<SourceMap, Err
             "only http:// and https:// URLs are fetched".into(),
         ));
     }
-    let mut response =
-        client.get(url).send().await.map_err(|err| {
-            url_error(format!("fetch failed: {}", error_chain(&err.without_url())))
-        })?;
+    let response = client.get(url).send().await.map_err(|err| {
+        url_error(format!(
+            "fetch failed: {}",
+            fetch::error_chain(&err.without_url())
+        ))
+    })?;
     let status = response.status();
     if !status.is_success() {
         return Err(url_error(format!("the server answered HTTP {status}")));
     }
-    let too_big = || {
-        url_error(format!(
-            "the map is larger than {} MiB",
-            MAX_BODY_BYTES >> 20
-        ))
-    };
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
-    {
-        return Err(too_big());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| {
-        url_error(format!(
-            "reading the map failed: {}",
-            error_chain(&err.without_url())
-        ))
-    })? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = fetch::read_capped(response, MAX_BODY_BYTES)
+        .await
+        .map_err(|err| match err {
+            fetch::ReadError::TooLarge => url_error(format!(
+                "the map is larger than {} MiB",
+                MAX_BODY_BYTES >> 20
+            )),
+            fetch::ReadError::Failed(why) => url_error(format!("reading the map failed: {why}")),
+        })?;
     parse_json(url, &body)
-}
-
-/// An error and its causes on one line (reqwest's own message alone says little).
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
 }
 
 /// Merges sources in order (later wins per region id; `null` removes). Returns the map

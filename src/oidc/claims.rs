@@ -27,6 +27,14 @@ pub struct IdClaims {
     pub iat: Option<i64>,
     pub nbf: Option<i64>,
     pub nonce: Option<String>,
+    /// Who the person is, as far as the token says.
+    pub profile: Profile,
+}
+
+/// The profile claims, in an ID token or a userinfo answer, read tolerantly:
+/// a value of the wrong type is dropped, not an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
     pub email: Option<String>,
     /// A boolean, or the strings `"true"`/`"false"` (JumpCloud, AWS Cognito).
     pub email_verified: Option<bool>,
@@ -37,6 +45,19 @@ pub struct IdClaims {
     pub groups: Option<Vec<String>>,
 }
 
+impl Profile {
+    fn read(claims: &Map<String, Value>) -> Profile {
+        Profile {
+            email: lenient_string(claims, "email"),
+            email_verified: lenient_bool(claims, "email_verified"),
+            name: lenient_string(claims, "name"),
+            preferred_username: lenient_string(claims, "preferred_username"),
+            picture: lenient_string(claims, "picture"),
+            groups: lenient_strings(claims, "groups"),
+        }
+    }
+}
+
 /// The userinfo endpoint's answer (OpenID Connect Core §5.3.2), read with the
 /// same tolerance as [`IdClaims`]' profile claims.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
@@ -44,12 +65,7 @@ pub struct IdClaims {
 pub struct UserInfo {
     /// Must equal the ID token's `sub` for the rest to be used.
     pub sub: String,
-    pub email: Option<String>,
-    pub email_verified: Option<bool>,
-    pub name: Option<String>,
-    pub preferred_username: Option<String>,
-    pub picture: Option<String>,
-    pub groups: Option<Vec<String>>,
+    pub profile: Profile,
 }
 
 /// What the login that received the token expects of it.
@@ -169,15 +185,16 @@ impl IdClaims {
                 *mine = Some(value);
             }
         };
-        take(&mut self.email, info.email);
-        take(&mut self.name, info.name);
-        take(&mut self.preferred_username, info.preferred_username);
-        take(&mut self.picture, info.picture);
-        if info.email_verified.is_some() {
-            self.email_verified = info.email_verified;
+        let (mine, theirs) = (&mut self.profile, info.profile);
+        take(&mut mine.email, theirs.email);
+        take(&mut mine.name, theirs.name);
+        take(&mut mine.preferred_username, theirs.preferred_username);
+        take(&mut mine.picture, theirs.picture);
+        if theirs.email_verified.is_some() {
+            mine.email_verified = theirs.email_verified;
         }
-        if info.groups.is_some() {
-            self.groups = info.groups;
+        if theirs.groups.is_some() {
+            mine.groups = theirs.groups;
         }
         true
     }
@@ -204,12 +221,7 @@ impl TryFrom<Value> for IdClaims {
             iat: time(&claims, "iat")?,
             nbf: time(&claims, "nbf")?,
             nonce: strict_string(&claims, "nonce")?,
-            email: lenient_string(&claims, "email"),
-            email_verified: lenient_bool(&claims, "email_verified"),
-            name: lenient_string(&claims, "name"),
-            preferred_username: lenient_string(&claims, "preferred_username"),
-            picture: lenient_string(&claims, "picture"),
-            groups: lenient_strings(&claims, "groups"),
+            profile: Profile::read(&claims),
         })
     }
 }
@@ -221,12 +233,7 @@ impl TryFrom<Value> for UserInfo {
         let claims = object(value)?;
         Ok(UserInfo {
             sub: strict_string(&claims, "sub")?.unwrap_or_default(),
-            email: lenient_string(&claims, "email"),
-            email_verified: lenient_bool(&claims, "email_verified"),
-            name: lenient_string(&claims, "name"),
-            preferred_username: lenient_string(&claims, "preferred_username"),
-            picture: lenient_string(&claims, "picture"),
-            groups: lenient_strings(&claims, "groups"),
+            profile: Profile::read(&claims),
         })
     }
 }
@@ -520,12 +527,12 @@ mod tests {
             .as_bytes(),
         )
         .unwrap();
-        assert_eq!(claims.email.as_deref(), Some("alice@example.com"));
-        assert_eq!(claims.email_verified, Some(true));
-        assert_eq!(claims.name.as_deref(), Some("Alice"));
-        assert_eq!(claims.preferred_username.as_deref(), Some("alice"));
-        assert_eq!(claims.picture, None);
-        assert_eq!(claims.groups, Some(vec!["admins".to_owned()]));
+        assert_eq!(claims.profile.email.as_deref(), Some("alice@example.com"));
+        assert_eq!(claims.profile.email_verified, Some(true));
+        assert_eq!(claims.profile.name.as_deref(), Some("Alice"));
+        assert_eq!(claims.profile.preferred_username.as_deref(), Some("alice"));
+        assert_eq!(claims.profile.picture, None);
+        assert_eq!(claims.profile.groups, Some(vec!["admins".to_owned()]));
 
         for (value, read) in [
             (json!(false), Some(false)),
@@ -540,7 +547,7 @@ mod tests {
                     .as_bytes(),
             )
             .unwrap();
-            assert_eq!(claims.email_verified, read, "{value}");
+            assert_eq!(claims.profile.email_verified, read, "{value}");
         }
         let claims = IdClaims::from_json(
             with(json!({"groups": ["a", 1, null, "b", {"c": 1}]}))
@@ -548,10 +555,13 @@ mod tests {
                 .as_bytes(),
         )
         .unwrap();
-        assert_eq!(claims.groups, Some(vec!["a".to_owned(), "b".to_owned()]));
+        assert_eq!(
+            claims.profile.groups,
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
         let claims =
             IdClaims::from_json(with(json!({"groups": 5})).to_string().as_bytes()).unwrap();
-        assert_eq!(claims.groups, None);
+        assert_eq!(claims.profile.groups, None);
 
         for bad in [&b"[]"[..], b"", b"null", b"{", b"\"x\""] {
             assert!(matches!(
@@ -590,20 +600,20 @@ mod tests {
         )
         .unwrap();
         assert!(claims.merge_userinfo(info));
-        assert_eq!(claims.email.as_deref(), Some("new@example.com"));
-        assert_eq!(claims.email_verified, Some(false));
+        assert_eq!(claims.profile.email.as_deref(), Some("new@example.com"));
+        assert_eq!(claims.profile.email_verified, Some(false));
         assert_eq!(
-            claims.name.as_deref(),
+            claims.profile.name.as_deref(),
             Some("Old"),
             "empty values do not win"
         );
-        assert_eq!(claims.preferred_username.as_deref(), Some("alice"));
-        assert_eq!(claims.groups, Some(vec!["admins".to_owned()]));
+        assert_eq!(claims.profile.preferred_username.as_deref(), Some("alice"));
+        assert_eq!(claims.profile.groups, Some(vec!["admins".to_owned()]));
 
         // Without a groups claim in userinfo, the token's groups stay.
         let mut claims = original.clone();
         assert!(claims.merge_userinfo(UserInfo::from_json(br#"{"sub":"248289761001"}"#).unwrap()));
-        assert_eq!(claims.groups, Some(vec!["token-group".to_owned()]));
+        assert_eq!(claims.profile.groups, Some(vec!["token-group".to_owned()]));
         assert_eq!(claims, original);
     }
 

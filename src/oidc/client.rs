@@ -7,6 +7,7 @@ use super::claims::{Expected, IdClaims, UserInfo};
 use super::jwt::{self, JwtError, KeySet};
 use super::{OidcError, Refusal};
 use crate::config::{Oidc, PkceMethod};
+use crate::fetch;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
@@ -101,17 +102,13 @@ impl Client {
     /// A client for `settings`, whose callback is `<server_url>/oidc/callback`.
     /// Nothing is fetched yet: see [`Client::discover`].
     pub fn new(settings: Oidc, server_url: &str) -> Result<Self, OidcError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            // Redirects from the provider's API are not followed (nor needed).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("headway/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OidcError::Unreachable {
+        // Redirects from the provider's API are not followed (nor needed).
+        let http = fetch::client(REQUEST_TIMEOUT, fetch::Redirects::Refuse).map_err(|why| {
+            OidcError::Unreachable {
                 issuer: settings.issuer.clone(),
-                why: e.to_string(),
-            })?;
+                why,
+            }
+        })?;
         Ok(Self {
             redirect_uri: format!("{}/oidc/callback", server_url.trim_end_matches('/')),
             settings,
@@ -359,11 +356,9 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| self.unreachable(error_chain(&e)))?;
+            .map_err(|e| self.unreachable(fetch::error_chain(&e)))?;
         let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let body = read_body(response).await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
             let error: ProviderError = serde_json::from_slice(&body).unwrap_or_default();
             return Err(OidcError::Refused(match error.error.as_str() {
@@ -416,7 +411,7 @@ impl Client {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| self.unreachable(error_chain(&e)))?;
+            .map_err(|e| self.unreachable(fetch::error_chain(&e)))?;
         let max_age = response
             .headers()
             .get("cache-control")
@@ -424,9 +419,7 @@ impl Client {
             .and_then(max_age)
             .unwrap_or(DEFAULT_KEYS_AGE);
         let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let body = read_body(response).await.map_err(|e| self.unreachable(e))?;
         if !status.is_success() {
             return Err(self.unreachable(format!(
                 "its keys ({}) answered HTTP {status}",
@@ -453,9 +446,9 @@ impl Client {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| fetch::error_chain(&e))?;
         let status = response.status();
-        let body = read_capped(response, MAX_RESPONSE_BYTES).await?;
+        let body = read_body(response).await?;
         if !status.is_success() {
             return Err(format!("HTTP {status}"));
         }
@@ -470,14 +463,12 @@ impl Client {
             .header("accept", "application/json")
             .send()
             .await
-            .map_err(|e| self.unreachable(error_chain(&e)))?;
+            .map_err(|e| self.unreachable(fetch::error_chain(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(self.unreachable(format!("{url} answered HTTP {status}")));
         }
-        read_capped(response, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|e| self.unreachable(e))
+        read_body(response).await.map_err(|e| self.unreachable(e))
     }
 
     fn unreachable(&self, why: String) -> OidcError {
@@ -542,30 +533,16 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
-        if body.len() + chunk.len() > cap {
-            return Err(format!("the answer is larger than {cap} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// An error and its causes on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(inner) = cause {
-        let inner_text = inner.to_string();
-        if !text.contains(&inner_text) {
-            text.push_str(": ");
-            text.push_str(&inner_text);
-        }
-        cause = inner.source();
-    }
-    text
+/// The body of a provider's answer, capped at [`MAX_RESPONSE_BYTES`].
+async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
+    fetch::read_capped(response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(|err| match err {
+            fetch::ReadError::TooLarge => {
+                format!("its answer is larger than {MAX_RESPONSE_BYTES} bytes")
+            }
+            fetch::ReadError::Failed(why) => why,
+        })
 }
 
 #[cfg(test)]

@@ -11,14 +11,14 @@ use crate::types::{Identity, provider_identifier};
 /// to sign in. An email is trusted (for the rules, and kept on the user) when it
 /// is verified or `email_verified_required` is off.
 pub fn admit(settings: &Oidc, claims: &IdClaims) -> Result<Identity, Refusal> {
-    let groups = claims.groups.clone().unwrap_or_default();
+    let groups = claims.profile.groups.clone().unwrap_or_default();
     if !settings.allowed_groups.is_empty()
         && !settings.allowed_groups.iter().any(|g| groups.contains(g))
     {
         return Err(Refusal::Group);
     }
-    let email = claims.email.clone().unwrap_or_default();
-    let trusted = !settings.email_verified_required || claims.email_verified == Some(true);
+    let email = claims.profile.email.clone().unwrap_or_default();
+    let trusted = !settings.email_verified_required || claims.profile.email_verified == Some(true);
     let email_rules = !settings.allowed_domains.is_empty() || !settings.allowed_users.is_empty();
     if email_rules && !trusted {
         return Err(Refusal::UnverifiedEmail(email));
@@ -39,10 +39,14 @@ pub fn admit(settings: &Oidc, claims: &IdClaims) -> Result<Identity, Refusal> {
     };
     Ok(Identity {
         provider_id: provider_identifier(&claims.iss, &claims.sub),
-        preferred_username: claims.preferred_username.clone().unwrap_or_default(),
+        preferred_username: claims
+            .profile
+            .preferred_username
+            .clone()
+            .unwrap_or_default(),
         email: kept_email,
-        display_name: claims.name.clone().unwrap_or_default(),
-        picture: claims.picture.clone().unwrap_or_default(),
+        display_name: claims.profile.name.clone().unwrap_or_default(),
+        picture: claims.profile.picture.clone().unwrap_or_default(),
         groups,
     })
 }
@@ -64,20 +68,7 @@ mod tests {
     use super::*;
 
     fn settings() -> Oidc {
-        Oidc {
-            issuer: "https://idp.example".into(),
-            client_id: "headway".into(),
-            client_secret: "s".into(),
-            scope: vec!["openid".into()],
-            extra_params: Default::default(),
-            allowed_domains: Vec::new(),
-            allowed_users: Vec::new(),
-            allowed_groups: Vec::new(),
-            email_verified_required: true,
-            use_expiry_from_token: false,
-            pkce: None,
-            only_start_if_available: true,
-        }
+        Oidc::with_defaults("https://idp.example".into(), "headway".into(), "s".into())
     }
 
     fn claims(email: &str, verified: bool, groups: &[&str]) -> IdClaims {

@@ -2,7 +2,7 @@
 //! belongs to, created at the first login and refreshed at each later one, and the
 //! waiting registration it completes.
 
-use super::register::{Admission, RegistrationId, RegistrationOutcome};
+use super::register::RegistrationId;
 use super::{Change, Error, NodeView, Result, State, storage};
 use crate::db::NewUser;
 use crate::types::{Identity, RegisterMethod, Timestamp, User, UserId, UserName};
@@ -75,23 +75,8 @@ impl State {
             .await
             .map_err(|e| storage(e, || format!("user with id {} not found", old.id), conflict))?;
         self.remember_user(user.id, Some(user.clone()));
-        let mut change = Change {
-            users_changed: [user.id].into(),
-            ..Change::none()
-        };
-        for node in self
-            .snapshot()
-            .nodes()
-            .filter(|n| n.user_id == Some(user.id))
-        {
-            change.merge(Change::node_changed(node.id));
-        }
-        // Who the policy names by name, email or group may now be someone else.
-        if self.current_policy().is_some() {
-            change.merge(Change::policy());
-            drop(_users);
-            change.merge(self.reapprove_all().await?);
-        }
+        drop(_users);
+        let change = self.profile_changed(user.id).await?;
         Ok((user, change))
     }
 
@@ -109,32 +94,10 @@ impl State {
             .snapshot()
             .by_machine_key(&reg.machine_key)
             .any(|n| n.user_id == Some(user));
-        let admission = Admission {
-            machine_key: reg.machine_key,
-            node_key: reg.node_key,
-            hostname: reg.hostname.clone(),
-            hostinfo: reg.hostinfo.clone(),
-            advertised_routes: reg.advertised_routes.clone(),
-            user_id: Some(user),
-            tags: Vec::new(),
-            requested_tags: reg.requested_tags.clone(),
-            ephemeral: false,
-            register_method: RegisterMethod::Oidc,
-            auth_key: None,
-            requested_expiry: expiry.or(reg.requested_expiry),
-        };
-        match self.admit(admission).await {
-            Ok((node, change)) => {
-                reg.outcome()
-                    .send_replace(Some(RegistrationOutcome::Registered(node.id)));
-                Ok((self.node_view(node.id).await?, !known, change))
-            }
-            Err(err) => {
-                // The machine keeps waiting; the person may sign in again.
-                self.put_back(reg);
-                Err(err)
-            }
-        }
+        let (node, change) = self
+            .register_pending(reg, user, RegisterMethod::Oidc, expiry)
+            .await?;
+        Ok((self.node_view(node.id).await?, !known, change))
     }
 }
 

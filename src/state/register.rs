@@ -80,13 +80,6 @@ pub struct PendingRegistration {
     outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
 }
 
-impl PendingRegistration {
-    /// Where the waiting client learns how its registration ended.
-    pub(super) fn outcome(&self) -> &watch::Sender<Option<RegistrationOutcome>> {
-        &self.outcome
-    }
-}
-
 /// What a client asking to be registered interactively sent.
 #[derive(Clone, Debug)]
 pub struct RegistrationRequest {
@@ -287,28 +280,43 @@ impl State {
     pub async fn complete_registration(&self, key: &str, user: &str) -> Result<(NodeView, Change)> {
         let user = self.find_user(user).await?;
         let reg = self.take_pending(key)?;
+        let (node, change) = self
+            .register_pending(reg, user.id, RegisterMethod::Cli, None)
+            .await?;
+        Ok((self.node_view(node.id).await?, change))
+    }
+
+    /// Admits a waiting client (taken with `take_pending`) as `user`'s and tells it
+    /// so; on failure it keeps waiting, so that the admin (or the person) can try
+    /// again. `expiry` overrides what the client asked for.
+    pub(super) async fn register_pending(
+        &self,
+        reg: PendingRegistration,
+        user: UserId,
+        method: RegisterMethod,
+        expiry: Option<Timestamp>,
+    ) -> Result<(Arc<Node>, Change)> {
         let admission = Admission {
             machine_key: reg.machine_key,
             node_key: reg.node_key,
             hostname: reg.hostname.clone(),
             hostinfo: reg.hostinfo.clone(),
             advertised_routes: reg.advertised_routes.clone(),
-            user_id: Some(user.id),
+            user_id: Some(user),
             tags: Vec::new(),
             requested_tags: reg.requested_tags.clone(),
             ephemeral: false,
-            register_method: RegisterMethod::Cli,
+            register_method: method,
             auth_key: None,
-            requested_expiry: reg.requested_expiry,
+            requested_expiry: expiry.or(reg.requested_expiry),
         };
         match self.admit(admission).await {
             Ok((node, change)) => {
                 reg.outcome
                     .send_replace(Some(RegistrationOutcome::Registered(node.id)));
-                Ok((self.node_view(node.id).await?, change))
+                Ok((node, change))
             }
             Err(err) => {
-                // Put the request back so the admin can retry after fixing the cause.
                 self.put_back(reg);
                 Err(err)
             }

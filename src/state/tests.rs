@@ -6,15 +6,18 @@ use crate::config::{Allocation, Database};
 use crate::types::{MachineKey, NodeKey, RegisterMethod};
 use std::sync::Arc;
 
-async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(&Database::Sqlite {
-        path: dir.path().join("db.sqlite"),
+/// The test database in `dir`.
+fn sqlite(dir: &std::path::Path) -> Database {
+    Database::Sqlite {
+        path: dir.join("db.sqlite"),
         write_ahead_log: true,
         wal_autocheckpoint: 1000,
-    })
-    .await
-    .unwrap();
+    }
+}
+
+async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&sqlite(dir.path())).await.unwrap();
     let settings = Settings {
         prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
         prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
@@ -700,13 +703,7 @@ async fn a_person_is_one_user_across_sign_ins_and_never_takes_over_a_cli_user() 
     let (_, new, _) = state.complete_sign_in(&id, user.id, None).await.unwrap();
     assert!(!new, "the same machine signing in again is not a new node");
     drop(state);
-    let db = Db::open(&Database::Sqlite {
-        path: dir.path().join("db.sqlite"),
-        write_ahead_log: true,
-        wal_autocheckpoint: 1000,
-    })
-    .await
-    .unwrap();
+    let db = Db::open(&sqlite(dir.path())).await.unwrap();
     let stored = db.list_users().await.unwrap();
     let stored = stored.iter().find(|u| u.id == user.id).unwrap();
     assert_eq!(stored.groups, ["ops"]);

@@ -109,6 +109,15 @@ impl State {
                 )
             })?;
         self.remember_user(id, Some(user.clone()));
+        drop(_users);
+        Ok((user, self.profile_changed(id).await?))
+    }
+
+    /// What a changed user (name, email, display name, picture, groups) means for
+    /// clients: peers learn the new profile of its nodes, and with a policy every
+    /// view is checked again (a policy naming users by name, email or group may now
+    /// mean someone else). Called after `users_writer` is released.
+    pub(super) async fn profile_changed(&self, id: UserId) -> Result<Change> {
         let mut change = Change {
             users_changed: [id].into(),
             ..Change::none()
@@ -116,13 +125,11 @@ impl State {
         for node in self.snapshot().nodes().filter(|n| n.user_id == Some(id)) {
             change.merge(Change::node_changed(node.id));
         }
-        // A policy naming users by name now means someone else (or someone).
         if self.current_policy().is_some() {
             change.merge(Change::policy());
-            drop(_users);
             change.merge(self.reapprove_all().await?);
         }
-        Ok((user, change))
+        Ok(change)
     }
 
     /// Deletes a user that owns no nodes, with its pre-auth keys.
