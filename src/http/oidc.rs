@@ -69,15 +69,51 @@ impl SignIn {
     }
 }
 
+/// What a sign-in is for: a waiting machine, or a Tailscale SSH `check`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Register(RegistrationId),
+    SshCheck(RegistrationId),
+}
+
+impl Purpose {
+    const SSH: &'static str = "ssh:";
+
+    fn encode(&self) -> String {
+        match self {
+            Purpose::Register(id) => id.to_string(),
+            Purpose::SshCheck(id) => format!("{}{id}", Self::SSH),
+        }
+    }
+
+    fn decode(text: &str) -> Option<Purpose> {
+        match text.strip_prefix(Self::SSH) {
+            Some(id) => RegistrationId::parse(id).map(Purpose::SshCheck),
+            None => RegistrationId::parse(text).map(Purpose::Register),
+        }
+    }
+
+    /// What an admin runs instead when the provider cannot be reached.
+    fn admin_command(&self) -> String {
+        match self {
+            Purpose::Register(id) => {
+                format!("headway auth register --auth-id {id} --user USERNAME")
+            }
+            Purpose::SshCheck(id) => format!("headway auth approve --auth-id {id}"),
+        }
+    }
+}
+
 /// The cookie that ties a sign-in's `state` to the browser that started it.
 fn state_cookie_name(state: &str) -> String {
     let prefix: String = state.chars().take(6).collect();
     format!("state_{prefix}")
 }
 
-/// `GET /register/{id}` with OIDC on: off to the provider.
-pub async fn start(sign_in: &SignIn, id: RegistrationId) -> Response {
-    match sign_in.client.begin(id.as_str()).await {
+/// `GET /register/{id}` (and `/auth/{id}` for an SSH check) with OIDC on: off
+/// to the provider.
+pub async fn start(sign_in: &SignIn, purpose: Purpose) -> Response {
+    match sign_in.client.begin(&purpose.encode()).await {
         Ok(redirect) => {
             let cookie = sign_in.cookie(
                 &state_cookie_name(&redirect.state),
@@ -99,7 +135,7 @@ pub async fn start(sign_in: &SignIn, id: RegistrationId) -> Response {
                 ),
             }
         }
-        Err(err) => provider_error(&id, err),
+        Err(err) => provider_error(&purpose, err),
     }
 }
 
@@ -143,6 +179,17 @@ pub async fn callback(
             "The provider's answer has no code or state. Open the link `tailscale up` printed again.",
         );
     }
+    // RFC 9207: a provider that names itself must be ours (a mix-up defence).
+    if let Some(iss) = query.get("iss")
+        && iss.trim_end_matches('/') != sign_in.client.settings().issuer.trim_end_matches('/')
+    {
+        tracing::warn!(%iss, "a sign-in came back from another issuer");
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Sign-in failed",
+            "This answer comes from an identity provider this server does not use. Nothing was registered.",
+        );
+    }
     if !has_state_cookie(&headers, state) {
         return failure(
             StatusCode::FORBIDDEN,
@@ -157,7 +204,7 @@ pub async fn callback(
             "This sign-in has expired or has already been used (they last 15 minutes). Open the link `tailscale up` printed again.",
         );
     };
-    let Some(id) = RegistrationId::parse(&login.purpose) else {
+    let Some(purpose) = Purpose::decode(&login.purpose) else {
         return failure(
             StatusCode::BAD_REQUEST,
             "Sign-in failed",
@@ -166,7 +213,7 @@ pub async fn callback(
     };
     let claims = match sign_in.client.finish(&login, code).await {
         Ok(claims) => claims,
-        Err(err) => return provider_error(&id, err),
+        Err(err) => return provider_error(&purpose, err),
     };
     let identity = match crate::oidc::rules::admit(sign_in.client.settings(), &claims) {
         Ok(identity) => identity,
@@ -174,6 +221,10 @@ pub async fn callback(
             tracing::warn!(subject = %claims.sub, why = %refusal, "refused a sign-in");
             return refused(&refusal);
         }
+    };
+    let id = match purpose {
+        Purpose::Register(id) => id,
+        Purpose::SshCheck(id) => return ssh_check(&site, &id, &identity).await,
     };
     let Some(pending) = site.state.pending_registration(&id) else {
         return failure(
@@ -264,6 +315,57 @@ pub async fn callback(
         Html(page("Register this machine?", &body)),
     )
         .into_response()
+}
+
+/// The callback of a sign-in for a Tailscale SSH `check`: approved when the
+/// person who signed in owns the machine the session comes from (Headscale 0.29).
+async fn ssh_check(
+    site: &Site,
+    id: &RegistrationId,
+    identity: &crate::types::Identity,
+) -> Response {
+    let Some((src, _dst)) = site.state.pending_ssh_check(id) else {
+        return failure(
+            StatusCode::GONE,
+            "Check expired",
+            "This SSH check has expired or was already decided. Connect again and open the new link.",
+        );
+    };
+    let (user, change) = match site.state.sign_in(identity).await {
+        Ok(done) => done,
+        Err(err) => {
+            return failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                &format!("You were signed in, but the server could not record it: {err}"),
+            );
+        }
+    };
+    site.state.notifier().publish(change);
+    let owner = site.state.snapshot().get(src).and_then(|n| n.user_id);
+    if owner != Some(user.id) {
+        tracing::warn!(check = %id, user = %user.name, "refused an SSH check: the person does not own its source machine");
+        return failure(
+            StatusCode::FORBIDDEN,
+            "SSH session refused",
+            "Only the owner of the machine this SSH session comes from can allow it. Nothing was approved.",
+        );
+    }
+    match site.state.approve_registration(id.as_str()).await {
+        Ok(_) => {
+            tracing::info!(check = %id, user = %user.name, "SSH check approved by its owner's sign-in");
+            let body = format!(
+                "<p>The SSH session is allowed, as <b>{who}</b>. You may return to your terminal.</p>",
+                who = escape(&user.display()),
+            );
+            Html(page("SSH session authorized", &body)).into_response()
+        }
+        Err(err) => failure(
+            StatusCode::GONE,
+            "Check expired",
+            &format!("The SSH check could not be approved: {err}"),
+        ),
+    }
 }
 
 /// `POST /register/confirm/{id}`: the person confirmed; the machine is registered.
@@ -399,16 +501,16 @@ fn failure(status: StatusCode, title: &str, message: &str) -> Response {
 }
 
 /// A page for a failure on the provider's side or of its tokens.
-fn provider_error(id: &RegistrationId, err: OidcError) -> Response {
+fn provider_error(purpose: &Purpose, err: OidcError) -> Response {
     match err {
         OidcError::Unreachable { issuer, why } => {
             tracing::warn!(%issuer, %why, "the identity provider cannot be reached");
             let body = format!(
                 "<p>The identity provider <code>{issuer}</code> cannot be reached right now, so you cannot sign in. \
-                 Try again in a minute.</p><p>An administrator can also let this machine in from the server:</p>\
-                 <pre><code>headway auth register --auth-id {id} --user USERNAME</code></pre>",
+                 Try again in a minute.</p><p>An administrator can also let you in from the server:</p>\
+                 <pre><code>{command}</code></pre>",
                 issuer = escape(&issuer),
-                id = escape(id.as_str()),
+                command = escape(&purpose.admin_command()),
             );
             (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -55,7 +55,7 @@ pub async fn register(Shared(site): Shared<Site>, Path(id): Path<String>) -> Res
         );
     };
     if let Some(sign_in) = &site.sign_in {
-        return super::oidc::start(sign_in, id).await;
+        return super::oidc::start(sign_in, super::oidc::Purpose::Register(id)).await;
     }
     let body = format!(
         "<p>The machine <b>{host}</b> (machine key <code>{mkey}</code>) asks to join this tailnet.</p>\
@@ -90,6 +90,10 @@ pub async fn auth(Shared(site): Shared<Site>, Path(id): Path<String>) -> Respons
             "This check is unknown or has expired (they last 15 minutes). Connect again and open the new link.",
         );
     };
+    // With OIDC, the owner of the source machine signs in to allow it.
+    if let Some(sign_in) = &site.sign_in {
+        return super::oidc::start(sign_in, super::oidc::Purpose::SshCheck(id)).await;
+    }
     let body = format!(
         "<p>An SSH session from node {src} to node {dst} waits for a check required by the policy.</p>\
          <p>To let it in, run this on the server:</p>{approve}<p>To refuse it:</p>{reject}",

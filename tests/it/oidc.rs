@@ -1,12 +1,13 @@
 //! Single sign-on with a real OpenID provider (oidc-provider 9 on Node.js) and
 //! official clients: `tailscale up` leads the person to the provider and back,
 //! the node joins as their user, the provider's groups open and close access
-//! through the policy, the allow rules admit and refuse, and every failure (a
+//! through the policy, a Tailscale SSH `check` is allowed by its owner's sign-in,
+//! the allow rules admit and refuse, and every failure (a
 //! refused person, a forged or reused `state`, a spoiled ID token, a wrong client
 //! secret, the provider down at start-up or at sign-in) is a page or a start-up
 //! message, with nothing registered.
 
-use crate::policy::crosses;
+use crate::policy::{crosses, finish, ssh, ssh_check_id};
 use crate::support::oidc::{Browser, Claims, Client as OidcClient, Page, Person, Provider, Tamper};
 use crate::support::tailscale::{Client, echo_server, free_port, versions};
 use crate::support::{Spawn, TestServer, headway_bin, test_config, wait_until};
@@ -174,7 +175,12 @@ fn people_sign_in_at_the_provider_and_its_groups_open_and_close_access() {
   // Engineering, as the provider says, reaches the database.
   "groups": {{"group:engineering": []}},
   "tagOwners": {{"tag:db": ["ops@"]}},
-  "acls": [{{"action": "accept", "src": ["group:engineering"], "dst": ["tag:db:{port}"]}}],
+  "acls": [
+    {{"action": "accept", "src": ["group:engineering"], "dst": ["tag:db:{port}"]}},
+    {{"action": "accept", "src": ["autogroup:member"], "dst": ["tag:db:22"]}},
+  ],
+  // Tailscale SSH to the database needs its owner's fresh sign-in.
+  "ssh": [{{"action": "check", "src": ["autogroup:member"], "dst": ["tag:db"], "users": ["root"], "checkPeriod": "always"}}],
 }}"#
         );
         let alice = Person::new("alice")
@@ -194,7 +200,7 @@ fn people_sign_in_at_the_provider_and_its_groups_open_and_close_access() {
         server.cli(&["users", "create", "ops"]).ok();
         let key = server.reusable_key("ops", &["--tags", "tag:db"]);
         let db = Client::start(&version, "db");
-        crate::clients::assert_logged_in(&db, &db.up_with(&server.url(), &key, &[]));
+        crate::clients::assert_logged_in(&db, &db.up_with(&server.url(), &key, &["--ssh"]));
         let db_ip = db.ipv4();
 
         // Alice: the provider, the confirmation, and she is in.
@@ -229,6 +235,30 @@ fn people_sign_in_at_the_provider_and_its_groups_open_and_close_access() {
         join_as(&phone, server, &bob, &[]);
         assert_eq!(owner_of(server, "phone"), "bob");
         assert!(!crosses(&phone, &db_ip, port), "{version}: bob got through");
+
+        // An SSH `check`: only the owner of the machine it comes from, signed in
+        // at the provider, lets it through.
+        let session = ssh(&laptop, &format!("root@{db_ip}"), &["echo", "ssh-checked"]);
+        let check_url = format!("{}/auth/{}", server.url(), ssh_check_id(server));
+        let not_hers = Browser::new().sign_in(&check_url, &bob.login, &bob.password);
+        assert_eq!(not_hers.status, 403, "{}", not_hers.text());
+        assert!(
+            not_hers.text().contains("Only the owner"),
+            "{}",
+            not_hers.text()
+        );
+        let allowed = Browser::new().sign_in(&check_url, &alice.login, &alice.password);
+        assert_eq!(allowed.status, 200, "{}", allowed.text());
+        assert!(
+            allowed.text().contains("SSH session authorized"),
+            "{}",
+            allowed.text()
+        );
+        let ran = finish(session, Duration::from_secs(60));
+        assert!(
+            ran.0 == Some(0) && ran.1.contains("ssh-checked"),
+            "{version}: alice's checked ssh: {ran:?}"
+        );
 
         // Alice again, from a second machine: the same user.
         let tablet = Client::start(&version, "tablet");
@@ -319,6 +349,17 @@ fn refusals_and_broken_answers_are_pages_and_register_nothing() {
     ));
     assert_eq!(forged.status, 403, "{}", forged.text());
     assert!(forged.text().contains("not started in this browser"));
+    // An answer naming another issuer (RFC 9207) is refused before anything else.
+    let mixed_up = Browser::new().get(&format!(
+        "{}/oidc/callback?code=abc&state=forged-state-value&iss=https%3A%2F%2Fidp.evil.example",
+        server.url()
+    ));
+    assert_eq!(mixed_up.status, 403, "{}", mixed_up.text());
+    assert!(
+        mixed_up.text().contains("does not use"),
+        "{}",
+        mixed_up.text()
+    );
 
     // ID tokens the provider spoils on the way are refused.
     for (tamper, says) in [
@@ -476,13 +517,13 @@ fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
     );
 
     // Told to start anyway: it does, says so, and signs dave in once the
-    // provider is back (PKCE off here).
+    // provider is back (PKCE off here; the node expires with the ID token).
     let server = TestServer::spawn_with(Spawn {
         port: Some(port),
         extra_config: oidc_yaml(
             &issuer,
             SECRET,
-            "  only_start_if_oidc_is_available: false\n",
+            "  only_start_if_oidc_is_available: false\n  use_expiry_from_token: true\n",
         ),
         ..Spawn::default()
     });
@@ -507,6 +548,16 @@ fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
     let _ = up.kill();
     let _ = up.wait();
     assert_eq!(owner_of(&server, "laptop"), "dave");
+    // The node expires with the ID token (the provider's default: one hour).
+    let laptop_node = nodes(&server);
+    let expiry = laptop_node[0]["expiry"]["seconds"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no expiry: {laptop_node:#?}"));
+    let hour = chrono::Utc::now().timestamp() + 3600;
+    assert!(
+        (hour - 120..=hour + 5).contains(&expiry),
+        "expiry {expiry}, token's about {hour}"
+    );
     let dave_user = users(&server);
     assert_eq!(dave_user[0]["email"], "dave@example.com", "{dave_user:#?}");
 

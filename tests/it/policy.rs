@@ -209,7 +209,7 @@ fn a_policy_file_decides_who_reaches_what_and_changes_take_effect_at_once() {
 }
 
 /// `tailscale ssh user@ip -- command…` from `client`, bounded in time.
-fn ssh(client: &Client, target: &str, command: &[&str]) -> std::process::Child {
+pub(crate) fn ssh(client: &Client, target: &str, command: &[&str]) -> std::process::Child {
     let mut cmd = std::process::Command::new(client.bin_path("tailscale"));
     cmd.arg(format!("--socket={}", client.socket_path().display()))
         .args(["ssh", target, "--"])
@@ -222,7 +222,7 @@ fn ssh(client: &Client, target: &str, command: &[&str]) -> std::process::Child {
 }
 
 /// Waits for an ssh run to end (killing it after `timeout`): exit code and output.
-fn finish(mut child: std::process::Child, timeout: Duration) -> (Option<i32>, String) {
+pub(crate) fn finish(mut child: std::process::Child, timeout: Duration) -> (Option<i32>, String) {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -248,6 +248,26 @@ fn finish(mut child: std::process::Child, timeout: Duration) -> (Option<i32>, St
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The id of the SSH check the server opened last, from its log.
+pub(crate) fn ssh_check_id(server: &TestServer) -> String {
+    wait_until(
+        "the server opens an SSH check",
+        Duration::from_secs(30),
+        || server.log().contains("SSH check pending"),
+    );
+    let log = server.log();
+    let mut auth_id = None;
+    for line in log.lines().filter(|l| l.contains("SSH check pending")) {
+        if let Some(id) = line
+            .split(|c: char| c.is_whitespace() || c == '"')
+            .find(|w| w.starts_with("hskey-authreq-") && w.len() > 20)
+        {
+            auth_id = Some(id.trim_end_matches(',').to_owned());
+        }
+    }
+    auth_id.unwrap_or_else(|| panic!("no auth id in the log:\n{log}"))
 }
 
 const SSH_POLICY: &str = r#"{
@@ -317,22 +337,7 @@ fn tailscale_ssh_is_accepted_checked_or_refused_as_the_policy_says() {
 
         // A check rule: held until an admin approves the check it names.
         let pending = ssh(&phone, &target, &["echo", "ssh-checked"]);
-        let mut auth_id = None;
-        wait_until(
-            "the server opens an SSH check",
-            Duration::from_secs(30),
-            || server.log().contains("SSH check pending"),
-        );
-        let log = server.log();
-        for line in log.lines().filter(|l| l.contains("SSH check pending")) {
-            if let Some(id) = line
-                .split(|c: char| c.is_whitespace() || c == '"')
-                .find(|w| w.starts_with("hskey-authreq-") && w.len() > 20)
-            {
-                auth_id = Some(id.trim_end_matches(',').to_owned());
-            }
-        }
-        let auth_id = auth_id.unwrap_or_else(|| panic!("no auth id in the log:\n{log}"));
+        let auth_id = ssh_check_id(&server);
         let (status, _, page) = http_get(&server.http_addr, &format!("/auth/{auth_id}"));
         assert!(
             status == 200 && page.contains(&format!("auth approve --auth-id {auth_id}")),
