@@ -193,7 +193,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     Ok(c)
 }
 
-fn flag(s: &Layer, key: &str, field: &mut bool) -> Result<(), ConfigError> {
+pub(super) fn flag(s: &Layer, key: &str, field: &mut bool) -> Result<(), ConfigError> {
     if let Some(v) = s.get(key)
         && let Some(b) = v.flag()?
     {

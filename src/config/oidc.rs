@@ -1,6 +1,7 @@
 //! `oidc.*`: single sign-on through an OpenID Connect provider, with Headscale
 //! 0.29's keys and defaults; reads the client secret file (`client_secret_path`).
 
+use super::apply::flag;
 use super::legacy::Layer;
 use super::load::{ConfigError, Warning};
 use super::values::{Setting, describe, scalar_text};
@@ -193,30 +194,23 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Option<Oid
                 .collect();
         }
     }
-    for (key, field) in [
-        (
-            "oidc.email_verified_required",
-            &mut oidc.email_verified_required,
-        ),
-        (
-            "oidc.use_expiry_from_token",
-            &mut oidc.use_expiry_from_token,
-        ),
-        (
-            "oidc.only_start_if_oidc_is_available",
-            &mut oidc.only_start_if_available,
-        ),
-    ] {
-        if let Some(v) = s.get(key)
-            && let Some(b) = v.flag()?
-        {
-            *field = b;
-        }
-    }
-    let pkce_enabled = match s.get("oidc.pkce.enabled") {
-        Some(v) => v.flag()?.unwrap_or(false),
-        None => false,
-    };
+    flag(
+        s,
+        "oidc.email_verified_required",
+        &mut oidc.email_verified_required,
+    )?;
+    flag(
+        s,
+        "oidc.use_expiry_from_token",
+        &mut oidc.use_expiry_from_token,
+    )?;
+    flag(
+        s,
+        "oidc.only_start_if_oidc_is_available",
+        &mut oidc.only_start_if_available,
+    )?;
+    let mut pkce_enabled = false;
+    flag(s, "oidc.pkce.enabled", &mut pkce_enabled)?;
     let method = match s.get("oidc.pkce.method") {
         Some(v) if v.optional_text()?.is_some() => match v.choice(&["S256", "plain"])? {
             "plain" => PkceMethod::Plain,
@@ -227,8 +221,10 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Option<Oid
     if pkce_enabled {
         oidc.pkce = Some(method);
     } else if let Some(v) = s.get("oidc.pkce.method")
-        && v.optional_text()?.is_some()
+        && method != PkceMethod::S256
     {
+        // Headscale's example keeps `method: S256` beside `enabled: false`;
+        // only a method chosen in vain is worth a word.
         warnings.push(v.warning("has no effect while oidc.pkce.enabled is false"));
     }
     if oidc.client_secret.is_empty() && oidc.pkce.is_none() {

@@ -1095,6 +1095,23 @@ fn oidc_settings_are_checked_with_their_lines() {
         refusal("oidc:\n  issuer: https://idp.example\n  client_id: h\n  client_secret_path: /nonexistent/secret\n")
             .starts_with("config.yaml:4: oidc.client_secret_path: cannot read /nonexistent/secret")
     );
+    // `oidc.enabled` is read for nothing; a PKCE method without PKCE on is named,
+    // Headscale's default beside `enabled: false` is not.
+    let loaded = load_text(
+        "oidc:\n  enabled: true\n  issuer: https://idp.example\n  client_id: h\n  client_secret: s\n  pkce:\n    enabled: false\n    method: plain\n",
+    );
+    assert_eq!(loaded.config.oidc.as_ref().unwrap().pkce, None);
+    assert_eq!(
+        messages(&loaded),
+        [
+            "config.yaml:2: oidc.enabled: has no effect: OIDC is on exactly when oidc.issuer is set, as in Headscale",
+            "config.yaml:8: oidc.pkce.method: has no effect while oidc.pkce.enabled is false",
+        ]
+    );
+    let quiet = load_text(
+        "oidc:\n  issuer: https://idp.example\n  client_id: h\n  client_secret: s\n  pkce:\n    enabled: false\n    method: S256\n",
+    );
+    assert!(messages(&quiet).is_empty(), "{:?}", messages(&quiet));
     // Without an issuer the rest does nothing, and start-up says so.
     let loaded = load_text("oidc:\n  client_id: headway\n  allowed_domains: [example.com]\n");
     assert!(loaded.config.oidc.is_none());

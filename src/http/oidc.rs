@@ -6,16 +6,16 @@
 
 use super::Site;
 use super::pages::{escape, page};
-use crate::oidc::client::{Client, random_token};
+use crate::oidc::client::{Client, LOGIN_LIFETIME, random_token};
+use crate::oidc::waiting::Waiting;
 use crate::oidc::{OidcError, Refusal};
 use crate::state::RegistrationId;
+use crate::tailcfg::Hostinfo;
 use crate::types::{Timestamp, UserId};
 use axum::extract::{Path, Query, State as Shared};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
 
 /// The confirmation form's field and cookie (Headscale's name).
 const CONFIRM_COOKIE: &str = "headscale_register_confirm";
@@ -30,7 +30,7 @@ const MAX_CONFIRMATIONS: usize = 1024;
 pub struct SignIn {
     client: Client,
     secure_cookies: bool,
-    confirmations: Mutex<HashMap<RegistrationId, Confirmation>>,
+    confirmations: Waiting<RegistrationId, Confirmation>,
 }
 
 #[derive(Debug)]
@@ -38,7 +38,6 @@ struct Confirmation {
     csrf: String,
     user: UserId,
     expiry: Option<Timestamp>,
-    created: Instant,
 }
 
 impl SignIn {
@@ -47,12 +46,8 @@ impl SignIn {
         Self {
             client,
             secure_cookies: server_url.starts_with("https://"),
-            confirmations: Mutex::new(HashMap::new()),
+            confirmations: Waiting::new(LOGIN_LIFETIME, MAX_CONFIRMATIONS),
         }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     fn cookie(&self, name: &str, value: &str, path: &str, same_site: &str) -> HeaderValue {
@@ -60,7 +55,7 @@ impl SignIn {
         let max_age = if value.is_empty() {
             0
         } else {
-            crate::oidc::client::LOGIN_LIFETIME.as_secs()
+            LOGIN_LIFETIME.as_secs()
         };
         HeaderValue::from_str(&format!(
             "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
@@ -233,18 +228,10 @@ pub async fn callback(
             "The machine stopped waiting for this sign-in. Run `tailscale up` again and open the new link.",
         );
     };
-    let (user, change) = match site.state.sign_in(&identity).await {
-        Ok(done) => done,
-        Err(err) => {
-            tracing::error!(error = %err, "could not store the user of a sign-in");
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in failed",
-                &format!("You were signed in, but the server could not record it: {err}"),
-            );
-        }
+    let user = match record_sign_in(&site, &identity).await {
+        Ok(user) => user,
+        Err(page) => return page,
     };
-    site.state.notifier().publish(change);
     let expiry = sign_in
         .client
         .settings()
@@ -256,36 +243,20 @@ pub async fn callback(
         })
         .flatten();
     let csrf = random_token();
-    {
-        let mut waiting = sign_in
-            .confirmations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        waiting.retain(|_, c| c.created.elapsed() < crate::oidc::client::LOGIN_LIFETIME);
-        if waiting.len() >= MAX_CONFIRMATIONS
-            && let Some(oldest) = waiting
-                .iter()
-                .min_by_key(|(_, c)| c.created)
-                .map(|(k, _)| k.clone())
-        {
-            waiting.remove(&oldest);
-        }
-        waiting.insert(
-            id.clone(),
-            Confirmation {
-                csrf: csrf.clone(),
-                user: user.id,
-                expiry,
-                created: Instant::now(),
-            },
-        );
-    }
+    sign_in.confirmations.insert(
+        id.clone(),
+        Confirmation {
+            csrf: csrf.clone(),
+            user: user.id,
+            expiry,
+        },
+    );
     let who = user.display();
     let os = pending
         .hostinfo
         .as_deref()
-        .and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok())
-        .and_then(|h| h.get("OS").and_then(|o| o.as_str()).map(str::to_owned))
+        .and_then(|h| Hostinfo::from_json(h).ok())
+        .map(|h| h.os().to_owned())
         .unwrap_or_default();
     let body = format!(
         "<p>You are signed in as <b>{who}</b>.</p>\
@@ -317,6 +288,28 @@ pub async fn callback(
         .into_response()
 }
 
+/// The user `identity` signs in as (created or refreshed; clients learn the
+/// change), or the page that says it could not be recorded.
+async fn record_sign_in(
+    site: &Site,
+    identity: &crate::types::Identity,
+) -> Result<crate::types::User, Response> {
+    match site.state.sign_in(identity).await {
+        Ok((user, change)) => {
+            site.state.notifier().publish(change);
+            Ok(user)
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "could not store the user of a sign-in");
+            Err(failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in failed",
+                &format!("You were signed in, but the server could not record it: {err}"),
+            ))
+        }
+    }
+}
+
 /// The callback of a sign-in for a Tailscale SSH `check`: approved when the
 /// person who signed in owns the machine the session comes from (Headscale 0.29).
 async fn ssh_check(
@@ -331,17 +324,10 @@ async fn ssh_check(
             "This SSH check has expired or was already decided. Connect again and open the new link.",
         );
     };
-    let (user, change) = match site.state.sign_in(identity).await {
-        Ok(done) => done,
-        Err(err) => {
-            return failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in failed",
-                &format!("You were signed in, but the server could not record it: {err}"),
-            );
-        }
+    let user = match record_sign_in(site, identity).await {
+        Ok(user) => user,
+        Err(page) => return page,
     };
-    site.state.notifier().publish(change);
     let owner = site.state.snapshot().get(src).and_then(|n| n.user_id);
     if owner != Some(user.id) {
         tracing::warn!(check = %id, user = %user.name, "refused an SSH check: the person does not own its source machine");
@@ -412,20 +398,7 @@ pub async fn confirm(
             "This confirmation did not come from the page this server showed you. Open the link `tailscale up` printed again.",
         );
     }
-    let confirmation = {
-        let mut waiting = sign_in
-            .confirmations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        match waiting.get(&id) {
-            Some(c)
-                if c.csrf == field && c.created.elapsed() < crate::oidc::client::LOGIN_LIFETIME =>
-            {
-                waiting.remove(&id)
-            }
-            _ => None,
-        }
-    };
+    let confirmation = sign_in.confirmations.take_if(&id, |c| c.csrf == field);
     let Some(confirmation) = confirmation else {
         return failure(
             StatusCode::GONE,

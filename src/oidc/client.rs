@@ -5,14 +5,14 @@
 
 use super::claims::{Expected, IdClaims, UserInfo};
 use super::jwt::{self, JwtError, KeySet};
+use super::waiting::Waiting;
 use super::{OidcError, Refusal};
 use crate::config::{Oidc, PkceMethod};
 use crate::fetch;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a sign-in may take from the redirect to the callback (Headscale's 15 minutes).
@@ -55,7 +55,6 @@ pub struct Login {
     pub purpose: String,
     nonce: String,
     verifier: Option<String>,
-    started: Instant,
 }
 
 /// Where to send the browser, and the `state` it will come back with.
@@ -86,7 +85,7 @@ pub struct Client {
     http: reqwest::Client,
     discovery: tokio::sync::Mutex<DiscoverySlot>,
     keys: tokio::sync::Mutex<Keys>,
-    logins: Mutex<HashMap<String, Login>>,
+    logins: Waiting<String, Login>,
 }
 
 impl std::fmt::Debug for Client {
@@ -119,7 +118,7 @@ impl Client {
                 fetched: None,
                 max_age: DEFAULT_KEYS_AGE,
             }),
-            logins: Mutex::new(HashMap::new()),
+            logins: Waiting::new(LOGIN_LIFETIME, MAX_LOGINS),
         })
     }
 
@@ -209,63 +208,30 @@ impl Client {
         let state = random_token();
         let nonce = random_token();
         let verifier = self.settings.pkce.map(|_| random_token());
-        let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
-            self.unreachable(format!("its authorization_endpoint is not a URL: {e}"))
-        })?;
-        {
-            let mut query = url.query_pairs_mut();
-            query
-                .append_pair("response_type", "code")
-                .append_pair("client_id", &self.settings.client_id)
-                .append_pair("redirect_uri", &self.redirect_uri)
-                .append_pair("scope", &self.settings.scope.join(" "))
-                .append_pair("state", &state)
-                .append_pair("nonce", &nonce);
-            if let (Some(method), Some(verifier)) = (self.settings.pkce, &verifier) {
-                let challenge = match method {
-                    PkceMethod::S256 => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier)),
-                    PkceMethod::Plain => verifier.clone(),
-                };
-                query
-                    .append_pair("code_challenge", &challenge)
-                    .append_pair("code_challenge_method", method.as_str());
-            }
-            for (name, value) in &self.settings.extra_params {
-                query.append_pair(name, value);
-            }
-        }
-        let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-        logins.retain(|_, l| l.started.elapsed() < LOGIN_LIFETIME);
-        if logins.len() >= MAX_LOGINS
-            && let Some(oldest) = logins
-                .iter()
-                .min_by_key(|(_, l)| l.started)
-                .map(|(s, _)| s.clone())
-        {
-            logins.remove(&oldest);
-        }
-        logins.insert(
+        let url = authorization_url(
+            &discovery.authorization_endpoint,
+            &self.settings,
+            &self.redirect_uri,
+            &state,
+            &nonce,
+            verifier.as_deref(),
+        )
+        .map_err(|e| self.unreachable(format!("its authorization_endpoint is not a URL: {e}")))?;
+        self.logins.insert(
             state.clone(),
             Login {
                 purpose: purpose.to_owned(),
                 nonce,
                 verifier,
-                started: Instant::now(),
             },
         );
-        Ok(Redirect {
-            url: url.into(),
-            state,
-        })
+        Ok(Redirect { url, state })
     }
 
     /// The sign-in `state` names, removed: a `state` is good for one callback,
     /// within [`LOGIN_LIFETIME`].
     pub fn take_login(&self, state: &str) -> Option<Login> {
-        let mut logins = self.logins.lock().unwrap_or_else(|e| e.into_inner());
-        logins
-            .remove(state)
-            .filter(|l| l.started.elapsed() < LOGIN_LIFETIME)
+        self.logins.take(state)
     }
 
     /// Exchanges the callback's `code`, verifies the ID token (signature by the
@@ -479,6 +445,47 @@ impl Client {
     }
 }
 
+/// The provider's authorization URL for one sign-in: the code flow with `state`
+/// and `nonce`, the scopes, `oidc.extra_params` and, with PKCE, the challenge of
+/// `verifier`.
+fn authorization_url(
+    endpoint: &str,
+    settings: &Oidc,
+    redirect_uri: &str,
+    state: &str,
+    nonce: &str,
+    verifier: Option<&str>,
+) -> Result<String, url::ParseError> {
+    let mut url = url::Url::parse(endpoint)?;
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &settings.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &settings.scope.join(" "))
+            .append_pair("state", state)
+            .append_pair("nonce", nonce);
+        if let (Some(method), Some(verifier)) = (settings.pkce, verifier) {
+            query
+                .append_pair("code_challenge", &code_challenge(method, verifier))
+                .append_pair("code_challenge_method", method.as_str());
+        }
+        for (name, value) in &settings.extra_params {
+            query.append_pair(name, value);
+        }
+    }
+    Ok(url.into())
+}
+
+/// RFC 7636's code challenge of `verifier`.
+fn code_challenge(method: PkceMethod, verifier: &str) -> String {
+    match method {
+        PkceMethod::S256 => URL_SAFE_NO_PAD.encode(Sha256::digest(verifier)),
+        PkceMethod::Plain => verifier.to_owned(),
+    }
+}
+
 /// The token endpoint's answer; only the two tokens matter.
 #[derive(serde::Deserialize)]
 struct TokenResponse {
@@ -548,6 +555,54 @@ async fn read_body(response: reqwest::Response) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_authorization_url_carries_pkce_and_the_extra_parameters() {
+        // base64url(SHA-256(verifier)), unpadded; worked out apart with Python's hashlib.
+        let verifier = "dBjftJeZ4CVP-mJ92IZ1ZaZfmSzw3p-0Qr4WEB9ztxs";
+        assert_eq!(
+            code_challenge(PkceMethod::S256, verifier),
+            "s-Yz6a64xoa7mCCxVwC9McNnkZO9uLDVFkANtCmaL-A"
+        );
+        assert_eq!(code_challenge(PkceMethod::Plain, verifier), verifier);
+        let mut settings =
+            Oidc::with_defaults("https://idp.example".into(), "headway".into(), "s".into());
+        settings.pkce = Some(PkceMethod::Plain);
+        settings.extra_params = [("domain_hint".to_owned(), "example.com".to_owned())].into();
+        let url = authorization_url(
+            "https://idp.example/auth?tenant=1",
+            &settings,
+            "https://hw.example/oidc/callback",
+            "the-state",
+            "the-nonce",
+            Some(verifier),
+        )
+        .unwrap();
+        let query: Vec<(String, String)> = url::Url::parse(&url)
+            .unwrap()
+            .query_pairs()
+            .into_owned()
+            .collect();
+        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("tenant"), Some("1"), "the endpoint's own query stays");
+        assert_eq!(get("response_type"), Some("code"));
+        assert_eq!(get("scope"), Some("openid profile email"));
+        assert_eq!(
+            get("redirect_uri"),
+            Some("https://hw.example/oidc/callback")
+        );
+        assert_eq!(
+            (get("state"), get("nonce")),
+            (Some("the-state"), Some("the-nonce"))
+        );
+        assert_eq!(get("code_challenge"), Some(verifier));
+        assert_eq!(get("code_challenge_method"), Some("plain"));
+        assert_eq!(get("domain_hint"), Some("example.com"));
+        settings.pkce = None;
+        let url =
+            authorization_url("https://idp.example/auth", &settings, "r", "s", "n", None).unwrap();
+        assert!(!url.contains("code_challenge"), "{url}");
+    }
 
     #[test]
     fn cache_control_gives_the_keys_age() {

@@ -1,7 +1,8 @@
 //! OpenID Connect sign-in for nodes: `client` is the relying party (discovery,
 //! keys, sign-ins in progress, code exchange, userinfo), `jwt` checks ID token
 //! signatures against the provider's keys, `claims` what a token says and whether
-//! to believe it, `rules` who may sign in and the identity that results.
+//! to believe it, `rules` who may sign in and the identity that results, `waiting` the bounded
+//! table of sign-ins (and confirmations) waiting for the browser to come back.
 //!
 //! Knows the provider and `config::Oidc`; nothing of users, nodes or HTTP routes.
 
@@ -9,6 +10,7 @@ pub mod claims;
 pub mod client;
 pub mod jwt;
 pub mod rules;
+pub mod waiting;
 
 /// Why a sign-in could not go on, on the provider's side.
 #[derive(Debug, thiserror::Error)]

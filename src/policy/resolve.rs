@@ -137,14 +137,18 @@ impl<'a> Resolver<'a> {
         };
         let mut users: Vec<&'a User> = listed.iter().filter_map(|r| self.user(r)).collect();
         let name = group.strip_prefix("group:").unwrap_or(group);
-        users.extend(self.tailnet.users.iter().filter(|u| {
-            u.groups
+        for user in self.tailnet.users {
+            // Checked against the members found so far, not by resolving the
+            // listed references again for every user.
+            if user
+                .groups
                 .iter()
                 .any(|g| g.strip_prefix('/').unwrap_or(g) == name)
-                && !listed
-                    .iter()
-                    .any(|r| self.user(r).is_some_and(|m| m.id == u.id))
-        }));
+                && !users.iter().any(|m| m.id == user.id)
+            {
+                users.push(user);
+            }
+        }
         users
     }
 
