@@ -20,6 +20,8 @@ mod preauth_keys;
 mod routes;
 mod rows;
 mod sqlite;
+#[cfg(any(test, feature = "full-suite"))]
+pub mod testing;
 mod users;
 
 #[cfg(test)]
