@@ -4,7 +4,7 @@
 //! The only module that imports everything; it owns no rules of its own.
 
 use crate::acme::{Acme, AcmeSettings, Challenge};
-use crate::config::{Config, Database};
+use crate::config::Config;
 use crate::control::map::MapSettings;
 use crate::control::{Control, ServerKey};
 use crate::db::Db;
@@ -116,9 +116,7 @@ impl Server {
         let db = Db::open(&config.database)
             .await
             .context("opening the database")?;
-        if let Database::Sqlite { path, .. } = &config.database {
-            tracing::info!(path = %path.display(), "database ready");
-        }
+        tracing::info!(backend = db.backend(), database = %config.database.describe(), "database ready");
         let state = Arc::new(State::load(db, Settings::from_config(&config)).await?);
         let status = state.start_policy().await.context("policy")?;
         log_policy_status(&status);

@@ -10,6 +10,7 @@ mod api_keys;
 mod bench;
 mod client;
 pub mod compat;
+mod db;
 mod nodes;
 pub mod output;
 mod policy;
@@ -101,6 +102,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
         Command::BenchRelay(args) => bench::run_relay(args),
         Command::BenchCompile(args) => bench::run_compile(args),
         Command::PolicyConformance(args) => policy::conformance(&args),
+        Command::Db(command) => db::run(command, config_flag),
         admin => {
             // Config warnings belong to `serve` and `configtest`, not to every admin command.
             let loaded = load(config_flag)?;
@@ -149,7 +151,8 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         | Command::Bench(_)
         | Command::BenchRelay(_)
         | Command::BenchCompile(_)
-        | Command::PolicyConformance(_) => {
+        | Command::PolicyConformance(_)
+        | Command::Db(_) => {
             unreachable!("handled before connecting")
         }
     }
@@ -256,6 +259,9 @@ pub enum Command {
     /// Manage the ACL policy.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The database itself, with the server stopped (copy to PostgreSQL).
+    #[command(subcommand)]
+    Db(db::DbCommand),
     /// Run the load generator against a control server (headway or Headscale).
     Bench(bench::BenchArgs),
     /// Measure a DERP relay (headway's or Tailscale's derper): packets and bytes

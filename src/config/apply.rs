@@ -136,7 +136,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
         &mut c.node.ha_probe.timeout,
     )?;
 
-    c.database = database(s)?;
+    c.database = database(s, warnings)?;
     tls(s, &mut c.tls)?;
     log(s, &mut c.log)?;
 
@@ -381,7 +381,7 @@ fn derp(s: &Layer, d: &mut Derp, warnings: &mut Vec<Warning>) -> Result<(), Conf
     Ok(())
 }
 
-fn database(s: &Layer) -> Result<Database, ConfigError> {
+fn database(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Database, ConfigError> {
     let kind = match s.get("database.type") {
         None => "sqlite",
         Some(v) if v.text()?.trim().is_empty() => {
@@ -414,17 +414,7 @@ fn database(s: &Layer) -> Result<Database, ConfigError> {
     };
 
     // Postgres keys are checked even when SQLite is chosen, so a typo shows up before a switch.
-    let mut pg = Postgres {
-        host: "localhost".into(),
-        port: 5432,
-        name: "headway".into(),
-        user: "headway".into(),
-        pass: String::new(),
-        ssl: "false".into(),
-        max_open_conns: 10,
-        max_idle_conns: 10,
-        conn_max_idle_time_secs: 3600,
-    };
+    let mut pg = Postgres::default();
     text(s, "database.postgres.host", &mut pg.host)?;
     if let Some(v) = s.get("database.postgres.port")
         && let Some(port) = v.number(1, i64::from(u16::MAX))?
@@ -437,7 +427,14 @@ fn database(s: &Layer) -> Result<Database, ConfigError> {
     if let Some(v) = s.get("database.postgres.pass") {
         pg.pass = v.text()?;
     }
-    text(s, "database.postgres.ssl", &mut pg.ssl)?;
+    if let Some(v) = s.get("database.postgres.ssl") {
+        let text = v.text()?;
+        pg.ssl = PgSsl::parse(text.trim()).ok_or_else(|| {
+            v.error(format!(
+                "{text:?} is not allowed (expected true, false, or a libpq sslmode: disable, allow, prefer, require, verify-ca, verify-full)"
+            ))
+        })?;
+    }
     for (key, field) in [
         ("database.postgres.max_open_conns", &mut pg.max_open_conns),
         ("database.postgres.max_idle_conns", &mut pg.max_idle_conns),
@@ -452,6 +449,18 @@ fn database(s: &Layer) -> Result<Database, ConfigError> {
         && let Some(n) = v.number(0, i64::MAX)?
     {
         pg.conn_max_idle_time_secs = u64::try_from(n).expect("range checked");
+    }
+
+    // Go's pool closes idle connections beyond max_idle_conns at once; sqlx keeps
+    // them until they have been idle conn_max_idle_time_secs.
+    if kind == "postgres"
+        && let Some(v) = s.get("database.postgres.max_idle_conns")
+        && (pg.max_idle_conns < pg.max_open_conns || pg.max_open_conns == 0)
+    {
+        warnings.push(v.warning(format!(
+            "is not supported: headway keeps idle connections (up to max_open_conns) until they have been idle for conn_max_idle_time_secs ({} s)",
+            pg.conn_max_idle_time_secs
+        )));
     }
 
     Ok(match kind {

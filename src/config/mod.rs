@@ -158,11 +158,145 @@ pub struct Postgres {
     pub name: String,
     pub user: String,
     pub pass: String,
-    /// `database.postgres.ssl`: `false`/`true` or a libpq sslmode string.
-    pub ssl: String,
+    /// `database.postgres.ssl`.
+    pub ssl: PgSsl,
     pub max_open_conns: u32,
     pub max_idle_conns: u32,
     pub conn_max_idle_time_secs: u64,
+}
+
+impl Database {
+    /// A database named on the command line: a `postgres://` (or `postgresql://`)
+    /// URL, `postgres://user:pass@host:port/name?sslmode=…` (a `host=` parameter
+    /// names a Unix socket directory), or else the path of a SQLite file. Missing
+    /// parts take the defaults of `database.postgres.*`.
+    pub fn from_location(text: &str) -> Result<Database, String> {
+        let Some(rest) = ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|scheme| text.strip_prefix(scheme))
+        else {
+            return Ok(Database::Sqlite {
+                path: PathBuf::from(text),
+                write_ahead_log: true,
+                wal_autocheckpoint: 1000,
+            });
+        };
+        let url = url::Url::parse(&format!("postgres://{rest}"))
+            .map_err(|e| format!("{text:?} is not a PostgreSQL URL: {e}"))?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| format!("{text:?}: {s:?} is not UTF-8 once percent-decoded"))
+        };
+        let mut pg = Postgres::default();
+        if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
+            pg.host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+        }
+        if let Some(port) = url.port() {
+            pg.port = port;
+        }
+        if !url.username().is_empty() {
+            pg.user = decode(url.username())?;
+        }
+        if let Some(pass) = url.password() {
+            pg.pass = decode(pass)?;
+        }
+        let name = url.path().trim_start_matches('/');
+        if !name.is_empty() {
+            pg.name = decode(name)?;
+        }
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "sslmode" => {
+                    pg.ssl = PgSsl::parse(&value).ok_or_else(|| {
+                        format!("{text:?}: sslmode={value} is not a libpq sslmode")
+                    })?;
+                }
+                "host" => pg.host = value.into_owned(),
+                "port" => {
+                    pg.port = value
+                        .parse()
+                        .map_err(|_| format!("{text:?}: port={value} is not a port"))?;
+                }
+                "user" => pg.user = value.into_owned(),
+                "password" => pg.pass = value.into_owned(),
+                "dbname" => pg.name = value.into_owned(),
+                other => {
+                    return Err(format!(
+                        "{text:?}: the parameter {other:?} is not supported (sslmode, host, port, user, password, dbname are)"
+                    ));
+                }
+            }
+        }
+        Ok(Database::Postgres(pg))
+    }
+
+    /// Where the data lives, for messages: the SQLite file, or the PostgreSQL
+    /// server and database (never the password).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite { path, .. } => path.display().to_string(),
+            Database::Postgres(pg) => pg.address(),
+        }
+    }
+}
+
+impl Default for Postgres {
+    /// Headscale's defaults for `database.postgres.*` (user and database `headway`).
+    fn default() -> Postgres {
+        Postgres {
+            host: "localhost".into(),
+            port: 5432,
+            name: "headway".into(),
+            user: "headway".into(),
+            pass: String::new(),
+            ssl: PgSsl::Disable,
+            max_open_conns: 10,
+            max_idle_conns: 10,
+            conn_max_idle_time_secs: 3600,
+        }
+    }
+}
+
+/// `database.postgres.ssl` as Headscale reads it: a boolean (`false` turns TLS
+/// off; `true` leaves libpq's default, `prefer`) or a libpq `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PgSsl {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl PgSsl {
+    /// Go's `strconv.ParseBool` spellings, then libpq's modes.
+    pub fn parse(text: &str) -> Option<PgSsl> {
+        Some(match text {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" | "prefer" => PgSsl::Prefer,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" | "disable" => PgSsl::Disable,
+            "allow" => PgSsl::Allow,
+            "require" => PgSsl::Require,
+            "verify-ca" => PgSsl::VerifyCa,
+            "verify-full" => PgSsl::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+impl Postgres {
+    /// `postgres://user@host:port/name`, without the password.
+    pub fn address(&self) -> String {
+        format!(
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.name
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

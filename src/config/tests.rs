@@ -332,6 +332,10 @@ fn bad_values_name_file_line_key_value_and_allowed_form() {
             "config.yaml:1: db_type: \"mysql\" is not allowed (expected one of: sqlite, sqlite3, postgres)",
         ),
         (
+            "database:\n  postgres:\n    ssl: sometimes\n",
+            "config.yaml:3: database.postgres.ssl: \"sometimes\" is not allowed (expected true, false, or a libpq sslmode: disable, allow, prefer, require, verify-ca, verify-full)",
+        ),
+        (
             "prefixes:\n  allocation: lottery\n",
             "config.yaml:2: prefixes.allocation: \"lottery\" is not allowed (expected one of: sequential, random)",
         ),
@@ -527,8 +531,8 @@ fn removed_and_renamed_keys_from_every_era_are_understood() {
         panic!("{:?}", loaded.config.database);
     };
     assert_eq!(
-        (pg.host.as_str(), pg.port, pg.ssl.as_str()),
-        ("db.internal", 6432, "true")
+        (pg.host.as_str(), pg.port, pg.ssl),
+        ("db.internal", 6432, PgSsl::Prefer)
     );
     let warnings = messages(&loaded);
     assert_eq!(warnings.len(), 8, "{warnings:#?}");
@@ -541,6 +545,54 @@ fn removed_and_renamed_keys_from_every_era_are_understood() {
     assert!(warnings.iter().any(|w| w.starts_with(
         "config.yaml:5: `dns_config.use_username_in_magic_dns` is a legacy key and is ignored"
     )));
+}
+
+#[test]
+fn postgres_keys_read_as_headscale_reads_them() {
+    let pg = |text: &str| {
+        let loaded = load_text(&format!("database:\n  type: postgres\n  postgres:\n{text}"));
+        let Database::Postgres(pg) = loaded.config.database.clone() else {
+            panic!("{:?}", loaded.config.database);
+        };
+        (pg, messages(&loaded))
+    };
+    for (written, mode) in [
+        ("false", PgSsl::Disable),
+        ("true", PgSsl::Prefer),
+        ("\"1\"", PgSsl::Prefer),
+        ("require", PgSsl::Require),
+        ("verify-full", PgSsl::VerifyFull),
+    ] {
+        assert_eq!(
+            pg(&format!("    ssl: {written}\n")).0.ssl,
+            mode,
+            "{written}"
+        );
+    }
+    let (conf, warnings) = pg(
+        "    host: /run/postgresql\n    name: hs\n    user: hs\n    pass: \" p w \"\n    max_open_conns: 20\n    conn_max_idle_time_secs: 60\n",
+    );
+    assert_eq!(
+        (conf.host.as_str(), conf.name.as_str(), conf.pass.as_str()),
+        ("/run/postgresql", "hs", " p w ")
+    );
+    assert_eq!(
+        (conf.max_open_conns, conf.conn_max_idle_time_secs),
+        (20, 60)
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(conf.address(), "postgres://hs@/run/postgresql:5432/hs");
+    // Fewer idle than open connections cannot be kept to: said, not ignored.
+    let (_, warnings) = pg("    max_open_conns: 20\n    max_idle_conns: 5\n");
+    assert_eq!(
+        warnings,
+        [
+            "config.yaml:5: database.postgres.max_idle_conns: is not supported: headway keeps idle connections (up to max_open_conns) until they have been idle for conn_max_idle_time_secs (3600 s)"
+        ]
+    );
+    // With SQLite chosen, the PostgreSQL keys are only checked.
+    let loaded = load_text("database:\n  postgres:\n    max_idle_conns: 1\n");
+    assert!(messages(&loaded).is_empty());
 }
 
 #[test]

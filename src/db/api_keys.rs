@@ -1,10 +1,10 @@
 //! The `api_keys` table.
 
+use super::exec::Row;
 use super::rows::{self, RowReader};
 use super::{Db, NewApiKey, Result};
 use crate::types::{ApiKey, ApiKeyId, Timestamp};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
-use sqlx::sqlite::SqliteRow;
 
 #[derive(Clone, Copy, Iden)]
 pub(super) enum ApiKeys {
@@ -27,7 +27,7 @@ const COLUMNS: [ApiKeys; 6] = [
 ];
 
 /// The one place an `api_keys` row becomes an `ApiKey`.
-fn from_row(row: &SqliteRow) -> Result<ApiKey> {
+pub(super) fn from_row(row: &Row) -> Result<ApiKey> {
     let r = RowReader::new(row, "api_keys");
     Ok(ApiKey {
         id: ApiKeyId(r.id(ApiKeys::Id)?),
@@ -50,29 +50,35 @@ fn by_id(id: ApiKeyId) -> Expr {
     Expr::col(ApiKeys::Id).eq(rows::id(id.0))
 }
 
+/// The one place an `ApiKey` becomes column values: every column but `id`.
+pub(super) fn to_values(k: &ApiKey) -> Vec<(ApiKeys, Expr)> {
+    vec![
+        (ApiKeys::Prefix, k.prefix.as_str().into()),
+        (ApiKeys::Hash, k.hash.as_str().into()),
+        (ApiKeys::Expiration, rows::opt_time(k.expiration)),
+        (ApiKeys::LastSeen, rows::opt_time(k.last_seen)),
+        (ApiKeys::CreatedAt, rows::time(k.created_at)),
+    ]
+}
+
 pub(super) async fn insert(db: &Db, new: &NewApiKey) -> Result<ApiKey> {
-    let stmt = Query::insert()
-        .into_table(ApiKeys::Table)
-        .columns([
-            ApiKeys::Prefix,
-            ApiKeys::Hash,
-            ApiKeys::Expiration,
-            ApiKeys::CreatedAt,
-        ])
-        .values_panic([
-            new.prefix.as_str().into(),
-            new.hash.as_str().into(),
-            rows::opt_time(new.expiration),
-            rows::time(new.created_at),
-        ])
+    let key = ApiKey {
+        id: ApiKeyId(0),
+        prefix: new.prefix.clone(),
+        hash: new.hash.clone(),
+        expiration: new.expiration,
+        created_at: new.created_at,
+        last_seen: None,
+    };
+    let stmt = rows::insert(ApiKeys::Table, to_values(&key))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    from_row(&rows::fetch_one(&db.writer, &stmt).await?)
+    from_row(&rows::fetch_one(db.write(), &stmt).await?)
 }
 
 pub(super) async fn list(db: &Db) -> Result<Vec<ApiKey>> {
     let stmt = select().order_by(ApiKeys::Id, Order::Asc).to_owned();
-    rows::fetch_all(&db.reader, &stmt)
+    rows::fetch_all(db.read(), &stmt)
         .await?
         .iter()
         .map(from_row)
@@ -83,7 +89,7 @@ pub(super) async fn find_by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKe
     let stmt = select()
         .and_where(Expr::col(ApiKeys::Prefix).eq(prefix))
         .to_owned();
-    rows::fetch_optional(&db.reader, &stmt)
+    rows::fetch_optional(db.read(), &stmt)
         .await?
         .as_ref()
         .map(from_row)
@@ -97,7 +103,7 @@ async fn set_time(db: &Db, id: ApiKeyId, column: ApiKeys, now: Timestamp) -> Res
         .value(column, rows::time(now))
         .and_where(by_id(id))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "API key").await
+    rows::execute_on_one(db.write(), &stmt, "API key").await
 }
 
 pub(super) async fn expire(db: &Db, id: ApiKeyId, now: Timestamp) -> Result<()> {
@@ -113,5 +119,5 @@ pub(super) async fn delete(db: &Db, id: ApiKeyId) -> Result<()> {
         .from_table(ApiKeys::Table)
         .and_where(by_id(id))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "API key").await
+    rows::execute_on_one(db.write(), &stmt, "API key").await
 }

@@ -1,9 +1,7 @@
-//! Persistent storage: a SQLite pool (PostgreSQL later) reached through
-//! sea-query statements, with embedded migrations applied at open.
+//! Persistent storage: SQLite (the default) or PostgreSQL, reached through
+//! sea-query statements, with each backend's embedded migrations applied at open.
 //!
 //! Knows rows and `types`; nothing about clients, gRPC or changes to publish.
-//! Every write goes through one writer connection, so concurrent registrations
-//! queue instead of failing with "database is locked".
 
 use crate::config;
 use crate::types::{
@@ -11,11 +9,13 @@ use crate::types::{
     UserId, UserName,
 };
 use ipnet::IpNet;
-use sqlx::sqlite::SqlitePool;
 
 mod api_keys;
+mod copy;
+mod exec;
 mod nodes;
 mod policy;
+mod postgres;
 mod preauth_keys;
 mod routes;
 mod rows;
@@ -26,6 +26,8 @@ mod users;
 
 #[cfg(test)]
 mod tests;
+
+pub use copy::Copied;
 
 /// Storage failures. `NotFound` and `Conflict` are meant for users; the others are logged.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +51,11 @@ pub enum Error {
     /// A stored value could not be read back (corrupt row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
-    /// The configuration asks for something this build cannot do.
-    #[error("{0}")]
-    Unsupported(String),
+    /// `db copy` was asked to write into a database that already holds rows.
+    #[error(
+        "the target database is not empty ({0} rows); copy into an empty database, or pass --replace to delete its rows first"
+    )]
+    NotEmpty(usize),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -101,10 +105,7 @@ pub struct NewApiKey {
 /// A handle to the database; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
-    /// Several connections for reads; in WAL mode they never wait for the writer.
-    reader: SqlitePool,
-    /// Exactly one connection: every write queues here, never on SQLite's lock.
-    writer: SqlitePool,
+    pools: exec::Pools,
 }
 
 impl Db {
@@ -116,10 +117,7 @@ impl Db {
                 write_ahead_log,
                 wal_autocheckpoint,
             } => sqlite::open(path, *write_ahead_log, *wal_autocheckpoint).await,
-            config::Database::Postgres(_) => Err(Error::Unsupported(
-                "PostgreSQL support is not available yet in this build; use database.type: sqlite"
-                    .to_owned(),
-            )),
+            config::Database::Postgres(pg) => postgres::open(pg).await,
         }
     }
 
@@ -128,7 +126,7 @@ impl Db {
         let stmt = sea_query::Query::select()
             .expr(sea_query::Expr::val(1))
             .to_owned();
-        rows::fetch_one(&self.reader, &stmt).await.is_ok()
+        rows::fetch_one(self.read(), &stmt).await.is_ok()
     }
 
     // ---- users

@@ -1,10 +1,10 @@
 //! The `nodes` table.
 
+use super::exec::{Row, Tx};
 use super::rows::{self, RowReader};
 use super::{Db, Error, NewNode, Result, preauth_keys, users};
 use crate::types::{GivenName, Node, NodeId, PreAuthKeyId, RegisterMethod, UserId};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
-use sqlx::sqlite::SqliteRow;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Iden)]
@@ -54,7 +54,7 @@ const COLUMNS: [Nodes; 19] = [
 ];
 
 /// The one place a `nodes` row becomes a `Node`.
-fn from_row(row: &SqliteRow) -> Result<Node> {
+pub(super) fn from_row(row: &Row) -> Result<Node> {
     let r = RowReader::new(row, "nodes");
     Ok(Node {
         id: NodeId(r.id(Nodes::Id)?),
@@ -81,7 +81,7 @@ fn from_row(row: &SqliteRow) -> Result<Node> {
 }
 
 /// The one place a `Node` becomes column values: every column but `id`.
-fn to_values(node: &Node) -> Vec<(Nodes, Expr)> {
+pub(super) fn to_values(node: &Node) -> Vec<(Nodes, Expr)> {
     let endpoints: Vec<String> = node.endpoints.iter().map(SocketAddr::to_string).collect();
     vec![
         (Nodes::MachineKey, node.machine_key.to_string().into()),
@@ -111,14 +111,14 @@ fn to_values(node: &Node) -> Vec<(Nodes, Expr)> {
 /// Refuses a node whose user or pre-auth key is gone, with an error that says which.
 ///
 /// SQLite's own FOREIGN KEY error would not name the column.
-async fn check_references(conn: &mut sqlx::SqliteConnection, node: &Node) -> Result<()> {
+async fn check_references(tx: &mut Tx, node: &Node) -> Result<()> {
     if let Some(user_id) = node.user_id
-        && !users::exists(conn, user_id).await?
+        && !users::exists(tx, user_id).await?
     {
         return Err(Error::NotFound("user"));
     }
     if let Some(key_id) = node.auth_key_id
-        && !preauth_keys::exists(conn, key_id).await?
+        && !preauth_keys::exists(tx, key_id).await?
     {
         return Err(Error::NotFound("pre-auth key"));
     }
@@ -135,16 +135,11 @@ pub(super) async fn insert(
         preauth_keys::consume(&mut tx, key_id).await?;
     }
     check_references(&mut tx, &new.node).await?;
-    let (columns, values): (Vec<Nodes>, Vec<Expr>) = to_values(&new.node).into_iter().unzip();
-    let stmt = Query::insert()
-        .into_table(Nodes::Table)
-        .columns(columns)
-        // Columns and values come from the same list, so their counts match.
-        .values_panic(values)
+    let stmt = rows::insert(Nodes::Table, to_values(&new.node))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    let node = from_row(&rows::fetch_one(&mut *tx, &stmt).await?)?;
-    tx.commit().await.map_err(rows::from_sqlx)?;
+    let node = from_row(&rows::fetch_one(tx.on(), &stmt).await?)?;
+    tx.commit().await?;
     Ok(node)
 }
 
@@ -162,8 +157,8 @@ pub(super) async fn save(db: &Db, node: &Node, consume_key: Option<PreAuthKeyId>
         .values(to_values(node))
         .and_where(Expr::col(Nodes::Id).eq(rows::id(node.id.0)))
         .to_owned();
-    rows::execute(&mut *tx, &stmt).await?;
-    tx.commit().await.map_err(rows::from_sqlx)
+    rows::execute(tx.on(), &stmt).await?;
+    tx.commit().await
 }
 
 pub(super) async fn list(db: &Db) -> Result<Vec<Node>> {
@@ -172,7 +167,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Node>> {
         .from(Nodes::Table)
         .order_by(Nodes::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(&db.reader, &stmt)
+    rows::fetch_all(db.read(), &stmt)
         .await?
         .iter()
         .map(from_row)
@@ -185,15 +180,15 @@ pub(super) async fn delete(db: &Db, id: NodeId) -> Result<()> {
         .from_table(Nodes::Table)
         .and_where(Expr::col(Nodes::Id).eq(rows::id(id.0)))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "node").await
+    rows::execute_on_one(db.write(), &stmt, "node").await
 }
 
 /// Whether a node with this id exists, seen from inside a write transaction.
-pub(super) async fn exists(conn: &mut sqlx::SqliteConnection, id: NodeId) -> Result<bool> {
+pub(super) async fn exists(tx: &mut Tx, id: NodeId) -> Result<bool> {
     let stmt = Query::select()
         .column(Nodes::Id)
         .from(Nodes::Table)
         .and_where(Expr::col(Nodes::Id).eq(rows::id(id.0)))
         .to_owned();
-    Ok(rows::fetch_optional(conn, &stmt).await?.is_some())
+    Ok(rows::fetch_optional(tx.on(), &stmt).await?.is_some())
 }

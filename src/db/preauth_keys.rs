@@ -1,10 +1,10 @@
 //! The `pre_auth_keys` table.
 
+use super::exec::{Row, Tx};
 use super::rows::{self, RowReader};
 use super::{Db, Error, NewPreAuthKey, Result};
 use crate::types::{PreAuthKey, PreAuthKeyId, Timestamp, UserId};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
-use sqlx::sqlite::SqliteRow;
 
 #[derive(Clone, Copy, Iden)]
 pub(super) enum PreAuthKeys {
@@ -35,7 +35,7 @@ const COLUMNS: [PreAuthKeys; 10] = [
 ];
 
 /// The one place a `pre_auth_keys` row becomes a `PreAuthKey`.
-fn from_row(row: &SqliteRow) -> Result<PreAuthKey> {
+pub(super) fn from_row(row: &Row) -> Result<PreAuthKey> {
     let r = RowReader::new(row, "pre_auth_keys");
     Ok(PreAuthKey {
         id: PreAuthKeyId(r.id(PreAuthKeys::Id)?),
@@ -62,34 +62,38 @@ fn by_id(id: PreAuthKeyId) -> Expr {
     Expr::col(PreAuthKeys::Id).eq(rows::id(id.0))
 }
 
+/// The one place a `PreAuthKey` becomes column values: every column but `id`.
+pub(super) fn to_values(k: &PreAuthKey) -> Vec<(PreAuthKeys, Expr)> {
+    vec![
+        (PreAuthKeys::Prefix, k.prefix.as_str().into()),
+        (PreAuthKeys::Hash, k.hash.as_str().into()),
+        (PreAuthKeys::UserId, rows::opt_id(k.user_id.map(|u| u.0))),
+        (PreAuthKeys::Reusable, k.reusable.into()),
+        (PreAuthKeys::Ephemeral, k.ephemeral.into()),
+        (PreAuthKeys::Used, k.used.into()),
+        (PreAuthKeys::Tags, rows::json_list(&k.tags)),
+        (PreAuthKeys::Expiration, rows::opt_time(k.expiration)),
+        (PreAuthKeys::CreatedAt, rows::time(k.created_at)),
+    ]
+}
+
 pub(super) async fn insert(db: &Db, new: &NewPreAuthKey) -> Result<PreAuthKey> {
-    let stmt = Query::insert()
-        .into_table(PreAuthKeys::Table)
-        .columns([
-            PreAuthKeys::Prefix,
-            PreAuthKeys::Hash,
-            PreAuthKeys::UserId,
-            PreAuthKeys::Reusable,
-            PreAuthKeys::Ephemeral,
-            PreAuthKeys::Used,
-            PreAuthKeys::Tags,
-            PreAuthKeys::Expiration,
-            PreAuthKeys::CreatedAt,
-        ])
-        .values_panic([
-            new.prefix.as_str().into(),
-            new.hash.as_str().into(),
-            rows::opt_id(new.user_id.map(|u| u.0)),
-            new.reusable.into(),
-            new.ephemeral.into(),
-            false.into(),
-            rows::json_list(&new.tags),
-            rows::opt_time(new.expiration),
-            rows::time(new.created_at),
-        ])
+    let key = PreAuthKey {
+        id: PreAuthKeyId(0),
+        user_id: new.user_id,
+        prefix: new.prefix.clone(),
+        hash: new.hash.clone(),
+        reusable: new.reusable,
+        ephemeral: new.ephemeral,
+        used: false,
+        tags: new.tags.clone(),
+        expiration: new.expiration,
+        created_at: new.created_at,
+    };
+    let stmt = rows::insert(PreAuthKeys::Table, to_values(&key))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    match rows::fetch_one(&db.writer, &stmt).await {
+    match rows::fetch_one(db.write(), &stmt).await {
         Ok(row) => from_row(&row),
         // `user_id` is the only foreign key of this table.
         Err(err) if rows::is_foreign_key_violation(&err) => Err(Error::NotFound("user")),
@@ -99,7 +103,7 @@ pub(super) async fn insert(db: &Db, new: &NewPreAuthKey) -> Result<PreAuthKey> {
 
 pub(super) async fn list(db: &Db) -> Result<Vec<PreAuthKey>> {
     let stmt = select().order_by(PreAuthKeys::Id, Order::Asc).to_owned();
-    rows::fetch_all(&db.reader, &stmt)
+    rows::fetch_all(db.read(), &stmt)
         .await?
         .iter()
         .map(from_row)
@@ -110,7 +114,7 @@ pub(super) async fn find_by_prefix(db: &Db, prefix: &str) -> Result<Option<PreAu
     let stmt = select()
         .and_where(Expr::col(PreAuthKeys::Prefix).eq(prefix))
         .to_owned();
-    rows::fetch_optional(&db.reader, &stmt)
+    rows::fetch_optional(db.read(), &stmt)
         .await?
         .as_ref()
         .map(from_row)
@@ -123,7 +127,7 @@ pub(super) async fn expire(db: &Db, id: PreAuthKeyId, now: Timestamp) -> Result<
         .value(PreAuthKeys::Expiration, rows::time(now))
         .and_where(by_id(id))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "pre-auth key").await
+    rows::execute_on_one(db.write(), &stmt, "pre-auth key").await
 }
 
 pub(super) async fn delete(db: &Db, id: PreAuthKeyId) -> Result<()> {
@@ -132,14 +136,14 @@ pub(super) async fn delete(db: &Db, id: PreAuthKeyId) -> Result<()> {
         .from_table(PreAuthKeys::Table)
         .and_where(by_id(id))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "pre-auth key").await
+    rows::execute_on_one(db.write(), &stmt, "pre-auth key").await
 }
 
 /// Marks a key used inside the caller's write transaction.
 ///
 /// A single-use key that is already used is refused with `Conflict("pre_auth_keys.used")`,
 /// so two registrations racing with the same key cannot both succeed.
-pub(super) async fn consume(conn: &mut sqlx::SqliteConnection, id: PreAuthKeyId) -> Result<()> {
+pub(super) async fn consume(tx: &mut Tx, id: PreAuthKeyId) -> Result<()> {
     let stmt = Query::update()
         .table(PreAuthKeys::Table)
         .value(PreAuthKeys::Used, true)
@@ -150,10 +154,10 @@ pub(super) async fn consume(conn: &mut sqlx::SqliteConnection, id: PreAuthKeyId)
                 .or(Expr::col(PreAuthKeys::Used).eq(false)),
         )
         .to_owned();
-    if rows::execute(&mut *conn, &stmt).await? > 0 {
+    if rows::execute(tx.on(), &stmt).await? > 0 {
         return Ok(());
     }
-    if exists(conn, id).await? {
+    if exists(tx, id).await? {
         Err(Error::Conflict("pre_auth_keys.used".to_owned()))
     } else {
         Err(Error::NotFound("pre-auth key"))
@@ -161,11 +165,11 @@ pub(super) async fn consume(conn: &mut sqlx::SqliteConnection, id: PreAuthKeyId)
 }
 
 /// Whether a key with this id exists, seen from inside a write transaction.
-pub(super) async fn exists(conn: &mut sqlx::SqliteConnection, id: PreAuthKeyId) -> Result<bool> {
+pub(super) async fn exists(tx: &mut Tx, id: PreAuthKeyId) -> Result<bool> {
     let stmt = Query::select()
         .column(PreAuthKeys::Id)
         .from(PreAuthKeys::Table)
         .and_where(by_id(id))
         .to_owned();
-    Ok(rows::fetch_optional(conn, &stmt).await?.is_some())
+    Ok(rows::fetch_optional(tx.on(), &stmt).await?.is_some())
 }

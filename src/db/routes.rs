@@ -1,11 +1,11 @@
 //! The `routes` table: one row per prefix of a node, flagged advertised and/or approved.
 
+use super::exec::{Row, Tx};
 use super::rows::{self, RowReader};
 use super::{Db, Error, Result, nodes};
 use crate::types::{NodeId, Route, RouteId, Timestamp};
 use ipnet::IpNet;
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
-use sqlx::sqlite::SqliteRow;
 
 #[derive(Clone, Copy, Iden)]
 pub(super) enum Routes {
@@ -32,7 +32,7 @@ const COLUMNS: [Routes; 8] = [
 ];
 
 /// The one place a `routes` row becomes a `Route`.
-fn from_row(row: &SqliteRow) -> Result<Route> {
+pub(super) fn from_row(row: &Row) -> Result<Route> {
     let r = RowReader::new(row, "routes");
     Ok(Route {
         id: RouteId(r.id(Routes::Id)?),
@@ -48,6 +48,19 @@ fn from_row(row: &SqliteRow) -> Result<Route> {
 
 /// The stored form of a prefix: host bits cleared, e.g. `10.0.0.1/24` → `10.0.0.0/24`,
 /// so one network never gets two rows.
+/// The one place a `Route` becomes column values: every column but `id`.
+pub(super) fn to_values(r: &Route) -> Vec<(Routes, Expr)> {
+    vec![
+        (Routes::NodeId, rows::id(r.node_id.0)),
+        (Routes::Prefix, r.prefix.to_string().into()),
+        (Routes::Advertised, r.advertised.into()),
+        (Routes::Approved, r.approved.into()),
+        (Routes::ApprovedByPolicy, r.approved_by_policy.into()),
+        (Routes::CreatedAt, rows::time(r.created_at)),
+        (Routes::UpdatedAt, rows::time(r.updated_at)),
+    ]
+}
+
 fn canonical(prefix: &IpNet) -> IpNet {
     prefix.trunc()
 }
@@ -62,21 +75,21 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Route>> {
         .from(Routes::Table)
         .order_by(Routes::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(&db.reader, &stmt)
+    rows::fetch_all(db.read(), &stmt)
         .await?
         .iter()
         .map(from_row)
         .collect()
 }
 
-async fn list_for_node(conn: &mut sqlx::SqliteConnection, node_id: NodeId) -> Result<Vec<Route>> {
+async fn list_for_node(tx: &mut Tx, node_id: NodeId) -> Result<Vec<Route>> {
     let stmt = Query::select()
         .columns(COLUMNS)
         .from(Routes::Table)
         .and_where(Expr::col(Routes::NodeId).eq(rows::id(node_id.0)))
         .order_by(Routes::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(conn, &stmt)
+    rows::fetch_all(tx.on(), &stmt)
         .await?
         .iter()
         .map(from_row)
@@ -152,7 +165,7 @@ pub(super) async fn set_for_node(
                         .value(Routes::UpdatedAt, rows::time(now))
                         .and_where(by_id(route.id))
                         .to_owned();
-                    rows::execute(&mut *tx, &stmt).await?;
+                    rows::execute(tx.on(), &stmt).await?;
                 }
             }
             None => {
@@ -160,38 +173,27 @@ pub(super) async fn set_for_node(
                     .from_table(Routes::Table)
                     .and_where(by_id(route.id))
                     .to_owned();
-                rows::execute(&mut *tx, &stmt).await?;
+                rows::execute(tx.on(), &stmt).await?;
             }
         }
     }
 
     for w in wanted.iter().filter(|w| !w.has_row) {
-        let stmt = Query::insert()
-            .into_table(Routes::Table)
-            .columns([
-                Routes::NodeId,
-                Routes::Prefix,
-                Routes::Advertised,
-                Routes::Approved,
-                Routes::ApprovedByPolicy,
-                Routes::CreatedAt,
-                Routes::UpdatedAt,
-            ])
-            .values_panic([
-                rows::id(node_id.0),
-                w.prefix.to_string().into(),
-                w.advertised.into(),
-                w.approved.into(),
-                w.by_policy.into(),
-                rows::time(now),
-                rows::time(now),
-            ])
-            .to_owned();
-        rows::execute(&mut *tx, &stmt).await?;
+        let route = Route {
+            id: RouteId(0),
+            node_id,
+            prefix: w.prefix,
+            advertised: w.advertised,
+            approved: w.approved,
+            approved_by_policy: w.by_policy,
+            created_at: now,
+            updated_at: now,
+        };
+        rows::execute(tx.on(), &rows::insert(Routes::Table, to_values(&route))).await?;
     }
 
     let routes = list_for_node(&mut tx, node_id).await?;
-    tx.commit().await.map_err(rows::from_sqlx)?;
+    tx.commit().await?;
     Ok(routes)
 }
 
@@ -200,5 +202,5 @@ pub(super) async fn delete(db: &Db, id: RouteId) -> Result<()> {
         .from_table(Routes::Table)
         .and_where(by_id(id))
         .to_owned();
-    rows::execute_on_one(&db.writer, &stmt, "route").await
+    rows::execute_on_one(db.write(), &stmt, "route").await
 }

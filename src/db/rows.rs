@@ -1,42 +1,27 @@
-//! The few things every table module shares: running a sea-query statement,
-//! turning SQLite errors into `Error`, and reading or writing column values.
+//! The few things every table module shares: running a statement to its end,
+//! turning SQLite and PostgreSQL errors into `Error`, and reading or writing
+//! column values.
 //!
 //! This is the only file that knows how a timestamp, an id, a flag or a list
-//! looks on disk. It knows nothing about any particular table.
+//! looks on disk (the same text on both backends, except flags: SQLite's
+//! INTEGER 0/1, PostgreSQL's BOOLEAN). It knows nothing about any particular table.
 
+use super::exec::{self, On, Row};
 use super::{Error, Result};
 use crate::types::Timestamp;
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_query::{Expr, Iden, SqliteQueryBuilder};
-use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sea_query::{Expr, Iden, Query};
+use sea_query_sqlx::SqlxBinder;
 use sqlx::error::ErrorKind;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row, SqliteExecutor};
+use sqlx::{Postgres, Row as _, Sqlite};
 use std::fmt::Display;
 use std::str::FromStr;
 
-/// Renders a statement for SQLite. A PostgreSQL build would pass its own builder here.
-fn build(stmt: &impl SqlxBinder) -> (String, SqlxValues) {
-    stmt.build_sqlx(SqliteQueryBuilder)
-}
-
-pub(super) async fn fetch_all<'c>(
-    exec: impl SqliteExecutor<'c>,
-    stmt: &impl SqlxBinder,
-) -> Result<Vec<SqliteRow>> {
-    let (sql, values) = build(stmt);
-    sqlx::query_with(AssertSqlSafe(sql), values)
-        .fetch_all(exec)
-        .await
-        .map_err(from_sqlx)
-}
+pub(super) use exec::{execute, fetch_all};
 
 /// At most one row. Like [`fetch_one`], runs the statement to its end.
-pub(super) async fn fetch_optional<'c>(
-    exec: impl SqliteExecutor<'c>,
-    stmt: &impl SqlxBinder,
-) -> Result<Option<SqliteRow>> {
-    Ok(fetch_all(exec, stmt).await?.into_iter().next())
+pub(super) async fn fetch_optional(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Option<Row>> {
+    Ok(fetch_all(on, stmt).await?.into_iter().next())
 }
 
 /// Exactly one row. The statement runs to its end rather than stopping at the
@@ -44,64 +29,79 @@ pub(super) async fn fetch_optional<'c>(
 /// SQLite finishes it, and a commit that fails (a full disk) reports its error
 /// there; stopping early would drop that error and report a write that never
 /// happened.
-pub(super) async fn fetch_one<'c>(
-    exec: impl SqliteExecutor<'c>,
-    stmt: &impl SqlxBinder,
-) -> Result<SqliteRow> {
-    fetch_optional(exec, stmt)
+pub(super) async fn fetch_one(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Row> {
+    fetch_optional(on, stmt)
         .await?
         .ok_or_else(|| from_sqlx(sqlx::Error::RowNotFound))
 }
 
-/// Runs a statement and returns how many rows it changed.
-pub(super) async fn execute<'c>(
-    exec: impl SqliteExecutor<'c>,
-    stmt: &impl SqlxBinder,
-) -> Result<u64> {
-    let (sql, values) = build(stmt);
-    let done = sqlx::query_with(AssertSqlSafe(sql), values)
-        .execute(exec)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(done.rows_affected())
-}
-
 /// Runs a statement meant to change one row; changing none means there is no
 /// such row: `NotFound(noun)`.
-pub(super) async fn execute_on_one<'c>(
-    exec: impl SqliteExecutor<'c>,
+pub(super) async fn execute_on_one(
+    on: On<'_>,
     stmt: &impl SqlxBinder,
     noun: &'static str,
 ) -> Result<()> {
-    match execute(exec, stmt).await? {
+    match execute(on, stmt).await? {
         0 => Err(Error::NotFound(noun)),
         _ => Ok(()),
     }
 }
 
-/// Turns a broken UNIQUE rule into `Conflict("<table>.<column>")`; anything else stays a
-/// database error.
+/// An `INSERT` of one row from `(column, value)` pairs, so columns and values
+/// always line up.
+pub(super) fn insert<C: Iden + 'static>(
+    table: C,
+    values: Vec<(C, Expr)>,
+) -> sea_query::InsertStatement {
+    let (columns, values): (Vec<C>, Vec<Expr>) = values.into_iter().unzip();
+    Query::insert()
+        .into_table(table)
+        .columns(columns)
+        // Columns and values come from the same list, so their counts match.
+        .values_panic(values)
+        .to_owned()
+}
+
+/// Turns a broken UNIQUE rule into `Conflict("<table>.<column>")`, and a refusal for a
+/// reason outside headway into `Unavailable` with words for the admin; anything else
+/// stays a database error.
 ///
-/// SQLite words it as "UNIQUE constraint failed: users.name" (columns joined by ", "
-/// when the rule spans several).
+/// SQLite words a UNIQUE failure as "UNIQUE constraint failed: users.name" (columns
+/// joined by ", " when the rule spans several); PostgreSQL names the constraint, and
+/// `migrations/postgres/` names each one in that same form.
 pub(super) fn from_sqlx(err: sqlx::Error) -> Error {
-    if let Some(condition) = storage_condition(&err) {
+    if let Some(condition) = storage_condition(&err).or_else(|| connection_condition(&err)) {
         tracing::error!(error = %err, "{condition}");
         return Error::Unavailable(condition);
     }
     if let sqlx::Error::Database(db_err) = &err
         && db_err.kind() == ErrorKind::UniqueViolation
-        && let Some(columns) = db_err.message().strip_prefix("UNIQUE constraint failed: ")
     {
-        return Error::Conflict(columns.to_owned());
+        let columns = match db_err.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            Some(pg) => pg.constraint(),
+            None => db_err.message().strip_prefix("UNIQUE constraint failed: "),
+        };
+        if let Some(columns) = columns {
+            return Error::Conflict(columns.to_owned());
+        }
     }
     Error::Sqlx(err)
 }
 
-/// What an admin must know when SQLite refuses for a reason outside headway: the
-/// file locked by another process, a full disk, or a read-only file.
+/// What an admin must know when the database refuses for a reason outside headway:
+/// for SQLite the file locked by another process, a full disk, or a read-only file;
+/// for PostgreSQL a full disk, a server that takes no writes, or one shutting down.
 pub(super) fn storage_condition(err: &sqlx::Error) -> Option<String> {
-    let said = match primary_code(err)? {
+    let sqlx::Error::Database(db_err) = err else {
+        return None;
+    };
+    if let Some(pg) = db_err.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        return postgres_condition(pg.code()).map(str::to_owned);
+    }
+    // SQLite's primary result code (extended codes carry it in their low byte).
+    let code = db_err.code()?.parse::<i32>().ok()? & 0xff;
+    let said = match code {
         5 | 6 => {
             "the database is locked by another process (another headway on the same file, or a sqlite3 shell in a transaction?); nothing was changed"
         }
@@ -119,14 +119,41 @@ pub(super) fn storage_condition(err: &sqlx::Error) -> Option<String> {
     Some(said.to_owned())
 }
 
-/// SQLite's primary result code of a database error (extended codes carry it
-/// in their low byte).
-fn primary_code(err: &sqlx::Error) -> Option<i32> {
-    let sqlx::Error::Database(db_err) = err else {
-        return None;
-    };
-    let code: i32 = db_err.code()?.parse().ok()?;
-    Some(code & 0xff)
+/// PostgreSQL's SQLSTATE codes that are about the server, not the statement.
+fn postgres_condition(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "53100" => {
+            "the PostgreSQL server's disk is full; nothing was changed; free some space and try again"
+        }
+        "25006" => {
+            "the PostgreSQL server takes no writes (a read-only standby, or default_transaction_read_only); nothing was changed"
+        }
+        "53300" => {
+            "the PostgreSQL server has no connection left for headway (max_connections); nothing was changed"
+        }
+        "57P01" | "57P02" | "57P03" => {
+            "the PostgreSQL server is shutting down or starting up; nothing was changed; headway reconnects by itself"
+        }
+        c if c.starts_with("08") => {
+            "the connection to the PostgreSQL server failed; nothing was changed; headway reconnects by itself"
+        }
+        _ => return None,
+    })
+}
+
+/// A database that cannot be reached or did not answer in time, said while serving
+/// (at open, `Error::Open` words these itself).
+fn connection_condition(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => Some(format!(
+            "the database server cannot be reached ({err}); nothing was changed; headway reconnects by itself"
+        )),
+        sqlx::Error::PoolTimedOut => Some(
+            "the database did not give headway a connection in time (overloaded, or unreachable); the change may not have been made"
+                .to_owned(),
+        ),
+        _ => None,
+    }
 }
 
 /// Whether a statement failed because a FOREIGN KEY rule refused it.
@@ -182,12 +209,12 @@ pub(super) fn json_list<S: AsRef<str>>(items: &[S]) -> Expr {
 
 /// Reads one row of `table`; every failure names the table and column.
 pub(super) struct RowReader<'r> {
-    pub row: &'r SqliteRow,
+    pub row: &'r Row,
     pub table: &'static str,
 }
 
 impl<'r> RowReader<'r> {
-    pub fn new(row: &'r SqliteRow, table: &'static str) -> Self {
+    pub fn new(row: &'r Row, table: &'static str) -> Self {
         Self { row, table }
     }
 
@@ -200,11 +227,16 @@ impl<'r> RowReader<'r> {
 
     pub fn get<T>(&self, column: impl Iden + Copy) -> Result<T>
     where
-        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+        T: sqlx::Decode<'r, Sqlite>
+            + sqlx::Type<Sqlite>
+            + sqlx::Decode<'r, Postgres>
+            + sqlx::Type<Postgres>,
     {
-        self.row
-            .try_get::<T, _>(column.unquoted())
-            .map_err(|e| self.corrupt(column, e))
+        match self.row {
+            Row::Sqlite(row) => row.try_get::<T, _>(column.unquoted()),
+            Row::Postgres(row) => row.try_get::<T, _>(column.unquoted()),
+        }
+        .map_err(|e| self.corrupt(column, e))
     }
 
     pub fn text(&self, column: impl Iden + Copy) -> Result<String> {
@@ -216,6 +248,9 @@ impl<'r> RowReader<'r> {
     }
 
     pub fn flag(&self, column: impl Iden + Copy) -> Result<bool> {
+        if let Row::Postgres(_) = self.row {
+            return self.get::<bool>(column);
+        }
         match self.get::<i64>(column)? {
             0 => Ok(false),
             1 => Ok(true),

@@ -4,6 +4,7 @@
 //! connection, so writers wait their turn in the pool's queue instead of
 //! racing for SQLite's lock and failing with "database is locked".
 
+use super::exec::Pools;
 use super::{Db, Error, Result};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -98,7 +99,9 @@ pub(super) async fn open(
         restrict_mode(Path::new(&side)).map_err(|e| open_error(sqlx::Error::Io(e)))?;
     }
 
-    Ok(Db { reader, writer })
+    Ok(Db {
+        pools: Pools::Sqlite { reader, writer },
+    })
 }
 
 /// The database holds node keys, endpoints and hashed secrets: a directory made
@@ -136,18 +139,4 @@ fn restrict_mode(path: &Path) -> std::io::Result<()> {
         tracing::info!(path = %path.display(), from = format!("{mode:o}"), "narrowed the database file's mode to 600");
     }
     Ok(())
-}
-
-impl Db {
-    /// Starts a write transaction on the writer connection.
-    ///
-    /// `BEGIN IMMEDIATE` takes SQLite's write lock up front, so a transaction that
-    /// reads and then writes never has to upgrade its lock halfway (which SQLite may
-    /// refuse at once, without waiting, if another process holds it).
-    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(super::rows::from_sqlx)
-    }
 }

@@ -1,4 +1,6 @@
-//! Storage tests: each opens a fresh SQLite file in its own temporary directory.
+//! Storage tests: each opens a fresh database, a SQLite file in its own temporary
+//! directory and (with `full-suite`) a new database on the test PostgreSQL server,
+//! and most run on both (`on_both_backends!`).
 
 use super::*;
 use crate::types::{DiscoKey, GivenName, MachineKey, NodeKey, RegisterMethod};
@@ -28,6 +30,127 @@ async fn open_temp() -> (TempDir, Db) {
     let db = open_at(&dir.path().join("headway.sqlite")).await;
     (dir, db)
 }
+
+fn sqlite_pools(db: &Db) -> (&sqlx::SqlitePool, &sqlx::SqlitePool) {
+    match &db.pools {
+        exec::Pools::Sqlite { reader, writer } => (reader, writer),
+        exec::Pools::Postgres(_) => panic!("a SQLite database was expected"),
+    }
+}
+
+fn postgres_config(port: u16, name: &str) -> config::Postgres {
+    config::Postgres {
+        host: "127.0.0.1".into(),
+        port,
+        name: name.into(),
+        user: "postgres".into(),
+        pass: String::new(),
+        ssl: config::PgSsl::Disable,
+        max_open_conns: 10,
+        max_idle_conns: 10,
+        conn_max_idle_time_secs: 3600,
+    }
+}
+
+/// The backends every storage test runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    /// A fresh database on the test process's PostgreSQL server (`testing::cluster`).
+    #[cfg_attr(not(feature = "full-suite"), allow(dead_code))]
+    Postgres,
+}
+
+impl Backend {
+    /// A new, empty database; the guard keeps SQLite's directory alive.
+    async fn open(self) -> (Option<TempDir>, Db) {
+        match self {
+            Backend::Sqlite => {
+                let (dir, db) = open_temp().await;
+                (Some(dir), db)
+            }
+            Backend::Postgres => (None, open_postgres().await),
+        }
+    }
+}
+
+#[cfg(feature = "full-suite")]
+async fn open_postgres() -> Db {
+    let cluster = super::testing::cluster();
+    let name = cluster.create_database();
+    Db::open(&config::Database::Postgres(postgres_config(
+        cluster.port(),
+        &name,
+    )))
+    .await
+    .expect("open a PostgreSQL test database")
+}
+
+#[cfg(not(feature = "full-suite"))]
+async fn open_postgres() -> Db {
+    unreachable!("PostgreSQL tests run only with the full-suite feature")
+}
+
+/// Runs each named test (an `async fn(Db)`, or `async fn(Backend)` in the second
+/// list) on a fresh SQLite database, and with `full-suite` on a fresh PostgreSQL one.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?; $($multi:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                let (_guard, db) = super::Backend::Sqlite.open().await;
+                super::$name(db).await;
+            })*
+            $(#[tokio::test]
+            async fn $multi() {
+                super::$multi(super::Backend::Sqlite).await;
+            })*
+        }
+        #[cfg(feature = "full-suite")]
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                let (_guard, db) = super::Backend::Postgres.open().await;
+                super::$name(db).await;
+            })*
+            $(#[tokio::test]
+            async fn $multi() {
+                super::$multi(super::Backend::Postgres).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    users_round_trip_every_field,
+    users_round_trip_with_empty_optionals,
+    users_are_listed_by_id_and_ids_are_not_reused,
+    duplicate_user_name_is_a_conflict,
+    rename_user_changes_name_and_updated_at,
+    delete_user_takes_its_preauth_keys_and_is_refused_while_it_owns_nodes,
+    nodes_round_trip_every_field,
+    nodes_round_trip_with_empty_optionals,
+    save_node_writes_every_column,
+    save_node_reports_conflicts,
+    node_uniqueness_is_enforced_per_column,
+    insert_node_for_a_missing_user_is_not_found,
+    delete_node_takes_its_routes,
+    preauth_keys_round_trip_every_field_and_empty_optionals,
+    preauth_key_errors,
+    expire_preauth_key_sets_expiration_to_now,
+    deleting_a_preauth_key_keeps_its_nodes,
+    insert_node_consumes_the_key_in_the_same_transaction,
+    a_reusable_key_can_be_consumed_again,
+    api_keys_round_trip_and_change,
+    api_key_errors,
+    set_node_routes_keeps_ids_and_drops_vanished_prefixes,
+    set_node_routes_touches_only_that_node,
+    delete_route_removes_one_row,
+    the_latest_policy_wins,
+    a_corrupt_node_key_is_reported_not_panicked_on;
+    corrupt_addresses_timestamps_and_lists_are_reported,
+    copy_keeps_every_row_and_id,
+);
 
 /// A timestamp with nanoseconds, to prove they survive storage.
 fn at(secs: i64, nanos: u32) -> Timestamp {
@@ -180,8 +303,9 @@ async fn data_survives_a_restart() {
         .await
         .unwrap();
     db.set_policy("{}", at(1_700_000_000, 5)).await.unwrap();
-    db.writer.close().await;
-    db.reader.close().await;
+    let (reader, writer) = sqlite_pools(&db);
+    writer.close().await;
+    reader.close().await;
 
     // Opening again must not re-run the migrations or lose anything.
     let db = open_at(&path).await;
@@ -217,28 +341,34 @@ async fn a_directory_that_cannot_be_created_is_an_open_error() {
 }
 
 #[tokio::test]
-async fn postgres_is_refused_as_unsupported() {
-    let config = config::Database::Postgres(config::Postgres {
-        host: "localhost".into(),
-        port: 5432,
-        name: "headscale".into(),
-        user: "headscale".into(),
-        pass: String::new(),
-        ssl: "false".into(),
-        max_open_conns: 10,
-        max_idle_conns: 10,
-        conn_max_idle_time_secs: 3600,
-    });
-    match Db::open(&config).await {
-        Err(Error::Unsupported(text)) => assert!(text.contains("database.type: sqlite"), "{text}"),
-        other => panic!("expected Unsupported, got {other:?}"),
+async fn an_unreachable_postgres_server_is_an_open_error_naming_it_without_the_password() {
+    // Port 1 on loopback: nothing listens there, so the connection is refused at once.
+    let config = config::Database::Postgres(postgres_config(1, "headscale"));
+    let config::Database::Postgres(pg) = &config else {
+        unreachable!()
+    };
+    let mut with_password = pg.clone();
+    with_password.pass = "s3cret".into();
+    match Db::open(&config::Database::Postgres(with_password)).await {
+        Err(err @ Error::Open { .. }) => {
+            let text = err.to_string();
+            assert!(
+                text.starts_with(
+                    "cannot open database postgres://postgres@127.0.0.1:1/headscale: "
+                ),
+                "{text}"
+            );
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+        other => panic!("expected Error::Open, got {other:?}"),
     }
 }
 
 #[tokio::test]
 async fn connections_use_wal_foreign_keys_and_a_busy_timeout() {
     let (_dir, db) = open_temp().await;
-    for pool in [&db.writer, &db.reader] {
+    let (reader, writer) = sqlite_pools(&db);
+    for pool in [writer, reader] {
         let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
             .fetch_one(pool)
             .await
@@ -270,7 +400,7 @@ async fn without_wal_the_database_uses_a_rollback_journal() {
         .await
         .unwrap();
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&db.writer)
+        .fetch_one(sqlite_pools(&db).1)
         .await
         .unwrap();
     assert_eq!(mode, "delete");
@@ -280,9 +410,7 @@ async fn without_wal_the_database_uses_a_rollback_journal() {
 
 // ---- users
 
-#[tokio::test]
-async fn users_round_trip_every_field() {
-    let (_dir, db) = open_temp().await;
+async fn users_round_trip_every_field(db: Db) {
     let new = new_user("alice");
     let user = db.insert_user(&new).await.unwrap();
     assert_eq!(
@@ -303,9 +431,7 @@ async fn users_round_trip_every_field() {
     assert_eq!(db.list_users().await.unwrap(), vec![user]);
 }
 
-#[tokio::test]
-async fn users_round_trip_with_empty_optionals() {
-    let (_dir, db) = open_temp().await;
+async fn users_round_trip_with_empty_optionals(db: Db) {
     let new = NewUser {
         name: UserName::parse("bob").unwrap(),
         display_name: String::new(),
@@ -322,9 +448,7 @@ async fn users_round_trip_with_empty_optionals() {
     assert_eq!(db.list_users().await.unwrap(), vec![user]);
 }
 
-#[tokio::test]
-async fn users_are_listed_by_id_and_ids_are_not_reused() {
-    let (_dir, db) = open_temp().await;
+async fn users_are_listed_by_id_and_ids_are_not_reused(db: Db) {
     let zed = db.insert_user(&new_user("zed")).await.unwrap();
     let amy = db.insert_user(&new_user("amy")).await.unwrap();
     let names: Vec<_> = db
@@ -341,17 +465,13 @@ async fn users_are_listed_by_id_and_ids_are_not_reused() {
     assert!(cat.id > amy.id && amy.id > zed.id);
 }
 
-#[tokio::test]
-async fn duplicate_user_name_is_a_conflict() {
-    let (_dir, db) = open_temp().await;
+async fn duplicate_user_name_is_a_conflict(db: Db) {
     db.insert_user(&new_user("alice")).await.unwrap();
     assert_conflict(db.insert_user(&new_user("alice")).await, "users.name");
     assert_eq!(db.list_users().await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn rename_user_changes_name_and_updated_at() {
-    let (_dir, db) = open_temp().await;
+async fn rename_user_changes_name_and_updated_at(db: Db) {
     let alice = db.insert_user(&new_user("alice")).await.unwrap();
     let bob = db.insert_user(&new_user("bob")).await.unwrap();
     let later = at(1_710_000_000, 1_000);
@@ -377,9 +497,7 @@ async fn rename_user_changes_name_and_updated_at() {
     );
 }
 
-#[tokio::test]
-async fn delete_user_takes_its_preauth_keys_and_is_refused_while_it_owns_nodes() {
-    let (_dir, db) = open_temp().await;
+async fn delete_user_takes_its_preauth_keys_and_is_refused_while_it_owns_nodes(db: Db) {
     let alice = db.insert_user(&new_user("alice")).await.unwrap();
     let bob = db.insert_user(&new_user("bob")).await.unwrap();
     db.insert_preauth_key(&new_preauth_key("alicekey0001", Some(alice.id), false))
@@ -409,9 +527,7 @@ async fn delete_user_takes_its_preauth_keys_and_is_refused_while_it_owns_nodes()
 
 // ---- nodes
 
-#[tokio::test]
-async fn nodes_round_trip_every_field() {
-    let (_dir, db) = open_temp().await;
+async fn nodes_round_trip_every_field(db: Db) {
     let user = db.insert_user(&new_user("alice")).await.unwrap();
     let key = db
         .insert_preauth_key(&new_preauth_key("prefix000001", Some(user.id), true))
@@ -429,9 +545,7 @@ async fn nodes_round_trip_every_field() {
     assert_eq!(db.list_nodes().await.unwrap(), vec![expected]);
 }
 
-#[tokio::test]
-async fn nodes_round_trip_with_empty_optionals() {
-    let (_dir, db) = open_temp().await;
+async fn nodes_round_trip_with_empty_optionals(db: Db) {
     let new = bare_node(3);
     let node = db.insert_node(&new, None).await.unwrap();
     let expected = Node {
@@ -442,9 +556,7 @@ async fn nodes_round_trip_with_empty_optionals() {
     assert_eq!(db.list_nodes().await.unwrap(), vec![expected]);
 }
 
-#[tokio::test]
-async fn save_node_writes_every_column() {
-    let (_dir, db) = open_temp().await;
+async fn save_node_writes_every_column(db: Db) {
     let user = db.insert_user(&new_user("alice")).await.unwrap();
     let mut node = db.insert_node(&bare_node(1), None).await.unwrap();
     let other = db.insert_node(&bare_node(2), None).await.unwrap();
@@ -472,9 +584,7 @@ async fn save_node_writes_every_column() {
     assert_not_found(db.save_node(&missing, None).await, "node");
 }
 
-#[tokio::test]
-async fn save_node_reports_conflicts() {
-    let (_dir, db) = open_temp().await;
+async fn save_node_reports_conflicts(db: Db) {
     let first = db
         .insert_node(&full_node(1, None, None), None)
         .await
@@ -487,9 +597,7 @@ async fn save_node_reports_conflicts() {
     assert_conflict(db.save_node(&second, None).await, "nodes.given_name");
 }
 
-#[tokio::test]
-async fn node_uniqueness_is_enforced_per_column() {
-    let (_dir, db) = open_temp().await;
+async fn node_uniqueness_is_enforced_per_column(db: Db) {
     let original = full_node(1, None, None);
     db.insert_node(&original, None).await.unwrap();
 
@@ -518,9 +626,7 @@ async fn node_uniqueness_is_enforced_per_column() {
     assert_eq!(db.list_nodes().await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn insert_node_for_a_missing_user_is_not_found() {
-    let (_dir, db) = open_temp().await;
+async fn insert_node_for_a_missing_user_is_not_found(db: Db) {
     assert_not_found(
         db.insert_node(&full_node(1, Some(UserId(42)), None), None)
             .await,
@@ -534,9 +640,7 @@ async fn insert_node_for_a_missing_user_is_not_found() {
     assert!(db.list_nodes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn delete_node_takes_its_routes() {
-    let (_dir, db) = open_temp().await;
+async fn delete_node_takes_its_routes(db: Db) {
     let doomed = db
         .insert_node(&full_node(1, None, None), None)
         .await
@@ -562,9 +666,7 @@ async fn delete_node_takes_its_routes() {
 
 // ---- pre-auth keys
 
-#[tokio::test]
-async fn preauth_keys_round_trip_every_field_and_empty_optionals() {
-    let (_dir, db) = open_temp().await;
+async fn preauth_keys_round_trip_every_field_and_empty_optionals(db: Db) {
     let user = db.insert_user(&new_user("alice")).await.unwrap();
     let full = db
         .insert_preauth_key(&new_preauth_key("fullkey00001", Some(user.id), true))
@@ -615,9 +717,7 @@ async fn preauth_keys_round_trip_every_field_and_empty_optionals() {
     );
 }
 
-#[tokio::test]
-async fn preauth_key_errors() {
-    let (_dir, db) = open_temp().await;
+async fn preauth_key_errors(db: Db) {
     db.insert_preauth_key(&new_preauth_key("samekey00001", None, false))
         .await
         .unwrap();
@@ -642,9 +742,7 @@ async fn preauth_key_errors() {
     );
 }
 
-#[tokio::test]
-async fn expire_preauth_key_sets_expiration_to_now() {
-    let (_dir, db) = open_temp().await;
+async fn expire_preauth_key_sets_expiration_to_now(db: Db) {
     let mut key = new_preauth_key("expkey000001", None, false);
     key.expiration = None;
     let key = db.insert_preauth_key(&key).await.unwrap();
@@ -655,9 +753,7 @@ async fn expire_preauth_key_sets_expiration_to_now() {
     assert!(stored[0].check_usable(now).is_err());
 }
 
-#[tokio::test]
-async fn deleting_a_preauth_key_keeps_its_nodes() {
-    let (_dir, db) = open_temp().await;
+async fn deleting_a_preauth_key_keeps_its_nodes(db: Db) {
     let key = db
         .insert_preauth_key(&new_preauth_key("delkey000001", None, true))
         .await
@@ -675,9 +771,7 @@ async fn deleting_a_preauth_key_keeps_its_nodes() {
     assert_eq!(nodes[0].auth_key_id, None);
 }
 
-#[tokio::test]
-async fn insert_node_consumes_the_key_in_the_same_transaction() {
-    let (_dir, db) = open_temp().await;
+async fn insert_node_consumes_the_key_in_the_same_transaction(db: Db) {
     let key = db
         .insert_preauth_key(&new_preauth_key("onceonly0001", None, false))
         .await
@@ -715,9 +809,7 @@ async fn insert_node_consumes_the_key_in_the_same_transaction() {
     assert_eq!(db.list_nodes().await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_reusable_key_can_be_consumed_again() {
-    let (_dir, db) = open_temp().await;
+async fn a_reusable_key_can_be_consumed_again(db: Db) {
     let key = db
         .insert_preauth_key(&new_preauth_key("reusable0001", None, true))
         .await
@@ -733,9 +825,7 @@ async fn a_reusable_key_can_be_consumed_again() {
 
 // ---- API keys
 
-#[tokio::test]
-async fn api_keys_round_trip_and_change() {
-    let (_dir, db) = open_temp().await;
+async fn api_keys_round_trip_and_change(db: Db) {
     let key = db
         .insert_api_key(&new_api_key("apikey000001"))
         .await
@@ -781,9 +871,7 @@ async fn api_keys_round_trip_and_change() {
     );
 }
 
-#[tokio::test]
-async fn api_key_errors() {
-    let (_dir, db) = open_temp().await;
+async fn api_key_errors(db: Db) {
     db.insert_api_key(&new_api_key("apikey000001"))
         .await
         .unwrap();
@@ -799,9 +887,7 @@ async fn api_key_errors() {
 
 // ---- routes
 
-#[tokio::test]
-async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes() {
-    let (_dir, db) = open_temp().await;
+async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes(db: Db) {
     let node = db
         .insert_node(&full_node(1, None, None), None)
         .await
@@ -872,9 +958,7 @@ async fn set_node_routes_keeps_ids_and_drops_vanished_prefixes() {
     assert!(db.list_routes().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn set_node_routes_touches_only_that_node() {
-    let (_dir, db) = open_temp().await;
+async fn set_node_routes_touches_only_that_node(db: Db) {
     let a = db
         .insert_node(&full_node(1, None, None), None)
         .await
@@ -904,9 +988,7 @@ async fn set_node_routes_touches_only_that_node() {
     );
 }
 
-#[tokio::test]
-async fn delete_route_removes_one_row() {
-    let (_dir, db) = open_temp().await;
+async fn delete_route_removes_one_row(db: Db) {
     let node = db
         .insert_node(&full_node(1, None, None), None)
         .await
@@ -928,9 +1010,7 @@ async fn delete_route_removes_one_row() {
 
 // ---- policy
 
-#[tokio::test]
-async fn the_latest_policy_wins() {
-    let (_dir, db) = open_temp().await;
+async fn the_latest_policy_wins(db: Db) {
     assert_eq!(db.get_policy().await.unwrap(), None);
     let first = at(1_700_000_000, 10);
     let second = at(1_700_000_000, 20);
@@ -948,14 +1028,11 @@ async fn the_latest_policy_wins() {
 
 // ---- corrupt rows
 
-#[tokio::test]
-async fn a_corrupt_node_key_is_reported_not_panicked_on() {
-    let (_dir, db) = open_temp().await;
+async fn a_corrupt_node_key_is_reported_not_panicked_on(db: Db) {
     db.insert_node(&full_node(1, None, None), None)
         .await
         .unwrap();
-    sqlx::query("UPDATE nodes SET node_key = 'nodekey:not-hex'")
-        .execute(&db.writer)
+    db.execute_raw("UPDATE nodes SET node_key = 'nodekey:not-hex'")
         .await
         .unwrap();
     match db.list_nodes().await {
@@ -967,8 +1044,7 @@ async fn a_corrupt_node_key_is_reported_not_panicked_on() {
     }
 }
 
-#[tokio::test]
-async fn corrupt_addresses_timestamps_and_lists_are_reported() {
+async fn corrupt_addresses_timestamps_and_lists_are_reported(backend: Backend) {
     let cases = [
         ("UPDATE nodes SET ipv4 = '100.64.0.300'", "nodes", "ipv4"),
         (
@@ -985,7 +1061,7 @@ async fn corrupt_addresses_timestamps_and_lists_are_reported() {
         ),
     ];
     for (sql, table, column) in cases {
-        let (_dir, db) = open_temp().await;
+        let (_guard, db) = backend.open().await;
         let node = db
             .insert_node(&full_node(1, None, None), None)
             .await
@@ -993,10 +1069,7 @@ async fn corrupt_addresses_timestamps_and_lists_are_reported() {
         db.set_node_routes(node.id, &[net("10.0.0.0/8")], &[], &[], at(0, 0))
             .await
             .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&db.writer)
-            .await
-            .unwrap();
+        db.execute_raw(sql).await.unwrap();
         let result = if table == "routes" {
             db.list_routes().await.map(|_| ())
         } else {
@@ -1016,14 +1089,7 @@ async fn corrupt_addresses_timestamps_and_lists_are_reported() {
 
 /// 64 registrations at once, with user creation and node listings in between:
 /// every one must succeed, none may see "database is locked".
-async fn concurrent_writers_all_succeed(write_ahead_log: bool) {
-    let dir = TempDir::new().unwrap();
-    let db = Db::open(&sqlite_config(
-        dir.path().join("db.sqlite"),
-        write_ahead_log,
-    ))
-    .await
-    .unwrap();
+async fn concurrent_writers_all_succeed(db: Db) {
     let owner = db.insert_user(&new_user("owner")).await.unwrap();
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -1058,12 +1124,24 @@ async fn concurrent_writers_all_succeed(write_ahead_log: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_queue_in_wal_mode() {
-    concurrent_writers_all_succeed(true).await;
+    let (_dir, db) = open_temp().await;
+    concurrent_writers_all_succeed(db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_queue_with_a_rollback_journal() {
-    concurrent_writers_all_succeed(false).await;
+    let dir = TempDir::new().unwrap();
+    let db = Db::open(&sqlite_config(dir.path().join("db.sqlite"), false))
+        .await
+        .unwrap();
+    concurrent_writers_all_succeed(db).await;
+}
+
+/// On PostgreSQL, writers run side by side; the same calls must all succeed.
+#[cfg(feature = "full-suite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_all_succeed_on_postgres() {
+    concurrent_writers_all_succeed(open_postgres().await).await;
 }
 
 #[tokio::test]
@@ -1086,4 +1164,138 @@ async fn the_database_and_its_directory_are_private_to_the_owner() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     let _db = open_at(&path).await;
     assert_eq!(mode(&path), 0o600);
+}
+
+// ---- db copy
+
+/// A SQLite database with a row in every table (and a gap in the node ids).
+async fn filled_source() -> (TempDir, Db) {
+    let (dir, db) = open_temp().await;
+    let alice = db.insert_user(&new_user("alice")).await.unwrap();
+    db.insert_user(&new_user("bob")).await.unwrap();
+    let key = db
+        .insert_preauth_key(&new_preauth_key("k1", Some(alice.id), false))
+        .await
+        .unwrap();
+    db.insert_preauth_key(&new_preauth_key("k2", None, true))
+        .await
+        .unwrap();
+    db.insert_api_key(&new_api_key("a1")).await.unwrap();
+    db.touch_api_key(ApiKeyId(1), at(1_800_000_000, 3))
+        .await
+        .unwrap();
+    let first = db
+        .insert_node(&full_node(1, Some(alice.id), Some(key.id)), Some(key.id))
+        .await
+        .unwrap();
+    let gone = db
+        .insert_node(&full_node(2, None, None), None)
+        .await
+        .unwrap();
+    let third = db.insert_node(&bare_node(3), None).await.unwrap();
+    db.delete_node(gone.id).await.unwrap();
+    db.set_node_routes(
+        first.id,
+        &[net("10.0.0.0/24"), net("0.0.0.0/0")],
+        &[net("10.0.0.0/24")],
+        &[net("10.0.0.0/24")],
+        at(1_700_000_000, 9),
+    )
+    .await
+    .unwrap();
+    db.set_node_routes(
+        third.id,
+        &[net("192.168.0.0/16")],
+        &[],
+        &[],
+        at(1_700_000_000, 10),
+    )
+    .await
+    .unwrap();
+    db.set_policy("{\"acls\":[]}", at(1_700_000_000, 1))
+        .await
+        .unwrap();
+    db.set_policy("{}", at(1_700_000_000, 2)).await.unwrap();
+    (dir, db)
+}
+
+async fn everything(
+    db: &Db,
+) -> (
+    Vec<User>,
+    Vec<PreAuthKey>,
+    Vec<ApiKey>,
+    Vec<Node>,
+    Vec<Route>,
+) {
+    (
+        db.list_users().await.unwrap(),
+        db.list_preauth_keys().await.unwrap(),
+        db.list_api_keys().await.unwrap(),
+        db.list_nodes().await.unwrap(),
+        db.list_routes().await.unwrap(),
+    )
+}
+
+/// `db copy` into `target`: every row arrives with its id and every field; new rows
+/// continue after the copied ids (never reusing a deleted node's); a target that
+/// holds rows is refused unless replaced; and a copy back gives the same rows.
+async fn copy_keeps_every_row_and_id(target: Backend) {
+    let (_dir, source) = filled_source().await;
+    let (_guard, copy) = target.open().await;
+    let copied = source.copy_to(&copy, false).await.unwrap();
+    assert_eq!(
+        copied,
+        Copied {
+            users: 2,
+            pre_auth_keys: 2,
+            api_keys: 1,
+            nodes: 2,
+            routes: 3,
+            policies: 2,
+        }
+    );
+    assert_eq!(everything(&copy).await, everything(&source).await);
+    assert_eq!(
+        copy.get_policy().await.unwrap(),
+        source.get_policy().await.unwrap()
+    );
+
+    // Ids continue after the highest copied one (node 3; the deleted node 2 is
+    // not handed out again).
+    let next = copy
+        .insert_node(&full_node(4, None, None), None)
+        .await
+        .unwrap();
+    assert_eq!(next.id, NodeId(4));
+    let next_user = copy.insert_user(&new_user("carol")).await.unwrap();
+    assert_eq!(next_user.id, UserId(3));
+
+    match source.copy_to(&copy, false).await {
+        Err(Error::NotEmpty(rows)) => assert_eq!(rows, copied.total() + 2),
+        other => panic!("expected NotEmpty, got {other:?}"),
+    }
+    let again = source.copy_to(&copy, true).await.unwrap();
+    assert_eq!(again, copied);
+    assert_eq!(everything(&copy).await, everything(&source).await);
+
+    // And back into an empty SQLite database.
+    let (_back_dir, back) = open_temp().await;
+    copy.copy_to(&back, false).await.unwrap();
+    assert_eq!(everything(&back).await, everything(&source).await);
+}
+
+#[tokio::test]
+async fn a_corrupt_source_row_stops_the_copy_before_anything_is_written() {
+    let (_dir, source) = filled_source().await;
+    source
+        .execute_raw("UPDATE nodes SET ipv4 = 'not an address' WHERE id = 3")
+        .await
+        .unwrap();
+    let (_target_dir, target) = open_temp().await;
+    assert!(matches!(
+        source.copy_to(&target, false).await,
+        Err(Error::Corrupt { table: "nodes", .. })
+    ));
+    assert_eq!(target.count_rows().await.unwrap(), 0);
 }

@@ -1,10 +1,10 @@
 //! The `users` table.
 
+use super::exec::{Row, Tx};
 use super::rows::{self, RowReader};
 use super::{Db, Error, NewUser, Result};
 use crate::types::{Timestamp, User, UserId, UserName};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
-use sqlx::sqlite::SqliteRow;
 
 #[derive(Clone, Copy, Iden)]
 pub(super) enum Users {
@@ -35,7 +35,7 @@ const COLUMNS: [Users; 10] = [
 ];
 
 /// The one place a `users` row becomes a `User`.
-fn from_row(row: &SqliteRow) -> Result<User> {
+pub(super) fn from_row(row: &Row) -> Result<User> {
     let r = RowReader::new(row, "users");
     Ok(User {
         id: UserId(r.id(Users::Id)?),
@@ -52,34 +52,38 @@ fn from_row(row: &SqliteRow) -> Result<User> {
     })
 }
 
+/// The one place a `User` becomes column values: every column but `id`.
+pub(super) fn to_values(u: &User) -> Vec<(Users, Expr)> {
+    vec![
+        (Users::Name, u.name.as_str().into()),
+        (Users::DisplayName, u.display_name.as_str().into()),
+        (Users::Email, u.email.as_str().into()),
+        (Users::Provider, u.provider.as_str().into()),
+        (Users::ProviderIdentifier, u.provider_id.as_str().into()),
+        (Users::ProfilePicUrl, u.profile_pic_url.as_str().into()),
+        (Users::Groups, rows::json_list(&u.groups)),
+        (Users::CreatedAt, rows::time(u.created_at)),
+        (Users::UpdatedAt, rows::time(u.updated_at)),
+    ]
+}
+
 pub(super) async fn insert(db: &Db, new: &NewUser) -> Result<User> {
-    let stmt = Query::insert()
-        .into_table(Users::Table)
-        .columns([
-            Users::Name,
-            Users::DisplayName,
-            Users::Email,
-            Users::Provider,
-            Users::ProviderIdentifier,
-            Users::ProfilePicUrl,
-            Users::Groups,
-            Users::CreatedAt,
-            Users::UpdatedAt,
-        ])
-        .values_panic([
-            new.name.as_str().into(),
-            new.display_name.as_str().into(),
-            new.email.as_str().into(),
-            new.provider.as_str().into(),
-            new.provider_id.as_str().into(),
-            new.profile_pic_url.as_str().into(),
-            rows::json_list(&new.groups),
-            rows::time(new.created_at),
-            rows::time(new.created_at),
-        ])
+    let user = User {
+        id: UserId(0),
+        name: new.name.clone(),
+        display_name: new.display_name.clone(),
+        email: new.email.clone(),
+        provider: new.provider.clone(),
+        provider_id: new.provider_id.clone(),
+        profile_pic_url: new.profile_pic_url.clone(),
+        groups: new.groups.clone(),
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    };
+    let stmt = rows::insert(Users::Table, to_values(&user))
         .returning(Query::returning().columns(COLUMNS))
         .to_owned();
-    from_row(&rows::fetch_one(&db.writer, &stmt).await?)
+    from_row(&rows::fetch_one(db.write(), &stmt).await?)
 }
 
 pub(super) async fn list(db: &Db) -> Result<Vec<User>> {
@@ -88,7 +92,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<User>> {
         .from(Users::Table)
         .order_by(Users::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(&db.reader, &stmt)
+    rows::fetch_all(db.read(), &stmt)
         .await?
         .iter()
         .map(from_row)
@@ -130,7 +134,7 @@ pub(super) async fn update_profile(
 
 /// Runs an `UPDATE … RETURNING` of one user; NotFound when no row matched.
 async fn updated(db: &Db, stmt: &sea_query::UpdateStatement) -> Result<User> {
-    match rows::fetch_optional(&db.writer, stmt).await? {
+    match rows::fetch_optional(db.write(), stmt).await? {
         Some(row) => from_row(&row),
         None => Err(Error::NotFound("user")),
     }
@@ -143,7 +147,7 @@ pub(super) async fn delete(db: &Db, id: UserId) -> Result<()> {
         .from_table(Users::Table)
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .to_owned();
-    match rows::execute(&db.writer, &stmt).await {
+    match rows::execute(db.write(), &stmt).await {
         Ok(0) => Err(Error::NotFound("user")),
         Ok(_) => Ok(()),
         // `nodes.user_id` is the only RESTRICT rule pointing at users.
@@ -155,11 +159,11 @@ pub(super) async fn delete(db: &Db, id: UserId) -> Result<()> {
 }
 
 /// Whether a user with this id exists, seen from inside a write transaction.
-pub(super) async fn exists(conn: &mut sqlx::SqliteConnection, id: UserId) -> Result<bool> {
+pub(super) async fn exists(tx: &mut Tx, id: UserId) -> Result<bool> {
     let stmt = Query::select()
         .column(Users::Id)
         .from(Users::Table)
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .to_owned();
-    Ok(rows::fetch_optional(conn, &stmt).await?.is_some())
+    Ok(rows::fetch_optional(tx.on(), &stmt).await?.is_some())
 }

@@ -125,6 +125,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "cli",
             "grpc",
+            "db",
             "config",
             "types",
             "policy",

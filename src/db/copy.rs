@@ -1,0 +1,214 @@
+//! `headway db copy`: every row of one database into another (SQLite to
+//! PostgreSQL, or back), ids kept, in one transaction on the target.
+
+use super::exec::Tx;
+use super::policy::Policies;
+use super::{Db, Error, Result, api_keys, nodes, preauth_keys, routes, rows, users};
+use sea_query::{Expr, ExprTrait, Func, Iden, Query};
+
+/// How many rows of each table were copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Copied {
+    pub users: usize,
+    pub pre_auth_keys: usize,
+    pub api_keys: usize,
+    pub nodes: usize,
+    pub routes: usize,
+    pub policies: usize,
+}
+
+impl Copied {
+    pub fn total(&self) -> usize {
+        self.users + self.pre_auth_keys + self.api_keys + self.nodes + self.routes + self.policies
+    }
+}
+
+/// Rows per INSERT: PostgreSQL takes at most 65,535 parameters per statement, and
+/// the widest table (nodes) has 19 columns.
+const BATCH: usize = 1000;
+
+/// Tables in the order their references allow inserting them; deleting goes backwards.
+const TABLES: [&str; 6] = [
+    "users",
+    "pre_auth_keys",
+    "api_keys",
+    "nodes",
+    "routes",
+    "policies",
+];
+
+impl Db {
+    /// Rows in every table of headway's, summed.
+    pub async fn count_rows(&self) -> Result<usize> {
+        let mut total = 0;
+        for table in TABLES {
+            total += count(self, table).await?;
+        }
+        Ok(total)
+    }
+
+    /// Copies every row of `self` into `target`, keeping ids, in one transaction:
+    /// either everything is there afterwards or nothing changed. A target that
+    /// holds any row is refused (`Error::NotEmpty`) unless `replace` is given,
+    /// which deletes its rows first. Every source row must read back (a corrupt
+    /// row stops the copy before anything is written).
+    pub async fn copy_to(&self, target: &Db, replace: bool) -> Result<Copied> {
+        let users = self.list_users().await?;
+        let keys = self.list_preauth_keys().await?;
+        let api_keys = self.list_api_keys().await?;
+        let nodes = self.list_nodes().await?;
+        let routes = self.list_routes().await?;
+        let policies = super::policy::list(self).await?;
+
+        let mut tx = target.begin_write().await?;
+        let present = target.count_rows().await?;
+        if present > 0 && !replace {
+            return Err(Error::NotEmpty(present));
+        }
+        for table in TABLES.iter().rev() {
+            let stmt = Query::delete().from_table(Name(table)).to_owned();
+            rows::execute(tx.on(), &stmt).await?;
+        }
+
+        let copied = Copied {
+            users: insert_all(
+                &mut tx,
+                users::Users::Table,
+                users::Users::Id,
+                &users,
+                |u| (u.id.0, users::to_values(u)),
+            )
+            .await?,
+            pre_auth_keys: insert_all(
+                &mut tx,
+                preauth_keys::PreAuthKeys::Table,
+                preauth_keys::PreAuthKeys::Id,
+                &keys,
+                |k| (k.id.0, preauth_keys::to_values(k)),
+            )
+            .await?,
+            api_keys: insert_all(
+                &mut tx,
+                api_keys::ApiKeys::Table,
+                api_keys::ApiKeys::Id,
+                &api_keys,
+                |k| (k.id.0, api_keys::to_values(k)),
+            )
+            .await?,
+            nodes: insert_all(
+                &mut tx,
+                nodes::Nodes::Table,
+                nodes::Nodes::Id,
+                &nodes,
+                |n| (n.id.0, nodes::to_values(n)),
+            )
+            .await?,
+            routes: insert_all(
+                &mut tx,
+                routes::Routes::Table,
+                routes::Routes::Id,
+                &routes,
+                |r| (r.id.0, routes::to_values(r)),
+            )
+            .await?,
+            policies: insert_all(
+                &mut tx,
+                Policies::Table,
+                Policies::Id,
+                &policies,
+                super::policy::to_values,
+            )
+            .await?,
+        };
+        if target.backend() == "postgres" {
+            for table in TABLES {
+                continue_ids_after_copied_rows(&mut tx, table).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(copied)
+    }
+}
+
+/// A table or column named at run time.
+#[derive(Clone, Copy)]
+struct Name(&'static str);
+
+impl Iden for Name {
+    fn unquoted(&self) -> &str {
+        self.0
+    }
+}
+
+async fn count(db: &Db, table: &'static str) -> Result<usize> {
+    let stmt = Query::select()
+        .expr_as(Func::count(Expr::col(sea_query::Asterisk)), Name("n"))
+        .from(Name(table))
+        .to_owned();
+    let row = rows::fetch_one(db.read(), &stmt).await?;
+    let n: i64 = rows::RowReader::new(&row, table).get(Name("n"))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// Inserts `items` with their ids, `BATCH` rows per statement.
+async fn insert_all<T, C: Iden + Copy + 'static>(
+    tx: &mut Tx,
+    table: C,
+    id: C,
+    items: &[T],
+    values: impl Fn(&T) -> (u64, Vec<(C, Expr)>),
+) -> Result<usize> {
+    for batch in items.chunks(BATCH) {
+        let mut stmt = Query::insert().into_table(table).to_owned();
+        for (n, item) in batch.iter().enumerate() {
+            let (item_id, mut row) = values(item);
+            row.insert(0, (id, rows::id(item_id)));
+            let (columns, values): (Vec<C>, Vec<Expr>) = row.into_iter().unzip();
+            if n == 0 {
+                stmt.columns(columns);
+            }
+            // Every row comes from the same mapping, so the counts match the columns.
+            stmt.values_panic(values);
+        }
+        rows::execute(tx.on(), &stmt).await?;
+    }
+    Ok(items.len())
+}
+
+/// PostgreSQL's identity columns do not notice ids written explicitly: the next id
+/// handed out must come after the highest copied one (SQLite's AUTOINCREMENT does
+/// this by itself).
+async fn continue_ids_after_copied_rows(tx: &mut Tx, table: &'static str) -> Result<()> {
+    let stmt = Query::select()
+        .expr(
+            Func::cust(SetVal).args([
+                Func::cust(SerialSequence)
+                    .args([Expr::val(table), Expr::val("id")])
+                    .into(),
+                Expr::expr(Func::coalesce([
+                    Func::max(Expr::col(Name("id"))).into(),
+                    Expr::val(0),
+                ]))
+                .add(1),
+                Expr::val(false),
+            ]),
+        )
+        .from(Name(table))
+        .to_owned();
+    rows::fetch_all(tx.on(), &stmt).await?;
+    Ok(())
+}
+
+struct SetVal;
+impl Iden for SetVal {
+    fn unquoted(&self) -> &str {
+        "setval"
+    }
+}
+
+struct SerialSequence;
+impl Iden for SerialSequence {
+    fn unquoted(&self) -> &str {
+        "pg_get_serial_sequence"
+    }
+}

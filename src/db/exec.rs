@@ -1,0 +1,190 @@
+//! Where statements run: each backend's pools, a write transaction, a row, and
+//! running a sea-query statement on any of them in its backend's dialect.
+//!
+//! Table modules build one statement and say where it runs (`db.read()`,
+//! `db.write()`, `tx.on()`); only this file knows there are two backends.
+
+use super::rows::from_sqlx;
+use super::{Db, Result};
+use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
+use sea_query_sqlx::{SqlxBinder, SqlxValues};
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite};
+
+/// The connections of one database.
+#[derive(Clone, Debug)]
+pub(super) enum Pools {
+    /// Several read-only connections (in WAL mode they never wait for the writer)
+    /// and exactly one writer, so every write queues here, never on SQLite's lock.
+    Sqlite {
+        reader: SqlitePool,
+        writer: SqlitePool,
+    },
+    /// One pool; the server orders concurrent writes by row locks and constraints.
+    Postgres(PgPool),
+}
+
+/// One result row, of either backend (read through `rows::RowReader`).
+pub(super) enum Row {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+/// A write transaction; dropped without `commit`, it rolls back.
+pub(super) enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+/// Where one statement runs.
+pub(super) enum On<'a> {
+    /// Any connection that may read (SQLite: a reader, which cannot write).
+    Read(&'a Db),
+    /// A connection that may write, outside any transaction of ours.
+    Write(&'a Db),
+    /// Inside a write transaction.
+    Tx(&'a mut Tx),
+}
+
+impl Db {
+    pub(super) fn read(&self) -> On<'_> {
+        On::Read(self)
+    }
+
+    pub(super) fn write(&self) -> On<'_> {
+        On::Write(self)
+    }
+
+    /// Starts a write transaction.
+    ///
+    /// On SQLite, `BEGIN IMMEDIATE` on the one writer takes the write lock up front,
+    /// so a transaction that reads and then writes never has to upgrade its lock
+    /// halfway (which SQLite may refuse at once if another process holds it). On
+    /// PostgreSQL, a plain `BEGIN` (read committed): the statements that must not
+    /// race (consuming a single-use key, claiming a name or an address) are single
+    /// statements guarded by row locks and UNIQUE constraints.
+    pub(super) async fn begin_write(&self) -> Result<Tx> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map(Tx::Sqlite)
+                .map_err(from_sqlx),
+            Pools::Postgres(pool) => pool.begin().await.map(Tx::Postgres).map_err(from_sqlx),
+        }
+    }
+
+    /// Which backend this is, for messages: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self.pools {
+            Pools::Sqlite { .. } => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl Tx {
+    pub(super) fn on(&mut self) -> On<'_> {
+        On::Tx(self)
+    }
+
+    pub(super) async fn commit(self) -> Result<()> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(from_sqlx)
+    }
+}
+
+/// A connection to run on, resolved from `On`.
+enum Target<'a> {
+    SqlitePool(&'a SqlitePool),
+    SqliteConn(&'a mut SqliteConnection),
+    PgPool(&'a PgPool),
+    PgConn(&'a mut PgConnection),
+}
+
+impl<'a> On<'a> {
+    fn target(self) -> Target<'a> {
+        match self {
+            On::Read(db) => match &db.pools {
+                Pools::Sqlite { reader, .. } => Target::SqlitePool(reader),
+                Pools::Postgres(pool) => Target::PgPool(pool),
+            },
+            On::Write(db) => match &db.pools {
+                Pools::Sqlite { writer, .. } => Target::SqlitePool(writer),
+                Pools::Postgres(pool) => Target::PgPool(pool),
+            },
+            On::Tx(Tx::Sqlite(tx)) => Target::SqliteConn(tx),
+            On::Tx(Tx::Postgres(tx)) => Target::PgConn(tx),
+        }
+    }
+}
+
+fn sqlite(stmt: &impl SqlxBinder) -> sqlx::query::Query<'static, Sqlite, SqlxValues> {
+    let (sql, values) = stmt.build_sqlx(SqliteQueryBuilder);
+    sqlx::query_with(AssertSqlSafe(sql), values)
+}
+
+fn postgres(stmt: &impl SqlxBinder) -> sqlx::query::Query<'static, Postgres, SqlxValues> {
+    let (sql, values) = stmt.build_sqlx(PostgresQueryBuilder);
+    sqlx::query_with(AssertSqlSafe(sql), values)
+}
+
+fn wrap<R>(rows: Vec<R>, kind: fn(R) -> Row) -> Vec<Row> {
+    rows.into_iter().map(kind).collect()
+}
+
+/// Every row of a statement. The statement runs to its end (see `rows::fetch_one`).
+pub(super) async fn fetch_all(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Vec<Row>> {
+    match on.target() {
+        Target::SqlitePool(e) => sqlite(stmt)
+            .fetch_all(e)
+            .await
+            .map(|r| wrap(r, Row::Sqlite)),
+        Target::SqliteConn(e) => sqlite(stmt)
+            .fetch_all(e)
+            .await
+            .map(|r| wrap(r, Row::Sqlite)),
+        Target::PgPool(e) => postgres(stmt)
+            .fetch_all(e)
+            .await
+            .map(|r| wrap(r, Row::Postgres)),
+        Target::PgConn(e) => postgres(stmt)
+            .fetch_all(e)
+            .await
+            .map(|r| wrap(r, Row::Postgres)),
+    }
+    .map_err(from_sqlx)
+}
+
+/// Runs a statement and returns how many rows it changed.
+pub(super) async fn execute(on: On<'_>, stmt: &impl SqlxBinder) -> Result<u64> {
+    match on.target() {
+        Target::SqlitePool(e) => sqlite(stmt).execute(e).await.map(|d| d.rows_affected()),
+        Target::SqliteConn(e) => sqlite(stmt).execute(e).await.map(|d| d.rows_affected()),
+        Target::PgPool(e) => postgres(stmt).execute(e).await.map(|d| d.rows_affected()),
+        Target::PgConn(e) => postgres(stmt).execute(e).await.map(|d| d.rows_affected()),
+    }
+    .map_err(from_sqlx)
+}
+
+#[cfg(test)]
+impl Db {
+    /// Runs one SQL text as it is (tests that spoil stored rows).
+    pub(super) async fn execute_raw(&self, sql: &'static str) -> Result<u64> {
+        match &self.pools {
+            Pools::Sqlite { writer, .. } => sqlx::raw_sql(sql)
+                .execute(writer)
+                .await
+                .map(|d| d.rows_affected()),
+            Pools::Postgres(pool) => sqlx::raw_sql(sql)
+                .execute(pool)
+                .await
+                .map(|d| d.rows_affected()),
+        }
+        .map_err(from_sqlx)
+    }
+}
