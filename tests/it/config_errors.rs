@@ -1,7 +1,7 @@
 //! Configuration mistakes are caught at start-up with the key, the line and
 //! what is allowed; `configtest` reports them with exit code 0 or 1.
 
-use crate::support::{headway_bin, test_config};
+use crate::support::{headway_bin, sqlite_test_config, test_config};
 use std::process::Command;
 
 /// Runs `headway -c <dir>/config.yaml <command>` on `text` (with `{dir}` made
@@ -86,6 +86,8 @@ fn a_bad_value_stops_serve() {
 #[test]
 fn a_unix_socket_on_the_database_is_refused_and_no_regular_file_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
+    // The file the socket must not replace is SQLite's.
+    let valid = || sqlite_test_config(std::path::Path::new("{dir}"), "");
     let text = valid().replace(
         "unix_socket: {dir}/headway.sock",
         "unix_socket: {dir}/db.sqlite",

@@ -59,6 +59,7 @@ fn a_full_disk_fails_writes_clearly_keeps_reads_and_recovers() {
     let _disk_mount = SmallDisk::mount(dir.path(), "8m");
     let server = TestServer::spawn_with(Spawn {
         dir: Some(dir),
+        sqlite: true,
         ..Spawn::default()
     });
     server.cli(&["users", "create", "before"]).ok();
@@ -140,6 +141,7 @@ fn a_database_locked_by_another_process_is_named_and_released_writes_work() {
     let server = TestServer::spawn_with(Spawn {
         // SQLite waits 10 s for a lock; the CLI must wait longer to hear why.
         env: vec![("HEADWAY_CLI_TIMEOUT".into(), "30s".into())],
+        sqlite: true,
         ..Spawn::default()
     });
     server.cli(&["users", "create", "before"]).ok();
@@ -238,7 +240,7 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn a_read_only_database_is_named_reads_keep_working_and_the_server_stays_up() {
     // The database in a directory of its own: the log and the admin socket stay writable.
-    let config = crate::support::test_config(std::path::Path::new("{dir}"), "")
+    let config = crate::support::sqlite_test_config(std::path::Path::new("{dir}"), "")
         .replace("{dir}/db.sqlite", "{dir}/data/db.sqlite");
     let spawn = |dir: Option<tempfile::TempDir>| {
         TestServer::spawn_with(Spawn {
@@ -377,7 +379,7 @@ impl Drop for Ext4Disk {
 /// in words that say so, reads keep working and the server stays up.
 #[test]
 fn a_file_system_turning_read_only_under_the_server_is_named() {
-    let config = crate::support::test_config(std::path::Path::new("{dir}"), "")
+    let config = crate::support::sqlite_test_config(std::path::Path::new("{dir}"), "")
         .replace("{dir}/db.sqlite", "{dir}/data/db.sqlite");
     let dir = tempfile::Builder::new().prefix("hw").tempdir().unwrap();
     std::fs::create_dir(dir.path().join("data")).unwrap();
@@ -1184,6 +1186,8 @@ mod kill_loop {
                 extra_config: "limits:\n  register_burst: 0\n".into(),
                 port: Some(port),
                 dir,
+                // The verdict is SQLite's own checks on the file.
+                sqlite: true,
                 ..Spawn::default()
             })
         };

@@ -94,6 +94,7 @@ async fn an_empty_touched_database_file_is_a_new_database() {
     std::fs::write(dir.path().join("db.sqlite"), b"").unwrap();
     let server = TestServer::spawn_with(Spawn {
         dir: Some(dir),
+        sqlite: true,
         ..Spawn::default()
     });
     let mut c = server.grpc().await;

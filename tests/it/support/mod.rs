@@ -20,8 +20,20 @@ pub fn headway_bin() -> PathBuf {
 }
 
 /// A config file for a test server: everything inside `dir`, HTTP on port 0.
-/// A `dns:` section in `extra` replaces the default one.
+/// A `dns:` section in `extra` replaces the default one. The database is the
+/// SQLite file `dir/db.sqlite`, or with `HEADWAY_TEST_DATABASE=postgres` a
+/// PostgreSQL database of `dir`'s own (`test_database`).
 pub fn test_config(dir: &Path, extra: &str) -> String {
+    config_with_database(dir, extra, &test_database(dir))
+}
+
+/// `test_config` on SQLite whatever `HEADWAY_TEST_DATABASE` says, for tests of the
+/// SQLite file itself (its path, lock, disk or integrity).
+pub fn sqlite_test_config(dir: &Path, extra: &str) -> String {
+    config_with_database(dir, extra, &sqlite_database(dir))
+}
+
+fn config_with_database(dir: &Path, extra: &str, database: &str) -> String {
     let dns = if extra.starts_with("dns:") || extra.contains("\ndns:") {
         ""
     } else {
@@ -33,13 +45,74 @@ pub fn test_config(dir: &Path, extra: &str) -> String {
          metrics_listen_addr: \"\"\n\
          noise:\n  private_key_path: {d}/noise_private.key\n\
          prefixes:\n  v4: 100.64.0.0/10\n  v6: fd7a:115c:a1e0::/48\n\
-         database:\n  type: sqlite\n  sqlite:\n    path: {d}/db.sqlite\n\
+         {database}\
          unix_socket: {d}/headway.sock\n\
          unix_socket_permission: \"0770\"\n\
          {dns}{extra}",
         d = dir.display()
     )
 }
+
+fn sqlite_database(dir: &Path) -> String {
+    format!(
+        "database:\n  type: sqlite\n  sqlite:\n    path: {}/db.sqlite\n",
+        dir.display()
+    )
+}
+
+/// The file in a test directory that names its PostgreSQL database, so a server
+/// restarted on the directory finds its data, and the database is dropped with
+/// the server that owns the directory.
+const POSTGRES_DATABASE_FILE: &str = "postgres-database";
+
+/// The `database:` section of a test server in `dir`, as `HEADWAY_TEST_DATABASE`
+/// (`sqlite`, the default, or `postgres`) says. A PostgreSQL database is created
+/// in the test process's own server (`headway::db::testing`) the first time a
+/// directory asks and named in it; a directory that does not exist (a template's
+/// `{dir}`) gets a new database each time.
+fn test_database(dir: &Path) -> String {
+    match std::env::var("HEADWAY_TEST_DATABASE").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("" | "sqlite") => sqlite_database(dir),
+        Ok("postgres") => postgres_database(dir),
+        other => panic!("HEADWAY_TEST_DATABASE is {other:?}; expected sqlite or postgres"),
+    }
+}
+
+#[cfg(feature = "full-suite")]
+fn postgres_database(dir: &Path) -> String {
+    let cluster = headway::db::testing::cluster();
+    let record = dir.join(POSTGRES_DATABASE_FILE);
+    let name = match std::fs::read_to_string(&record) {
+        Ok(name) => name.trim().to_owned(),
+        Err(_) => {
+            let name = cluster.create_database();
+            if dir.is_dir() {
+                std::fs::write(&record, &name).unwrap();
+            }
+            name
+        }
+    };
+    cluster.config_yaml(&name)
+}
+
+#[cfg(not(feature = "full-suite"))]
+fn postgres_database(_: &Path) -> String {
+    panic!(
+        "HEADWAY_TEST_DATABASE=postgres needs --features full-suite, which builds \
+         headway::db::testing (the tests' PostgreSQL server)"
+    )
+}
+
+/// Drops the PostgreSQL database named in `dir`, if any: its directory is going away.
+#[cfg(feature = "full-suite")]
+fn drop_postgres_database(dir: &Path) {
+    if let Ok(name) = std::fs::read_to_string(dir.join(POSTGRES_DATABASE_FILE)) {
+        headway::db::testing::cluster().drop_database(name.trim());
+    }
+}
+
+#[cfg(not(feature = "full-suite"))]
+fn drop_postgres_database(_: &Path) {}
 
 /// Polls `check` every 200 ms until it holds or `timeout` has passed; whether
 /// it held.
@@ -134,6 +207,10 @@ pub struct Spawn {
     /// Run the server with this open-file limit (soft and hard, `prlimit`), as
     /// under `ulimit -n`.
     pub nofile: Option<u64>,
+    /// The generated config keeps SQLite whatever `HEADWAY_TEST_DATABASE` says: for
+    /// tests of the SQLite file itself. (A `config_file` names its own database:
+    /// build it with `sqlite_test_config` for the same effect.)
+    pub sqlite: bool,
 }
 
 impl TestServer {
@@ -151,6 +228,7 @@ impl TestServer {
         } else {
             let text = match &opts.config_file {
                 Some(text) => text.replace("{dir}", &path.display().to_string()),
+                None if opts.sqlite => sqlite_test_config(path, &opts.extra_config),
                 None => test_config(path, &opts.extra_config),
             };
             let host = opts.host.as_deref().unwrap_or("127.0.0.1");
@@ -351,6 +429,11 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The directory goes with the server (`kill` hands it back first), and so
+        // does the database it names (kept after a failure, for a look).
+        if !std::thread::panicking() {
+            drop_postgres_database(self.dir.path());
+        }
     }
 }
 
