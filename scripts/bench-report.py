@@ -26,6 +26,16 @@ def load(results):
     return runs
 
 
+def load_cpu(results, server, n):
+    """The CPU seconds scripts/bench-vs-headscale measured over the whole
+    load-generator run: (server process, PostgreSQL server), None where unknown."""
+    path = os.path.join(results, f"{server}-{n}.cpu")
+    if not os.path.exists(path):
+        return None, None
+    values = (open(path).read().split() + ["-", "-"])[:2]
+    return tuple(None if v == "-" else float(v) for v in values)
+
+
 def fanout(report, key):
     """The median over rounds of each round's `key` (median_ms or p99_ms)."""
     values = sorted(r[key] for r in report["fan_out"] if r[key] is not None)
@@ -140,7 +150,7 @@ plot '{data}' using 1:2 with linespoints title 'headway', \\
 TITLE = "# Benchmarks: headway against Headscale and Tailscale's derper"
 # Sections in the order they appear; each is delimited by HTML comments that
 # Markdown does not show.
-SECTIONS = ["control-plane", "policy", "relay"]
+SECTIONS = ["control-plane", "postgres", "policy", "relay"]
 
 
 def begin(name):
@@ -169,12 +179,40 @@ def write_section(docs, name, lines):
         f.write("\n".join(out))
 
 
+# The rows of the control-plane tables: label, key of metrics().
+ROWS = [
+    ("Join storm convergence (s)", "convergence_s"),
+    ("Registration p50 (ms)", "register_p50_ms"),
+    ("Registration p99 (ms)", "register_p99_ms"),
+    ("Fan-out p50 (ms)", "fanout_p50_ms"),
+    ("Fan-out p99 (ms)", "fanout_p99_ms"),
+    ("Steady CPU in window (s)", "steady_cpu_s"),
+    ("Steady RSS (MiB)", "rss_mib"),
+    ("RSS per node (KiB)", "rss_per_node_kib"),
+    ("Bytes per node in window", "bytes_per_node"),
+    ("Map sessions the server ended", "reconnects"),
+    ("Churn cycles (leave + rejoin)", "churn_cycles"),
+    ("Churn rejoin p50 (ms)", "churn_rejoin_p50_ms"),
+    ("Churn rejoin p99 (ms)", "churn_rejoin_p99_ms"),
+    ("Churn propagation p50 (ms)", "churn_propagation_p50_ms"),
+    ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
+    ("Churn CPU in window (s)", "churn_cpu_s"),
+]
+
+
 def control_plane(results, docs):
     runs = load(results)
-    sizes = sorted({n for (_, n) in runs})
-    os.makedirs(os.path.join(docs, "bench"), exist_ok=True)
     with open(os.path.join(results, "machine.txt")) as f:
         machine = f.read().strip().splitlines()
+    if any(server == "headway-pg" for (server, _) in runs):
+        postgres(results, docs, runs, machine)
+    # A run of headway-pg alone leaves the comparison with Headscale as it was.
+    runs = {k: v for k, v in runs.items() if k[0] in SERVERS}
+    if not runs:
+        return
+    machine = [line for line in machine if not line.startswith("postgresql: ")]
+    sizes = sorted({n for (_, n) in runs})
+    os.makedirs(os.path.join(docs, "bench"), exist_ok=True)
 
     plots = [
         ("convergence_s", "Join storm: time until every node lists every peer", "seconds", "convergence"),
@@ -187,24 +225,6 @@ def control_plane(results, docs):
     for key, title, ylabel, png in plots:
         plot(docs, sizes, runs, key, title, ylabel, png)
 
-    rows = [
-        ("Join storm convergence (s)", "convergence_s"),
-        ("Registration p50 (ms)", "register_p50_ms"),
-        ("Registration p99 (ms)", "register_p99_ms"),
-        ("Fan-out p50 (ms)", "fanout_p50_ms"),
-        ("Fan-out p99 (ms)", "fanout_p99_ms"),
-        ("Steady CPU in window (s)", "steady_cpu_s"),
-        ("Steady RSS (MiB)", "rss_mib"),
-        ("RSS per node (KiB)", "rss_per_node_kib"),
-        ("Bytes per node in window", "bytes_per_node"),
-        ("Map sessions the server ended", "reconnects"),
-        ("Churn cycles (leave + rejoin)", "churn_cycles"),
-        ("Churn rejoin p50 (ms)", "churn_rejoin_p50_ms"),
-        ("Churn rejoin p99 (ms)", "churn_rejoin_p99_ms"),
-        ("Churn propagation p50 (ms)", "churn_propagation_p50_ms"),
-        ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
-        ("Churn CPU in window (s)", "churn_cpu_s"),
-    ]
     out = ["## Control plane: headway against Headscale", ""]
     out += [
         "Written by `scripts/bench-vs-headscale`; reproduce everything with:",
@@ -248,7 +268,7 @@ def control_plane(results, docs):
         hw, hs = runs.get(("headway", n)), runs.get(("headscale", n))
         mh = metrics(hw) if hw else {}
         ms = metrics(hs) if hs else {}
-        for label, key in rows:
+        for label, key in ROWS:
             a, b = mh.get(key), ms.get(key)
             out.append(f"| {label} | {fmt(a)} | {fmt(b)} | {ratio(b, a)} |")
         out.append(
@@ -260,6 +280,90 @@ def control_plane(results, docs):
         out.append(f"![{title}](bench/{png}.png)")
         out.append("")
     write_section(docs, "control-plane", out)
+
+
+# The goal for headway on PostgreSQL, as a ratio to headway on SQLite.
+PG_GOAL = 1.5
+# Rows that count events rather than cost: shown, but not held to the goal.
+PG_NOT_COSTS = {"reconnects", "churn_cycles"}
+
+
+def pg_ratio(pg, sqlite):
+    if pg is None or sqlite is None or sqlite <= 0:
+        return None
+    return pg / sqlite
+
+
+def postgres(results, docs, runs, machine):
+    """The section comparing headway on PostgreSQL (headway-pg) with headway on
+    SQLite (headway) at each size."""
+    sizes = sorted({n for (server, n) in runs if server == "headway-pg"})
+    out = ["## Control plane: headway on PostgreSQL against headway on SQLite", ""]
+    out += [
+        "Written by `scripts/bench-vs-headscale`; reproduce with:",
+        "",
+        "```sh",
+        'BENCH_SERVERS="headway headway-pg" scripts/bench-vs-headscale',
+        "```",
+        "",
+        f"**The goal: one replica on PostgreSQL within {PG_GOAL:g}× of SQLite** on every",
+        "cost below (times, CPU, memory).",
+        "",
+        "The same load generator and scenarios as the comparison with Headscale, and the same",
+        "config except the database: *SQLite* is headway's file in WAL mode",
+        "(synchronous=NORMAL), *PostgreSQL* a server the script starts on this machine for",
+        "the runs (a fresh database per run, reached over loopback TCP). PostgreSQL keeps its",
+        "durable defaults, fsync and synchronous_commit=on, so every commit waits for its",
+        "WAL flush; SQLite in WAL mode with synchronous=NORMAL syncs only at checkpoints, so",
+        "PostgreSQL's commits are the more durable of the two. The runs alternate with",
+        "SQLite's. *Steady*/*churn* CPU and RSS are headway's process alone; PostgreSQL's",
+        "processes (and its shared buffers) are not in them. The *whole run* rows add",
+        "PostgreSQL's CPU: the server process and the PostgreSQL server, from the load",
+        "generator's start to its end.",
+        "",
+    ]
+    out += [f"- {line}" for line in machine]
+    out.append("")
+    rows = ROWS + [
+        ("Whole run CPU: server process (s)", "run_cpu_s"),
+        ("Whole run CPU: PostgreSQL (s)", "run_db_cpu_s"),
+        ("Whole run CPU: both (s)", "run_total_cpu_s"),
+    ]
+    for n in sizes:
+        sq, pg = runs.get(("headway", n)), runs.get(("headway-pg", n))
+        values = {}
+        for server, report in (("headway", sq), ("headway-pg", pg)):
+            m = metrics(report) if report else {}
+            if report:
+                cpu, db_cpu = load_cpu(results, server, n)
+                m["run_cpu_s"], m["run_db_cpu_s"] = cpu, db_cpu
+                if cpu is not None:
+                    m["run_total_cpu_s"] = cpu + (db_cpu or 0)
+            values[server] = m
+        out += [f"### {n} nodes", ""]
+        out.append("| | SQLite | PostgreSQL | PostgreSQL ÷ SQLite |")
+        out.append("|---|---|---|---|")
+        beyond = []
+        for label, key in rows:
+            a, b = values["headway"].get(key), values["headway-pg"].get(key)
+            r = pg_ratio(b, a)
+            if key == "run_db_cpu_s":
+                r = None  # SQLite has no server of its own: the total row compares.
+            out.append(f"| {label} | {fmt(a)} | {fmt(b)} | {'—' if r is None else f'{r:.2f}×'} |")
+            if r is not None and r > PG_GOAL and key not in PG_NOT_COSTS:
+                name = label.split(" (")[0]
+                beyond.append(f"{name[0].lower()}{name[1:]} {r:.2f}×")
+        out.append(
+            f"| Outcome | {status(sq) if sq else 'not run'} | {status(pg) if pg else 'not run'} | |"
+        )
+        out.append("")
+        if sq and pg:
+            if beyond:
+                out.append(f"Beyond {PG_GOAL:g}× of SQLite: " + "; ".join(beyond) + ".")
+            else:
+                out.append(f"Within {PG_GOAL:g}× of SQLite on every cost measured.")
+            out.append("")
+    write_section(docs, "postgres", out)
 
 
 RELAYS = ["headway", "derper"]
