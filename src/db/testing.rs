@@ -99,6 +99,14 @@ impl Cluster {
         )
     }
 
+    /// [`Cluster::config_yaml`] reaching the server through its Unix socket, for a
+    /// headway running in another network namespace, where 127.0.0.1 is not this
+    /// server's (the socket is a file, seen from every namespace).
+    pub fn config_yaml_over_socket(&self, database: &str) -> String {
+        self.config_yaml(database)
+            .replace("host: 127.0.0.1", &format!("host: {}", self.dir.display()))
+    }
+
     /// Runs a client tool of the installation (`createdb`, `dropdb`, `psql`)
     /// against this server with `args` after the connection options; its stdout.
     fn client(&self, tool: &str, args: &[&str]) -> String {

@@ -376,6 +376,99 @@ fn clients_come_back_by_themselves_after_the_server_is_killed() {
     }
 }
 
+/// Moving an install from SQLite to PostgreSQL: stop headway, `headway db copy`,
+/// start it on PostgreSQL with the same Noise key. Clients reconnect by themselves
+/// and keep their addresses and peers, with no new login.
+#[test]
+fn an_install_copied_from_sqlite_to_postgres_keeps_its_clients() {
+    let cluster = headway::db::testing::cluster();
+    for version in versions() {
+        let port = free_port();
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(port),
+            sqlite: true,
+            ..Spawn::default()
+        });
+        let (a, _b, ip_a, ip_b) = joined_pair(&server, &version);
+        let before = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
+        let dir = server.kill();
+
+        let database = cluster.create_database();
+        let copy = std::process::Command::new(crate::support::headway_bin())
+            .arg("db")
+            .arg("copy")
+            .arg("--from")
+            .arg(dir.path().join("db.sqlite"))
+            .arg("--to")
+            .arg(cluster.url(&database))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&copy.stdout);
+        assert!(
+            copy.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+        assert!(
+            said.contains("copied 1 users, 1 pre-auth keys, 0 API keys, 2 nodes"),
+            "{said}"
+        );
+
+        let config =
+            crate::support::config_with_database(dir.path(), "", &cluster.config_yaml(&database));
+        let server = TestServer::spawn_with(Spawn {
+            port: Some(port),
+            dir: Some(dir),
+            config_file: Some(config),
+            ..Spawn::default()
+        });
+        assert!(
+            server.log().contains("backend=\"postgres\""),
+            "{}",
+            server.log()
+        );
+        let nodes = |server: &TestServer| -> serde_json::Value {
+            serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap()
+        };
+        crate::support::wait_until(
+            &format!("{version}: both clients online through PostgreSQL"),
+            Duration::from_secs(90),
+            || {
+                nodes(&server)
+                    .as_array()
+                    .is_some_and(|n| n.iter().filter(|n| n["online"] == true).count() == 2)
+            },
+        );
+        // The same nodes, ids, keys and addresses as before the move.
+        let strip = |v: serde_json::Value| -> Vec<(String, String, String)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|n| {
+                    (
+                        n["id"].to_string(),
+                        n["node_key"].to_string(),
+                        n["ip_addresses"].to_string(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip(nodes(&server)),
+            strip(serde_json::from_str(&before).unwrap())
+        );
+        assert_eq!(a.ipv4(), ip_a);
+        a.wait_status("node-b through PostgreSQL", Duration::from_secs(30), |s| {
+            sees_peer(s, "node-b", &ip_b)
+        });
+        assert_ne!(
+            a.status()["BackendState"],
+            "NeedsLogin",
+            "no re-login needed"
+        );
+    }
+}
+
 #[test]
 fn an_ephemeral_node_disappears_after_the_inactivity_timeout() {
     for version in versions() {

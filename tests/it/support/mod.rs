@@ -33,7 +33,8 @@ pub fn sqlite_test_config(dir: &Path, extra: &str) -> String {
     config_with_database(dir, extra, &sqlite_database(dir))
 }
 
-fn config_with_database(dir: &Path, extra: &str, database: &str) -> String {
+/// `test_config` with the given `database:` section.
+pub fn config_with_database(dir: &Path, extra: &str, database: &str) -> String {
     let dns = if extra.starts_with("dns:") || extra.contains("\ndns:") {
         ""
     } else {
@@ -101,6 +102,26 @@ fn postgres_database(_: &Path) -> String {
         "HEADWAY_TEST_DATABASE=postgres needs --features full-suite, which builds \
          headway::db::testing (the tests' PostgreSQL server)"
     )
+}
+
+/// `text` with the tests' PostgreSQL reached through its Unix socket, if it names it.
+#[cfg(feature = "full-suite")]
+fn over_socket(text: String) -> String {
+    let Some(name) = text
+        .lines()
+        .skip_while(|l| *l != "  type: postgres")
+        .find_map(|l| l.strip_prefix("    name: "))
+    else {
+        return text;
+    };
+    let cluster = headway::db::testing::cluster();
+    let over_tcp = cluster.config_yaml(name);
+    text.replace(&over_tcp, &cluster.config_yaml_over_socket(name))
+}
+
+#[cfg(not(feature = "full-suite"))]
+fn over_socket(text: String) -> String {
+    text
 }
 
 /// Drops the PostgreSQL database named in `dir`, if any: its directory is going away.
@@ -230,6 +251,12 @@ impl TestServer {
                 Some(text) => text.replace("{dir}", &path.display().to_string()),
                 None if opts.sqlite => sqlite_test_config(path, &opts.extra_config),
                 None => test_config(path, &opts.extra_config),
+            };
+            // A server in another network namespace reaches the tests' PostgreSQL
+            // through its socket file: 127.0.0.1 there is the namespace's own.
+            let text = match &opts.netns {
+                Some(_) => over_socket(text),
+                None => text,
             };
             let host = opts.host.as_deref().unwrap_or("127.0.0.1");
             let text = match opts.port {
