@@ -288,6 +288,7 @@ impl Server {
         let mut tasks: JoinSet<Result<()>> = JoinSet::new();
         // Ephemeral clean-up and key-expiry announcements.
         self.state.spawn_lifecycle();
+        self.state.spawn_feed();
         // The policy is read again on SIGHUP and when its file changes.
         owned.spawn(watch_policy(self.state.clone()));
         // A changed records file reaches every client; a broken one changes nothing.

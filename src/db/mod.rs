@@ -13,6 +13,7 @@ use ipnet::IpNet;
 mod api_keys;
 mod copy;
 mod exec;
+mod feed;
 mod nodes;
 mod policy;
 mod postgres;
@@ -28,6 +29,7 @@ mod users;
 mod tests;
 
 pub use copy::Copied;
+pub use feed::{Fed, FeedEntry, FeedListener};
 
 /// Storage failures. `NotFound` and `Conflict` are meant for users; the others are logged.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +62,16 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// A name for this process among replicas: random, new at every start.
+fn new_replica_name() -> std::sync::Arc<str> {
+    let bytes: [u8; 6] = crate::types::secret::random_bytes();
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
+}
+
 /// What `insert_user` needs.
 #[derive(Clone, Debug)]
 pub struct NewUser {
@@ -78,6 +90,14 @@ pub struct NewUser {
 #[derive(Clone, Debug)]
 pub struct NewNode {
     pub node: Node,
+}
+
+/// What one stored node holds that no other node may: its addresses and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taken {
+    pub ipv4: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<std::net::Ipv6Addr>,
+    pub given_name: String,
 }
 
 /// What `insert_preauth_key` needs.
@@ -106,6 +126,9 @@ pub struct NewApiKey {
 #[derive(Clone, Debug)]
 pub struct Db {
     pools: exec::Pools,
+    /// This process among the replicas sharing a PostgreSQL database: the origin
+    /// its writes carry in the change feed.
+    replica: std::sync::Arc<str>,
 }
 
 impl Db {
@@ -119,6 +142,11 @@ impl Db {
             } => sqlite::open(path, *write_ahead_log, *wal_autocheckpoint).await,
             config::Database::Postgres(pg) => postgres::open(pg).await,
         }
+    }
+
+    /// This process's name in the change feed.
+    pub fn replica(&self) -> &str {
+        &self.replica
     }
 
     /// Whether the database answers a trivial query.
@@ -181,6 +209,11 @@ impl Db {
     }
     pub async fn list_nodes(&self) -> Result<Vec<Node>> {
         nodes::list(self).await
+    }
+    /// Every stored node's addresses and name (what a registration must avoid,
+    /// including nodes other replicas wrote a moment ago).
+    pub async fn taken_by_nodes(&self) -> Result<Vec<Taken>> {
+        nodes::taken(self).await
     }
     /// NotFound("node"). Deletes the node's routes with it.
     pub async fn delete_node(&self, id: NodeId) -> Result<()> {

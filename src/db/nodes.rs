@@ -2,7 +2,7 @@
 
 use super::exec::{Row, Tx};
 use super::rows::{self, RowReader};
-use super::{Db, Error, NewNode, Result, preauth_keys, users};
+use super::{Db, Error, NewNode, Result, Taken, preauth_keys, users};
 use crate::types::{GivenName, Node, NodeId, PreAuthKeyId, RegisterMethod, UserId};
 use sea_query::{Expr, ExprTrait, Iden, Order, Query};
 use std::net::SocketAddr;
@@ -172,6 +172,39 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Node>> {
         .iter()
         .map(from_row)
         .collect()
+}
+
+/// Every stored node's addresses and given name.
+pub(super) async fn taken(db: &Db) -> Result<Vec<Taken>> {
+    let stmt = Query::select()
+        .columns([Nodes::Ipv4, Nodes::Ipv6, Nodes::GivenName])
+        .from(Nodes::Table)
+        .to_owned();
+    rows::fetch_all(db.read(), &stmt)
+        .await?
+        .iter()
+        .map(|row| {
+            let r = RowReader::new(row, "nodes");
+            Ok(Taken {
+                ipv4: r.opt_parse(Nodes::Ipv4)?,
+                ipv6: r.opt_parse(Nodes::Ipv6)?,
+                given_name: r.text(Nodes::GivenName)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn get(db: &Db, id: NodeId) -> Result<Option<Node>> {
+    let stmt = Query::select()
+        .columns(COLUMNS)
+        .from(Nodes::Table)
+        .and_where(Expr::col(Nodes::Id).eq(rows::id(id.0)))
+        .to_owned();
+    rows::fetch_optional(db.read(), &stmt)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 pub(super) async fn delete(db: &Db, id: NodeId) -> Result<()> {

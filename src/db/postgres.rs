@@ -53,7 +53,9 @@ pub(super) async fn open(pg: &config::Postgres) -> Result<Db> {
         path: pg.address(),
         source,
     };
-    let options = connect_options(pg);
+    let replica = super::new_replica_name();
+    // Every write this process makes carries its name into the change feed.
+    let options = connect_options(pg).options([("headway.replica", &*replica)]);
     // One connection first: a server that cannot be reached, or refuses the login,
     // is said at once (the pool would retry until its acquire timeout).
     let mut first = options.connect().await.map_err(open_error)?;
@@ -86,5 +88,6 @@ pub(super) async fn open(pg: &config::Postgres) -> Result<Db> {
     MIGRATOR.run(&pool).await?;
     Ok(Db {
         pools: Pools::Postgres(pool),
+        replica,
     })
 }

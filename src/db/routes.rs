@@ -82,14 +82,25 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Route>> {
         .collect()
 }
 
-async fn list_for_node(tx: &mut Tx, node_id: NodeId) -> Result<Vec<Route>> {
-    let stmt = Query::select()
+fn of_node_stmt(node_id: NodeId) -> sea_query::SelectStatement {
+    Query::select()
         .columns(COLUMNS)
         .from(Routes::Table)
         .and_where(Expr::col(Routes::NodeId).eq(rows::id(node_id.0)))
         .order_by(Routes::Id, Order::Asc)
-        .to_owned();
-    rows::fetch_all(tx.on(), &stmt)
+        .to_owned()
+}
+
+pub(super) async fn of_node(db: &Db, node_id: NodeId) -> Result<Vec<Route>> {
+    rows::fetch_all(db.read(), &of_node_stmt(node_id))
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+async fn list_for_node(tx: &mut Tx, node_id: NodeId) -> Result<Vec<Route>> {
+    rows::fetch_all(tx.on(), &of_node_stmt(node_id))
         .await?
         .iter()
         .map(from_row)

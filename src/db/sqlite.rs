@@ -101,6 +101,7 @@ pub(super) async fn open(
 
     Ok(Db {
         pools: Pools::Sqlite { reader, writer },
+        replica: super::new_replica_name(),
     })
 }
 

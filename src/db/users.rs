@@ -99,6 +99,19 @@ pub(super) async fn list(db: &Db) -> Result<Vec<User>> {
         .collect()
 }
 
+pub(super) async fn get(db: &Db, id: UserId) -> Result<Option<User>> {
+    let stmt = Query::select()
+        .columns(COLUMNS)
+        .from(Users::Table)
+        .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
+        .to_owned();
+    rows::fetch_optional(db.read(), &stmt)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 pub(super) async fn rename(db: &Db, id: UserId, name: &UserName, now: Timestamp) -> Result<User> {
     let stmt = Query::update()
         .table(Users::Table)

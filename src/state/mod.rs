@@ -6,6 +6,7 @@
 //! and control layers convert at their edges.
 
 pub mod change;
+pub mod feed;
 pub mod ip_alloc;
 pub mod node_store;
 pub mod policy;
@@ -174,6 +175,9 @@ pub struct State {
     /// Every background task of the server (timers here; connections and the
     /// dispatcher elsewhere), stopped with it.
     tasks: crate::tasks::Tasks,
+    /// The change feed's newest entry when the rows were loaded (PostgreSQL):
+    /// following it starts after this.
+    feed_start: u64,
 }
 
 impl std::fmt::Debug for State {
@@ -187,6 +191,13 @@ impl std::fmt::Debug for State {
 impl State {
     /// Loads every node and route from the database and builds the address pool.
     pub async fn load(db: Db, settings: Settings) -> Result<State> {
+        // Read before the rows: a write between the two is applied again later,
+        // which changes nothing; none is missed.
+        let feed_start = if db.has_feed() {
+            db.feed_head().await?
+        } else {
+            0
+        };
         let nodes = db.list_nodes().await?;
         let routes = db.list_routes().await?;
         let users: HashMap<UserId, User> = db
@@ -214,6 +225,7 @@ impl State {
             sessions: Mutex::new(HashMap::new()),
             notifier: Notifier::new(),
             tasks: crate::tasks::Tasks::new(),
+            feed_start,
         })
     }
 

@@ -271,7 +271,7 @@ impl State {
     }
 
     /// Forgets the open sessions of a node that no longer exists.
-    fn end_sessions_of(&self, id: NodeId) {
+    pub(super) fn end_sessions_of(&self, id: NodeId) {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())

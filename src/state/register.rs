@@ -440,37 +440,60 @@ impl State {
             let id = node.id;
             (node, Change::node_changed(id))
         } else {
-            let (ipv4, ipv6) = alloc
-                .allocate()
-                .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
             let base = GivenName::sanitize(&adm.hostname);
-            let given_name = GivenName::unique(&base, |n| snap.given_name_taken(n, None));
-            let draft = Node {
-                id: NodeId(0),
-                machine_key: adm.machine_key,
-                node_key: adm.node_key,
-                disco_key: DiscoKey::zero(),
-                hostname: adm.hostname.clone(),
-                given_name,
-                user_id: owner,
-                ipv4,
-                ipv6,
-                endpoints: Vec::new(),
-                hostinfo: adm.hostinfo.clone(),
-                tags,
-                expiry,
-                last_seen: None,
-                ephemeral: adm.ephemeral,
-                register_method: adm.register_method,
-                auth_key_id: adm.auth_key.as_ref().map(|k| k.id),
-                created_at: now,
-                updated_at: now,
-            };
-            let node = match self.db.insert_node(&NewNode { node: draft }, consume).await {
-                Ok(node) => node,
-                Err(e) => {
-                    alloc.release(ipv4, ipv6);
-                    return Err(admission_error(e));
+            // Another replica on the same database may take an address or a name
+            // this one did not know was taken yet: the UNIQUE rules refuse the
+            // insert, and the next try avoids everything stored by then.
+            let mut names_taken_elsewhere: std::collections::HashSet<String> = Default::default();
+            let mut tries = 0;
+            let node = loop {
+                tries += 1;
+                let (ipv4, ipv6) = alloc
+                    .allocate()
+                    .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                let given_name = GivenName::unique(&base, |n| {
+                    snap.given_name_taken(n, None) || names_taken_elsewhere.contains(n)
+                });
+                let draft = Node {
+                    id: NodeId(0),
+                    machine_key: adm.machine_key,
+                    node_key: adm.node_key,
+                    disco_key: DiscoKey::zero(),
+                    hostname: adm.hostname.clone(),
+                    given_name: given_name.clone(),
+                    user_id: owner,
+                    ipv4,
+                    ipv6,
+                    endpoints: Vec::new(),
+                    hostinfo: adm.hostinfo.clone(),
+                    tags: tags.clone(),
+                    expiry,
+                    last_seen: None,
+                    ephemeral: adm.ephemeral,
+                    register_method: adm.register_method,
+                    auth_key_id: adm.auth_key.as_ref().map(|k| k.id),
+                    created_at: now,
+                    updated_at: now,
+                };
+                match self.db.insert_node(&NewNode { node: draft }, consume).await {
+                    Ok(node) => break node,
+                    Err(crate::db::Error::Conflict(column))
+                        if tries < TRIES_ON_CONFLICT
+                            && ["nodes.ipv4", "nodes.ipv6", "nodes.given_name"]
+                                .contains(&column.as_str()) =>
+                    {
+                        // Learn everything taken now, not just what the rule named:
+                        // a burst through another replica took more than one.
+                        alloc.release(ipv4, ipv6);
+                        for taken in self.db.taken_by_nodes().await.map_err(admission_error)? {
+                            alloc.reserve(taken.ipv4, taken.ipv6);
+                            names_taken_elsewhere.insert(taken.given_name);
+                        }
+                    }
+                    Err(e) => {
+                        alloc.release(ipv4, ipv6);
+                        return Err(admission_error(e));
+                    }
                 }
             };
             let id = node.id;
@@ -534,6 +557,10 @@ impl State {
         }
     }
 }
+
+/// How often a registration picks again when another replica took the address
+/// or name it chose.
+const TRIES_ON_CONFLICT: u32 = 8;
 
 /// Storage refusals during admission, in words a client can act on.
 fn admission_error(err: crate::db::Error) -> Error {

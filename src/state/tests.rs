@@ -709,3 +709,153 @@ async fn a_person_is_one_user_across_sign_ins_and_never_takes_over_a_cli_user() 
     assert_eq!(stored.groups, ["ops"]);
     assert_eq!(stored.display_name, "Alice L.");
 }
+
+/// Two `State`s on one PostgreSQL database, as two replicas are.
+#[cfg(feature = "full-suite")]
+mod replicas {
+    use super::*;
+    use crate::state::feed::Watermark;
+
+    fn settings(mode: crate::config::PolicyMode) -> Settings {
+        Settings {
+            prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
+            prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
+            allocation: Allocation::Sequential,
+            node_expiry: None,
+            registration_timeout: Duration::from_secs(60),
+            ephemeral_inactivity_timeout: Duration::from_secs(60),
+            policy: crate::state::PolicySource { mode, path: None },
+            server_url: "http://127.0.0.1:1".into(),
+        }
+    }
+
+    async fn pair() -> (State, State) {
+        let cluster = crate::db::testing::cluster();
+        let name = cluster.create_database();
+        let config = crate::config::Database::from_location(&cluster.url(&name)).unwrap();
+        let mut states = Vec::new();
+        for _ in 0..2 {
+            let db = Db::open(&config).await.unwrap();
+            let settings = settings(crate::config::PolicyMode::Database);
+            states.push(State::load(db, settings).await.unwrap());
+        }
+        let b = states.pop().unwrap();
+        (states.pop().unwrap(), b)
+    }
+
+    /// Applies everything recorded after `mark` to `state`; what clients learn.
+    async fn follow(state: &State, mark: &mut Watermark) -> Change {
+        let entries = state
+            .db
+            .feed_since(mark.next_after(), 10_000)
+            .await
+            .unwrap();
+        let change = state.apply_feed(&entries).await.unwrap();
+        mark.advance(&entries, std::time::Instant::now());
+        change
+    }
+
+    #[tokio::test]
+    async fn what_one_replica_writes_the_other_learns_from_the_feed() {
+        let (a, b) = pair().await;
+        let mut mark = Watermark::new(b.feed_start);
+        let (user, _) = a.create_user("alice", "", "", "").await.unwrap();
+        let key = a
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap();
+        let found = a.authenticate_preauth_key(&key.secret).await.unwrap();
+        let (node, _) = a
+            .admit(admission(1, Some(user.id), Some(found)))
+            .await
+            .unwrap();
+
+        let change = follow(&b, &mut mark).await;
+        assert!(change.peers_changed.contains(&node.id), "{change:?}");
+        assert!(change.users_changed.contains(&user.id), "{change:?}");
+        assert_eq!(
+            b.snapshot().get(node.id).map(|n| (**n).clone()),
+            Some((*node).clone())
+        );
+        assert_eq!(b.users().get(&user.id), Some(&user));
+        // A replica's own writes are not applied twice: nothing left for A.
+        let mut own = Watermark::new(a.feed_start);
+        assert!(follow(&a, &mut own).await.is_empty());
+
+        // An admin rename through A reaches B as a changed peer; new endpoints as a patch.
+        a.rename_node(node.id, "laptop").await.unwrap();
+        let change = follow(&b, &mut mark).await;
+        assert!(change.peers_changed.contains(&node.id), "{change:?}");
+        assert_eq!(
+            b.snapshot().get(node.id).unwrap().given_name.as_str(),
+            "laptop"
+        );
+        let report = Presence {
+            endpoints: Some(vec!["192.0.2.7:41641".parse().unwrap()]),
+            ..Presence::default()
+        };
+        a.report_presence(node.id, report).await.unwrap();
+        let change = follow(&b, &mut mark).await;
+        assert!(change.patched.contains(&node.id), "{change:?}");
+        assert!(!change.peers_changed.contains(&node.id), "{change:?}");
+
+        // Routes approved through A, a policy set through B, a deletion through A.
+        let lan: ipnet::IpNet = "10.1.0.0/24".parse().unwrap();
+        a.set_advertised_routes(node.id, &[lan]).await.unwrap();
+        follow(&b, &mut mark).await;
+        assert_eq!(b.snapshot().routes(node.id).len(), 1);
+        b.set_policy(r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#)
+            .await
+            .unwrap();
+        let mut mark_a = Watermark::new(a.feed_start);
+        let change = follow(&a, &mut mark_a).await;
+        assert!(change.policy, "{change:?}");
+        assert!(a.current_policy().is_some());
+        a.delete_node(node.id).await.unwrap();
+        let change = follow(&b, &mut mark).await;
+        assert!(change.peers_removed.contains(&node.id), "{change:?}");
+        assert!(b.snapshot().get(node.id).is_none());
+    }
+
+    /// 100 registrations, half through each replica at once, neither knowing the
+    /// other's: every one succeeds, with addresses and names no other node holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_registrations_through_two_replicas_never_share_an_address_or_name() {
+        let (a, b) = pair().await;
+        let (user, _) = a.create_user("alice", "", "", "").await.unwrap();
+        let mut mark = Watermark::new(b.feed_start);
+        follow(&b, &mut mark).await;
+        let key = a
+            .create_preauth_key(Some(user.id), true, false, None, &[])
+            .await
+            .unwrap();
+        let found = a.authenticate_preauth_key(&key.secret).await.unwrap();
+        let (a, b) = (Arc::new(a), Arc::new(b));
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..100u8 {
+            let state = if n % 2 == 0 { a.clone() } else { b.clone() };
+            let mut adm = admission(n, Some(user.id), Some(found.clone()));
+            adm.hostname = "laptop".into();
+            tasks.spawn(async move { state.admit(adm).await.map(|(node, _)| node) });
+        }
+        let mut nodes = Vec::new();
+        while let Some(done) = tasks.join_next().await {
+            nodes.push(done.unwrap().expect("every registration succeeds"));
+        }
+        let stored = a.db.list_nodes().await.unwrap();
+        assert_eq!(stored.len(), 100);
+        let unique = |f: fn(&Node) -> String| {
+            stored
+                .iter()
+                .map(f)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        assert_eq!(unique(|n| format!("{:?}", n.ipv4)), 100);
+        assert_eq!(unique(|n| format!("{:?}", n.ipv6)), 100);
+        assert_eq!(unique(|n| n.given_name.as_str().to_owned()), 100);
+        // And B, following the feed, ends with the same nodes as the database.
+        follow(&b, &mut mark).await;
+        assert_eq!(b.snapshot().len(), 100);
+    }
+}

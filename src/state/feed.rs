@@ -1,0 +1,331 @@
+//! Following the database's change feed (PostgreSQL shared by several replicas):
+//! what another replica wrote reaches this process's memory, and through the
+//! `Change` it yields, this process's clients, as a local mutation would.
+//!
+//! Applying a recorded write means "make memory equal the row as stored now",
+//! which is idempotent and order-free: a write seen twice, or after a later one,
+//! changes nothing more.
+
+use super::{Change, Result, State};
+use crate::config::PolicyMode;
+use crate::db::{Fed, FeedEntry};
+use crate::types::{Node, NodeId, UserId};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the feed is read when no notification came (a lost one, or a
+/// listener reconnecting).
+const POLL: Duration = Duration::from_secs(1);
+
+/// How long a missing sequence number may stay missing before the watermark
+/// passes it: an identity value taken by a transaction that rolled back never
+/// appears, one of a transaction still committing appears within this.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
+
+/// How often old feed entries are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes read per round.
+const BATCH: u64 = 2000;
+
+/// How long writes stay recorded (the job that prunes the feed keeps this much);
+/// a replica that fell further behind reloads everything.
+pub const FEED_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// How far the feed has been applied, and the sequence numbers skipped so far.
+#[derive(Debug)]
+pub struct Watermark {
+    /// Every write up to this one has been applied (or given up on).
+    applied: u64,
+    /// Missing numbers above `applied`, with when they were first missed.
+    gaps: BTreeMap<u64, Instant>,
+}
+
+impl Watermark {
+    pub fn new(applied: u64) -> Self {
+        Watermark {
+            applied,
+            gaps: BTreeMap::new(),
+        }
+    }
+
+    /// Where the next read starts (after this).
+    pub fn next_after(&self) -> u64 {
+        self.applied
+    }
+
+    /// Moves past the entries just applied (read after `next_after`, in order):
+    /// up to the first number still missing unless it has been missing longer
+    /// than `GAP_PATIENCE`.
+    pub fn advance(&mut self, entries: &[FeedEntry], now: Instant) {
+        let Some(last) = entries.last().map(|e| e.seq) else {
+            return;
+        };
+        let present: BTreeSet<u64> = entries.iter().map(|e| e.seq).collect();
+        for missing in (self.applied + 1..last).filter(|n| !present.contains(n)) {
+            self.gaps.entry(missing).or_insert(now);
+        }
+        self.gaps.retain(|n, _| !present.contains(n));
+        self.gaps
+            .retain(|_, since| now.duration_since(*since) < GAP_PATIENCE);
+        self.applied = match self.gaps.keys().next() {
+            Some(first_gap) => first_gap - 1,
+            None => last,
+        };
+    }
+}
+
+impl State {
+    /// Applies writes other replicas recorded (this process's own are already in
+    /// memory); the change clients must learn.
+    pub async fn apply_feed(&self, entries: &[FeedEntry]) -> Result<Change> {
+        let mut change = Change::none();
+        let mut done = BTreeSet::new();
+        for entry in entries.iter().filter(|e| !e.own) {
+            if done.insert(entry.what) {
+                change.merge(self.apply_fed(entry.what).await?);
+            }
+        }
+        Ok(change)
+    }
+
+    async fn apply_fed(&self, what: Fed) -> Result<Change> {
+        match what {
+            Fed::Node(id) => self.apply_stored_node(id).await,
+            Fed::RoutesOf(id) => self.apply_stored_routes(id).await,
+            Fed::User(id) => self.apply_stored_user(id).await,
+            Fed::Policy if self.settings.policy.mode == PolicyMode::Database => {
+                Ok(self.reload_policy().await?.unwrap_or_default())
+            }
+            Fed::Policy => Ok(Change::none()),
+        }
+    }
+
+    /// Node `id` as stored now: added, replaced or removed in memory, under the
+    /// same lock local node mutations take.
+    async fn apply_stored_node(&self, id: NodeId) -> Result<Change> {
+        let mut alloc = self.writer.lock().await;
+        let stored = self.db.get_node(id).await?;
+        let current = self.snapshot().get(id).cloned();
+        let mut change = match (&current, &stored) {
+            (None, None) => return Ok(Change::none()),
+            (Some(old), Some(new)) if **old == *new => return Ok(Change::none()),
+            (Some(old), None) => {
+                alloc.release(old.ipv4, old.ipv6);
+                let (_, moved) = self.update_nodes(|snap| snap.without_node(id));
+                self.end_sessions_of(id);
+                let mut change = Change::node_removed(id);
+                change.merge(moved);
+                return Ok(change);
+            }
+            (None, Some(_)) => Change::node_added(id),
+            (Some(old), Some(new)) => stored_node_change(old, new, Self::now()),
+        };
+        let node = stored.expect("handled above");
+        if let Some(old) = &current {
+            alloc.release(old.ipv4, old.ipv6);
+        }
+        alloc.reserve(node.ipv4, node.ipv6);
+        let (_, moved) = self.update_nodes(|snap| snap.with_node(node.clone()));
+        change.merge(moved);
+        Ok(change)
+    }
+
+    /// Node `id`'s route rows as stored now.
+    async fn apply_stored_routes(&self, id: NodeId) -> Result<Change> {
+        let _alloc = self.writer.lock().await;
+        let routes = self.db.routes_of(id).await?;
+        let snap = self.snapshot();
+        // Routes of a node not known yet arrive with the node's own entry, which
+        // comes first; routes of a deleted node went with it.
+        if snap.get(id).is_none() || snap.routes(id) == routes.as_slice() {
+            return Ok(Change::none());
+        }
+        let (_, moved) = self.update_nodes(|snap| snap.with_routes(id, routes.clone()));
+        let mut change = Change::node_changed(id);
+        change.merge(moved);
+        Ok(change)
+    }
+
+    /// User `id` as stored now.
+    async fn apply_stored_user(&self, id: UserId) -> Result<Change> {
+        {
+            let _users = self.users_writer.lock().await;
+            let stored = self.db.get_user(id).await?;
+            if self.users().get(&id) == stored.as_ref() {
+                return Ok(Change::none());
+            }
+            let deleted = stored.is_none();
+            self.remember_user(id, stored);
+            if deleted {
+                return Ok(Change::none());
+            }
+        }
+        self.profile_changed(id).await
+    }
+
+    /// Follows the feed until the server stops: wakes at every write another
+    /// process records (or every second), applies the new entries and publishes
+    /// what clients must learn. Does nothing on SQLite.
+    pub fn spawn_feed(self: &Arc<Self>) {
+        if !self.db.has_feed() {
+            return;
+        }
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let weak = Arc::downgrade(self);
+        let db = self.db.clone();
+        let listener_wake = wake.clone();
+        self.tasks.spawn(async move {
+            loop {
+                match db.feed_listener().await {
+                    Ok(Some(mut listener)) => loop {
+                        match listener.wait().await {
+                            Ok(_) => listener_wake.notify_one(),
+                            Err(err) => {
+                                tracing::warn!(error = %err, "lost the change feed's listener; reading it every second meanwhile");
+                                break;
+                            }
+                        }
+                    },
+                    Ok(None) => return,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot listen to the change feed; reading it every second meanwhile");
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        let start = self.feed_start;
+        self.tasks.spawn(async move {
+            let mut mark = Watermark::new(start);
+            let mut pruned = Instant::now();
+            loop {
+                let _ = tokio::time::timeout(POLL, wake.notified()).await;
+                let Some(state) = weak.upgrade() else { return };
+                if let Err(err) = state.follow_feed_once(&mut mark).await {
+                    tracing::warn!(error = %err, "could not apply the change feed; trying again");
+                }
+                // Every replica prunes (the same rows; deleting twice is harmless).
+                if pruned.elapsed() >= PRUNE_EVERY {
+                    pruned = Instant::now();
+                    if let Err(err) = state.db.prune_feed(FEED_RETENTION).await {
+                        tracing::warn!(error = %err, "could not prune the change feed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Reads and applies what was recorded after `mark`, until nothing is left.
+    async fn follow_feed_once(&self, mark: &mut Watermark) -> Result<()> {
+        loop {
+            let entries = self.db.feed_since(mark.next_after(), BATCH).await?;
+            if let Some(first) = entries.first()
+                && first.seq > mark.next_after() + 1
+                && self
+                    .db
+                    .feed_tail()
+                    .await?
+                    .is_some_and(|tail| tail > mark.next_after() + 1)
+            {
+                // The entries this replica missed were pruned: read everything.
+                tracing::warn!(
+                    applied = mark.next_after(),
+                    "this replica fell behind the change feed's retention; reloading every node and user"
+                );
+                let change = self.reload_all().await?;
+                self.notifier.publish(change);
+            }
+            let change = self.apply_feed(&entries).await?;
+            self.notifier.publish(change);
+            let before = mark.next_after();
+            mark.advance(&entries, Instant::now());
+            // Stuck at a gap, the next read would bring the same entries again.
+            if (entries.len() as u64) < BATCH || mark.next_after() == before {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Every node, route and user as stored now (a replica that fell behind).
+    async fn reload_all(&self) -> Result<Change> {
+        let mut change = Change {
+            full: true,
+            ..Change::none()
+        };
+        let stored: BTreeSet<NodeId> = self.db.list_nodes().await?.iter().map(|n| n.id).collect();
+        let known: BTreeSet<NodeId> = self.snapshot().nodes().map(|n| n.id).collect();
+        for id in stored.union(&known) {
+            change.merge(self.apply_stored_node(*id).await?);
+            change.merge(self.apply_stored_routes(*id).await?);
+        }
+        let users: BTreeSet<UserId> = self.db.list_users().await?.iter().map(|u| u.id).collect();
+        let known: BTreeSet<UserId> = self.users().keys().copied().collect();
+        for id in users.union(&known) {
+            change.merge(self.apply_stored_user(*id).await?);
+        }
+        change.merge(self.apply_fed(Fed::Policy).await?);
+        Ok(change)
+    }
+}
+
+/// What peers must learn when a node another replica wrote replaces `old`:
+/// nothing for a new last-seen time, a patch for new endpoints or disco key, the
+/// whole node (and a logout, if its key just expired) otherwise.
+fn stored_node_change(old: &Node, new: &Node, now: crate::types::Timestamp) -> Change {
+    let mut same_but_presence = old.clone();
+    same_but_presence.endpoints = new.endpoints.clone();
+    same_but_presence.disco_key = new.disco_key;
+    same_but_presence.last_seen = new.last_seen;
+    same_but_presence.updated_at = new.updated_at;
+    if same_but_presence != *new {
+        if new.is_expired(now) && !old.is_expired(now) {
+            return Change::node_expired(new.id);
+        }
+        return Change::node_changed(new.id);
+    }
+    if old.endpoints != new.endpoints || old.disco_key != new.disco_key {
+        Change::node_patched(new.id)
+    } else {
+        Change::none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::Fed;
+
+    fn entry(seq: u64) -> FeedEntry {
+        FeedEntry {
+            seq,
+            own: false,
+            what: Fed::Policy,
+        }
+    }
+
+    #[test]
+    fn the_watermark_waits_at_a_gap_and_passes_it_when_it_fills_or_grows_old() {
+        let t0 = Instant::now();
+        let mut mark = Watermark::new(10);
+        mark.advance(&[entry(11), entry(12)], t0);
+        assert_eq!(mark.next_after(), 12);
+        // 14 arrives before 13 commits: stay at 12 and read 13.. again.
+        mark.advance(&[entry(14), entry(15)], t0);
+        assert_eq!(mark.next_after(), 12);
+        mark.advance(
+            &[entry(13), entry(14), entry(15)],
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(mark.next_after(), 15);
+        // 16 never comes (a rolled-back write): passed once older than the patience.
+        mark.advance(&[entry(17)], t0);
+        assert_eq!(mark.next_after(), 15);
+        mark.advance(&[entry(17)], t0 + GAP_PATIENCE + Duration::from_secs(1));
+        assert_eq!(mark.next_after(), 17);
+        // Nothing new: nothing moves.
+        mark.advance(&[], t0);
+        assert_eq!(mark.next_after(), 17);
+    }
+}
