@@ -23,6 +23,8 @@ pub enum Fed {
     RoutesOf(NodeId),
     /// A saved policy.
     Policy,
+    /// Which replicas hold a map session of this node.
+    SessionsOf(NodeId),
 }
 
 /// One recorded write.
@@ -98,6 +100,7 @@ impl Db {
                 "nodes" => Fed::Node(NodeId(id)),
                 "routes" => Fed::RoutesOf(NodeId(id)),
                 "policies" => Fed::Policy,
+                "sessions" => Fed::SessionsOf(NodeId(id)),
                 other => return Err(r.corrupt(Changes::TableName, format!("{other:?}"))),
             };
             entries.push(FeedEntry {

@@ -18,6 +18,7 @@ mod nodes;
 mod policy;
 mod postgres;
 mod preauth_keys;
+mod presence;
 mod routes;
 mod rows;
 mod sqlite;

@@ -23,6 +23,13 @@ const POLL: Duration = Duration::from_secs(1);
 /// appears, one of a transaction still committing appears within this.
 const GAP_PATIENCE: Duration = Duration::from_secs(10);
 
+/// How often a replica refreshes its row in `replicas`.
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+
+/// How long a replica may stay silent before the others take it for dead and
+/// its nodes offline.
+pub const REPLICA_SILENCE: Duration = Duration::from_secs(10);
+
 /// How often old feed entries are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -82,7 +89,12 @@ impl State {
     pub async fn apply_feed(&self, entries: &[FeedEntry]) -> Result<Change> {
         let mut change = Change::none();
         let mut done = BTreeSet::new();
-        for entry in entries.iter().filter(|e| !e.own) {
+        // Own session rows are applied too: the replica that deletes a dead one's
+        // sessions learns which nodes went offline only from the feed.
+        for entry in entries
+            .iter()
+            .filter(|e| !e.own || matches!(e.what, Fed::SessionsOf(_)))
+        {
             if done.insert(entry.what) {
                 change.merge(self.apply_fed(entry.what).await?);
             }
@@ -99,7 +111,39 @@ impl State {
                 Ok(self.reload_policy().await?.unwrap_or_default())
             }
             Fed::Policy => Ok(Change::none()),
+            Fed::SessionsOf(id) => self.apply_stored_sessions(id).await,
         }
+    }
+
+    /// Which other replicas hold a map session of node `id` now: the node is
+    /// online while any replica does.
+    async fn apply_stored_sessions(&self, id: NodeId) -> Result<Change> {
+        let elsewhere: BTreeSet<String> = self
+            .db
+            .sessions_elsewhere(Some(id))
+            .await?
+            .into_iter()
+            .map(|(_, replica)| replica)
+            .collect();
+        let before = self.is_online(id);
+        {
+            let mut remote = self
+                .remote_sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if elsewhere.is_empty() {
+                remote.remove(&id);
+            } else {
+                remote.insert(id, elsewhere);
+            }
+        }
+        let after = self.is_online(id);
+        if before == after || self.snapshot().get(id).is_none() {
+            return Ok(Change::none());
+        }
+        let mut change = Change::node_online(id, after);
+        change.merge(self.reelect(id));
+        Ok(change)
     }
 
     /// Node `id` as stored now: added, replaced or removed in memory, under the
@@ -196,6 +240,7 @@ impl State {
                 tokio::time::sleep(POLL).await;
             }
         });
+        self.spawn_presence();
         let start = self.feed_start;
         self.tasks.spawn(async move {
             let mut mark = Watermark::new(start);
@@ -215,6 +260,67 @@ impl State {
                 }
             }
         });
+    }
+
+    /// Records local sessions in the `sessions` table, in the order they opened
+    /// and closed; refreshes this replica's heartbeat and deletes replicas that
+    /// stopped refreshing theirs (their nodes go offline everywhere).
+    fn spawn_presence(self: &Arc<Self>) {
+        let rx = self
+            .session_rows_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut rx) = rx {
+            let db = self.db.clone();
+            self.tasks.spawn(async move {
+                while let Some((id, open)) = rx.recv().await {
+                    if let Err(err) = db.set_session(id, open).await {
+                        tracing::warn!(node = %id, open, error = %err, "could not record the session for other replicas");
+                    }
+                }
+            });
+        }
+        let weak = Arc::downgrade(self);
+        self.tasks.spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT);
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                if let Err(err) = state.beat().await {
+                    tracing::warn!(error = %err, "could not refresh this replica's heartbeat");
+                }
+            }
+        });
+    }
+
+    /// One heartbeat: refresh this replica (registering again if it was reaped)
+    /// and reap replicas that went silent.
+    pub(super) async fn beat(&self) -> Result<()> {
+        if !self.db.heartbeat().await? {
+            // Taken for dead (a long pause): come back with every open session.
+            tracing::warn!("other replicas took this one for dead; registering again");
+            self.db.register_replica().await?;
+            let open: Vec<NodeId> = self
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, s)| s.open > 0)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in open {
+                self.db.set_session(id, true).await?;
+            }
+        }
+        let reaped = self.db.reap_replicas(REPLICA_SILENCE).await?;
+        if reaped > 0 {
+            tracing::warn!(
+                replicas = reaped,
+                "replicas stopped answering; their nodes are offline now"
+            );
+        }
+        Ok(())
     }
 
     /// Reads and applies what was recorded after `mark`, until nothing is left.

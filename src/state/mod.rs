@@ -178,6 +178,12 @@ pub struct State {
     /// The change feed's newest entry when the rows were loaded (PostgreSQL):
     /// following it starts after this.
     feed_start: u64,
+    /// Nodes with a map session on other replicas (PostgreSQL), by replica name.
+    remote_sessions: Mutex<HashMap<NodeId, std::collections::BTreeSet<String>>>,
+    /// Local sessions opening and closing, in order, for the `sessions` table
+    /// (PostgreSQL); the receiver waits for `spawn_feed`.
+    session_rows: Option<tokio::sync::mpsc::UnboundedSender<(NodeId, bool)>>,
+    session_rows_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(NodeId, bool)>>>,
 }
 
 impl std::fmt::Debug for State {
@@ -197,6 +203,18 @@ impl State {
             db.feed_head().await?
         } else {
             0
+        };
+        let mut remote_sessions: HashMap<NodeId, std::collections::BTreeSet<String>> =
+            HashMap::new();
+        let (session_rows, session_rows_rx) = if db.has_feed() {
+            db.register_replica().await?;
+            for (node, replica) in db.sessions_elsewhere(None).await? {
+                remote_sessions.entry(node).or_default().insert(replica);
+            }
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
         };
         let nodes = db.list_nodes().await?;
         let routes = db.list_routes().await?;
@@ -226,6 +244,9 @@ impl State {
             notifier: Notifier::new(),
             tasks: crate::tasks::Tasks::new(),
             feed_start,
+            remote_sessions: Mutex::new(remote_sessions),
+            session_rows,
+            session_rows_rx: Mutex::new(session_rows_rx),
         })
     }
 
@@ -273,13 +294,22 @@ impl State {
         self.db.ping().await
     }
 
-    /// Whether node `id` has an open map session.
+    /// Whether node `id` has an open map session, here or on another replica.
     pub fn is_online(&self, id: NodeId) -> bool {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
             .is_some_and(|s| s.open > 0)
+            || self.is_online_elsewhere(id)
+    }
+
+    /// Whether another replica holds a map session of node `id`.
+    pub(super) fn is_online_elsewhere(&self, id: NodeId) -> bool {
+        self.remote_sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&id)
     }
 
     fn now() -> Timestamp {

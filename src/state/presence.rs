@@ -65,6 +65,9 @@ impl State {
         if !first {
             return Change::none();
         }
+        if let Some(rows) = &self.session_rows {
+            let _ = rows.send((id, true));
+        }
         let mut change = Change::node_online(id, true);
         change.merge(self.reelect(id));
         change
@@ -86,6 +89,13 @@ impl State {
             entry.unhealthy = false;
             entry.generation
         };
+        if let Some(rows) = &self.session_rows {
+            let _ = rows.send((id, false));
+        }
+        // Still connected through another replica (it moved there): still online.
+        if self.is_online_elsewhere(id) {
+            return Change::none();
+        }
         let mut change = Change::node_online(id, false);
         change.merge(self.reelect(id));
         let now = Self::now();

@@ -811,6 +811,30 @@ mod replicas {
         let change = follow(&a, &mut mark_a).await;
         assert!(change.policy, "{change:?}");
         assert!(a.current_policy().is_some());
+        // A session on A makes the node online on B; A falling silent makes it
+        // offline again once a survivor reaps A.
+        assert!(!b.is_online(node.id));
+        a.db.set_session(node.id, true).await.unwrap();
+        let change = follow(&b, &mut mark).await;
+        assert_eq!(change.online.get(&node.id), Some(&true), "{change:?}");
+        assert!(b.is_online(node.id));
+        assert_eq!(
+            b.db.reap_replicas(Duration::from_secs(60)).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            b.db.reap_replicas(Duration::from_millis(0)).await.unwrap(),
+            2,
+            "both replicas' rows are older than no time at all"
+        );
+        let change = follow(&b, &mut mark).await;
+        assert_eq!(change.online.get(&node.id), Some(&false), "{change:?}");
+        assert!(!b.is_online(node.id));
+        // A notices at its next heartbeat and registers again.
+        assert!(!a.db.heartbeat().await.unwrap());
+        a.beat().await.unwrap();
+        assert!(a.db.heartbeat().await.unwrap());
+
         a.delete_node(node.id).await.unwrap();
         let change = follow(&b, &mut mark).await;
         assert!(change.peers_removed.contains(&node.id), "{change:?}");

@@ -1,0 +1,108 @@
+//! Presence across replicas sharing a PostgreSQL database: this process's row in
+//! `replicas` (refreshed as a heartbeat; stale ones are deleted with their
+//! sessions) and its `sessions` rows, one per node with an open map session here.
+
+use super::rows::{self, RowReader};
+use super::{Db, Result};
+use crate::types::NodeId;
+use sea_query::{Expr, ExprTrait, Iden, OnConflict, Query};
+use std::time::Duration;
+
+#[derive(Clone, Copy, Iden)]
+enum Replicas {
+    Table,
+    Name,
+    SeenAt,
+}
+
+#[derive(Clone, Copy, Iden)]
+enum Sessions {
+    Table,
+    NodeId,
+    Replica,
+}
+
+impl Db {
+    /// Records this process as a live replica (again, after it was taken for dead).
+    pub async fn register_replica(&self) -> Result<()> {
+        let stmt = Query::insert()
+            .into_table(Replicas::Table)
+            .columns([Replicas::Name])
+            .values_panic([self.replica().into()])
+            .on_conflict(
+                OnConflict::column(Replicas::Name)
+                    .value(Replicas::SeenAt, Expr::cust("now()"))
+                    .to_owned(),
+            )
+            .to_owned();
+        rows::execute(self.write(), &stmt).await?;
+        Ok(())
+    }
+
+    /// Refreshes this replica's row; `false` when it is gone (the others took this
+    /// process for dead and deleted its sessions: register again and re-record them).
+    pub async fn heartbeat(&self) -> Result<bool> {
+        let stmt = Query::update()
+            .table(Replicas::Table)
+            .value(Replicas::SeenAt, Expr::cust("now()"))
+            .and_where(Expr::col(Replicas::Name).eq(self.replica()))
+            .to_owned();
+        Ok(rows::execute(self.write(), &stmt).await? > 0)
+    }
+
+    /// Deletes replicas silent for longer than `silence` (by the database's clock),
+    /// and with them their sessions; how many.
+    pub async fn reap_replicas(&self, silence: Duration) -> Result<u64> {
+        let cutoff = format!("now() - interval '{} milliseconds'", silence.as_millis());
+        let stmt = Query::delete()
+            .from_table(Replicas::Table)
+            .and_where(Expr::col(Replicas::SeenAt).lt(Expr::cust(cutoff)))
+            .to_owned();
+        rows::execute(self.write(), &stmt).await
+    }
+
+    /// Records (or forgets) that node `id` has a map session on this replica.
+    pub async fn set_session(&self, id: NodeId, open: bool) -> Result<()> {
+        if open {
+            let stmt = Query::insert()
+                .into_table(Sessions::Table)
+                .columns([Sessions::NodeId, Sessions::Replica])
+                .values_panic([rows::id(id.0), self.replica().into()])
+                .on_conflict(
+                    OnConflict::columns([Sessions::NodeId, Sessions::Replica])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .to_owned();
+            rows::execute(self.write(), &stmt).await?;
+        } else {
+            let stmt = Query::delete()
+                .from_table(Sessions::Table)
+                .and_where(Expr::col(Sessions::NodeId).eq(rows::id(id.0)))
+                .and_where(Expr::col(Sessions::Replica).eq(self.replica()))
+                .to_owned();
+            rows::execute(self.write(), &stmt).await?;
+        }
+        Ok(())
+    }
+
+    /// The other replicas holding a session of node `id` (or of every node, `None`).
+    pub async fn sessions_elsewhere(&self, id: Option<NodeId>) -> Result<Vec<(NodeId, String)>> {
+        let mut stmt = Query::select()
+            .columns([Sessions::NodeId, Sessions::Replica])
+            .from(Sessions::Table)
+            .and_where(Expr::col(Sessions::Replica).ne(self.replica()))
+            .to_owned();
+        if let Some(id) = id {
+            stmt.and_where(Expr::col(Sessions::NodeId).eq(rows::id(id.0)));
+        }
+        rows::fetch_all(self.read(), &stmt)
+            .await?
+            .iter()
+            .map(|row| {
+                let r = RowReader::new(row, "sessions");
+                Ok((NodeId(r.id(Sessions::NodeId)?), r.text(Sessions::Replica)?))
+            })
+            .collect()
+    }
+}
