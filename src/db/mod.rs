@@ -31,6 +31,7 @@ mod tests;
 
 pub use copy::Copied;
 pub use feed::{Fed, FeedEntry, FeedListener};
+pub use presence::Leadership;
 
 /// Storage failures. `NotFound` and `Conflict` are meant for users; the others are logged.
 #[derive(Debug, thiserror::Error)]

@@ -106,3 +106,35 @@ impl Db {
             .collect()
     }
 }
+
+/// Holding this means this replica runs the periodic jobs of the whole cluster
+/// (a session-level advisory lock on a connection of its own: PostgreSQL frees it
+/// when the connection or the process dies, and another replica takes it).
+pub struct Leadership(sqlx::PgConnection);
+
+/// The advisory lock's key: `headway:jobs` hashed once, by hand, so it never changes.
+const JOBS_LOCK: i64 = 0x6865_6164_7761_7901;
+
+impl Db {
+    /// Takes the periodic jobs if no live replica holds them (`None`: another does,
+    /// or this is SQLite, where the one process always runs them).
+    pub async fn try_lead(&self) -> Result<Option<Leadership>> {
+        let super::exec::Pools::Postgres(pool) = &self.pools else {
+            return Ok(None);
+        };
+        let mut conn = pool.acquire().await.map_err(rows::from_sqlx)?.detach();
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(JOBS_LOCK)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(rows::from_sqlx)?;
+        Ok(taken.then_some(Leadership(conn)))
+    }
+}
+
+impl Leadership {
+    /// Whether the lock's connection still answers (else the lock is gone).
+    pub async fn still_held(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(&mut self.0).await.is_ok()
+    }
+}

@@ -244,19 +244,11 @@ impl State {
         let start = self.feed_start;
         self.tasks.spawn(async move {
             let mut mark = Watermark::new(start);
-            let mut pruned = Instant::now();
             loop {
                 let _ = tokio::time::timeout(POLL, wake.notified()).await;
                 let Some(state) = weak.upgrade() else { return };
                 if let Err(err) = state.follow_feed_once(&mut mark).await {
                     tracing::warn!(error = %err, "could not apply the change feed; trying again");
-                }
-                // Every replica prunes (the same rows; deleting twice is harmless).
-                if pruned.elapsed() >= PRUNE_EVERY {
-                    pruned = Instant::now();
-                    if let Err(err) = state.db.prune_feed(FEED_RETENTION).await {
-                        tracing::warn!(error = %err, "could not prune the change feed");
-                    }
                 }
             }
         });
@@ -284,11 +276,18 @@ impl State {
         let weak = Arc::downgrade(self);
         self.tasks.spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
+            let mut pruned: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { return };
                 if let Err(err) = state.beat().await {
                     tracing::warn!(error = %err, "could not refresh this replica's heartbeat");
+                }
+                if state.is_leading().await && pruned.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
+                    pruned = Some(Instant::now());
+                    if let Err(err) = state.db.prune_feed(FEED_RETENTION).await {
+                        tracing::warn!(error = %err, "could not prune the change feed");
+                    }
                 }
             }
         });
@@ -313,6 +312,9 @@ impl State {
                 self.db.set_session(id, true).await?;
             }
         }
+        if !self.lead().await? {
+            return Ok(());
+        }
         let reaped = self.db.reap_replicas(REPLICA_SILENCE).await?;
         if reaped > 0 {
             tracing::warn!(
@@ -323,8 +325,35 @@ impl State {
         Ok(())
     }
 
+    /// Whether this replica runs the periodic jobs of all (reaping silent
+    /// replicas, pruning the feed, removing ephemeral nodes whose replica died):
+    /// keeps the lock while its connection answers, takes it when free.
+    pub(super) async fn lead(&self) -> Result<bool> {
+        let mut held = self.leadership.lock().await;
+        if let Some(lock) = held.as_mut()
+            && !lock.still_held().await
+        {
+            tracing::warn!("lost the periodic jobs' lock (its database connection failed)");
+            *held = None;
+        }
+        if held.is_none()
+            && let Some(lock) = self.db.try_lead().await?
+        {
+            tracing::info!(
+                replica = self.db.replica(),
+                "this replica runs the periodic jobs now (reaping silent replicas, pruning the change feed, removing ephemeral nodes whose replica died)"
+            );
+            *held = Some(lock);
+        }
+        Ok(held.is_some())
+    }
+
+    pub(super) async fn is_leading(&self) -> bool {
+        self.leadership.lock().await.is_some()
+    }
+
     /// Reads and applies what was recorded after `mark`, until nothing is left.
-    async fn follow_feed_once(&self, mark: &mut Watermark) -> Result<()> {
+    async fn follow_feed_once(self: &Arc<Self>, mark: &mut Watermark) -> Result<()> {
         loop {
             let entries = self.db.feed_since(mark.next_after(), BATCH).await?;
             if let Some(first) = entries.first()
@@ -344,6 +373,7 @@ impl State {
                 self.notifier.publish(change);
             }
             let change = self.apply_feed(&entries).await?;
+            self.count_down_ephemeral_gone_elsewhere(&change).await;
             self.notifier.publish(change);
             let before = mark.next_after();
             mark.advance(&entries, Instant::now());
@@ -351,6 +381,26 @@ impl State {
             if (entries.len() as u64) < BATCH || mark.next_after() == before {
                 return Ok(());
             }
+        }
+    }
+
+    /// Ephemeral nodes that went offline because their replica died get their
+    /// countdown here, on the replica that runs the periodic jobs (the one they
+    /// were on cannot).
+    async fn count_down_ephemeral_gone_elsewhere(self: &Arc<Self>, change: &Change) {
+        let gone: Vec<NodeId> = change
+            .online
+            .iter()
+            .filter(|(id, online)| !**online && !self.is_online(**id))
+            .filter(|(id, _)| self.snapshot().get(**id).is_some_and(|n| n.ephemeral))
+            .map(|(id, _)| *id)
+            .collect();
+        if gone.is_empty() || !self.is_leading().await {
+            return;
+        }
+        for id in gone {
+            let generation = self.sessions_generation(id).unwrap_or_default().generation;
+            self.remove_when_still_gone(id, generation);
         }
     }
 

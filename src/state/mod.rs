@@ -184,6 +184,8 @@ pub struct State {
     /// (PostgreSQL); the receiver waits for `spawn_feed`.
     session_rows: Option<tokio::sync::mpsc::UnboundedSender<(NodeId, bool)>>,
     session_rows_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(NodeId, bool)>>>,
+    /// The periodic jobs' lock while this replica holds it (PostgreSQL).
+    leadership: tokio::sync::Mutex<Option<db::Leadership>>,
 }
 
 impl std::fmt::Debug for State {
@@ -247,6 +249,7 @@ impl State {
             remote_sessions: Mutex::new(remote_sessions),
             session_rows,
             session_rows_rx: Mutex::new(session_rows_rx),
+            leadership: tokio::sync::Mutex::new(None),
         })
     }
 

@@ -264,7 +264,7 @@ impl State {
         self.elect_into(|_| None).1
     }
 
-    fn sessions_generation(&self, id: NodeId) -> Option<Sessions> {
+    pub(super) fn sessions_generation(&self, id: NodeId) -> Option<Sessions> {
         self.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -273,13 +273,14 @@ impl State {
     }
 
     /// Removes ephemeral node `id` after the inactivity timeout unless it reconnected.
-    fn remove_when_still_gone(self: &Arc<Self>, id: NodeId, generation: u64) {
+    pub(super) fn remove_when_still_gone(self: &Arc<Self>, id: NodeId, generation: u64) {
         let state = Arc::clone(self);
         let timeout = self.settings.ephemeral_inactivity_timeout;
         self.tasks.spawn(async move {
             tokio::time::sleep(timeout).await;
             let current = state.sessions_generation(id).unwrap_or_default();
-            if current.open > 0 || current.generation != generation {
+            if current.open > 0 || current.generation != generation || state.is_online_elsewhere(id)
+            {
                 return;
             }
             if state.snapshot().get(id).is_none_or(|n| !n.ephemeral) {

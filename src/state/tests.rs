@@ -835,6 +835,21 @@ mod replicas {
         a.beat().await.unwrap();
         assert!(a.db.heartbeat().await.unwrap());
 
+        // One replica runs the periodic jobs; when it goes, another takes them.
+        assert!(a.lead().await.unwrap());
+        assert!(!b.lead().await.unwrap());
+        assert!(a.is_leading().await && !b.is_leading().await);
+        drop(a.leadership.lock().await.take());
+        let mut took = false;
+        for _ in 0..40 {
+            if b.lead().await.unwrap() {
+                took = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(took, "the lock was never freed");
+
         a.delete_node(node.id).await.unwrap();
         let change = follow(&b, &mut mark).await;
         assert!(change.peers_removed.contains(&node.id), "{change:?}");
