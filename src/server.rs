@@ -463,6 +463,7 @@ impl Server {
         if std::fs::symlink_metadata(&self.socket_path).is_ok_and(|m| m.file_type().is_socket()) {
             let _ = std::fs::remove_file(&self.socket_path);
         }
+        self.state.leave().await;
         outcome
     }
 }

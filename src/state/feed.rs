@@ -348,6 +348,18 @@ impl State {
         Ok(held.is_some())
     }
 
+    /// At a clean stop (PostgreSQL): this replica's sessions end for the others
+    /// now, and the periodic jobs' lock is released for them.
+    pub async fn leave(&self) {
+        if !self.db.has_feed() {
+            return;
+        }
+        drop(self.leadership.lock().await.take());
+        if let Err(err) = self.db.leave().await {
+            tracing::warn!(error = %err, "could not tell other replicas this one stopped; they will notice within 10 s");
+        }
+    }
+
     pub(super) async fn is_leading(&self) -> bool {
         self.leadership.lock().await.is_some()
     }
