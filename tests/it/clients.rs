@@ -86,7 +86,7 @@ pub(crate) fn assert_pings_via_derp(
     );
 }
 
-fn sees_peer(status: &serde_json::Value, name: &str, ip: &str) -> bool {
+pub(crate) fn sees_peer(status: &serde_json::Value, name: &str, ip: &str) -> bool {
     status["Peer"].as_object().is_some_and(|peers| {
         peers.values().any(|p| {
             p["HostName"] == name

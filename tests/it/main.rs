@@ -36,6 +36,8 @@ mod policy;
 #[cfg(feature = "full-suite")]
 mod relay;
 #[cfg(feature = "full-suite")]
+mod replicas;
+#[cfg(feature = "full-suite")]
 mod routes;
 #[cfg(feature = "full-suite")]
 mod rust_client;

@@ -4,6 +4,8 @@ pub mod control_client;
 pub mod netns;
 pub mod oidc;
 pub mod pebble;
+#[cfg(feature = "full-suite")]
+pub mod replicas;
 pub mod tailscale;
 
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;

@@ -220,6 +220,12 @@ impl Client {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The process id of `tailscaled` while it runs (in TUN mode too: every
+    /// `exec` on the way keeps it).
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     fn daemon_pid(&self) -> String {
         assert!(
             self.netns.is_some(),
