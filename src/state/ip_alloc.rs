@@ -108,6 +108,18 @@ impl IpAllocator {
         Ok((v4, v6))
     }
 
+    /// [`allocate`](Self::allocate) from a random place whatever the strategy: a
+    /// retry after another replica, allocating sequentially from the same place,
+    /// took the address (it would take the next ones too).
+    pub fn allocate_scattered(
+        &mut self,
+    ) -> Result<(Option<Ipv4Addr>, Option<Ipv6Addr>), Exhausted> {
+        let strategy = std::mem::replace(&mut self.strategy, Allocation::Random);
+        let allocated = self.allocate();
+        self.strategy = strategy;
+        allocated
+    }
+
     pub fn allocate_v4(&mut self) -> Result<Ipv4Addr, Exhausted> {
         let prefix = self
             .v4

@@ -448,9 +448,13 @@ impl State {
             let mut tries = 0;
             let node = loop {
                 tries += 1;
-                let (ipv4, ipv6) = alloc
-                    .allocate()
-                    .map_err(|e| Error::ResourceExhausted(e.to_string()))?;
+                let allocated = if tries == 1 {
+                    alloc.allocate()
+                } else {
+                    alloc.allocate_scattered()
+                };
+                let (ipv4, ipv6) =
+                    allocated.map_err(|e| Error::ResourceExhausted(e.to_string()))?;
                 let given_name = GivenName::unique(&base, |n| {
                     snap.given_name_taken(n, None) || names_taken_elsewhere.contains(n)
                 });
