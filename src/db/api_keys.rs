@@ -78,22 +78,14 @@ pub(super) async fn insert(db: &Db, new: &NewApiKey) -> Result<ApiKey> {
 
 pub(super) async fn list(db: &Db) -> Result<Vec<ApiKey>> {
     let stmt = select().order_by(ApiKeys::Id, Order::Asc).to_owned();
-    rows::fetch_all(db.read(), &stmt)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn find_by_prefix(db: &Db, prefix: &str) -> Result<Option<ApiKey>> {
     let stmt = select()
         .and_where(Expr::col(ApiKeys::Prefix).eq(prefix))
         .to_owned();
-    rows::fetch_optional(db.read(), &stmt)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    rows::read_optional(db.read(), &stmt, from_row).await
 }
 
 /// Sets one timestamp column of one key.

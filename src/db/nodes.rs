@@ -167,11 +167,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Node>> {
         .from(Nodes::Table)
         .order_by(Nodes::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(db.read(), &stmt)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &stmt, from_row).await
 }
 
 /// Every stored node's addresses and given name.
@@ -200,11 +196,7 @@ pub(super) async fn get(db: &Db, id: NodeId) -> Result<Option<Node>> {
         .from(Nodes::Table)
         .and_where(Expr::col(Nodes::Id).eq(rows::id(id.0)))
         .to_owned();
-    rows::fetch_optional(db.read(), &stmt)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    rows::read_optional(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn delete(db: &Db, id: NodeId) -> Result<()> {

@@ -103,22 +103,14 @@ pub(super) async fn insert(db: &Db, new: &NewPreAuthKey) -> Result<PreAuthKey> {
 
 pub(super) async fn list(db: &Db) -> Result<Vec<PreAuthKey>> {
     let stmt = select().order_by(PreAuthKeys::Id, Order::Asc).to_owned();
-    rows::fetch_all(db.read(), &stmt)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn find_by_prefix(db: &Db, prefix: &str) -> Result<Option<PreAuthKey>> {
     let stmt = select()
         .and_where(Expr::col(PreAuthKeys::Prefix).eq(prefix))
         .to_owned();
-    rows::fetch_optional(db.read(), &stmt)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    rows::read_optional(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn expire(db: &Db, id: PreAuthKeyId, now: Timestamp) -> Result<()> {

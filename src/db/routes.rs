@@ -75,11 +75,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<Route>> {
         .from(Routes::Table)
         .order_by(Routes::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(db.read(), &stmt)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &stmt, from_row).await
 }
 
 fn of_node_stmt(node_id: NodeId) -> sea_query::SelectStatement {
@@ -92,19 +88,11 @@ fn of_node_stmt(node_id: NodeId) -> sea_query::SelectStatement {
 }
 
 pub(super) async fn of_node(db: &Db, node_id: NodeId) -> Result<Vec<Route>> {
-    rows::fetch_all(db.read(), &of_node_stmt(node_id))
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &of_node_stmt(node_id), from_row).await
 }
 
 async fn list_for_node(tx: &mut Tx, node_id: NodeId) -> Result<Vec<Route>> {
-    rows::fetch_all(tx.on(), &of_node_stmt(node_id))
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(tx.on(), &of_node_stmt(node_id), from_row).await
 }
 
 /// One prefix the node should have a row for, and whether that row exists yet.

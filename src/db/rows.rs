@@ -35,6 +35,28 @@ pub(super) async fn fetch_one(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Row>
         .ok_or_else(|| from_sqlx(sqlx::Error::RowNotFound))
 }
 
+/// Every row of a statement, each read by `from_row` (a table's mapping).
+pub(super) async fn read_all<T>(
+    on: On<'_>,
+    stmt: &impl SqlxBinder,
+    from_row: fn(&Row) -> Result<T>,
+) -> Result<Vec<T>> {
+    fetch_all(on, stmt).await?.iter().map(from_row).collect()
+}
+
+/// At most one row of a statement, read by `from_row`.
+pub(super) async fn read_optional<T>(
+    on: On<'_>,
+    stmt: &impl SqlxBinder,
+    from_row: fn(&Row) -> Result<T>,
+) -> Result<Option<T>> {
+    fetch_optional(on, stmt)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
 /// Runs a statement meant to change one row; changing none means there is no
 /// such row: `NotFound(noun)`.
 pub(super) async fn execute_on_one(

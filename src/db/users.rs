@@ -92,11 +92,7 @@ pub(super) async fn list(db: &Db) -> Result<Vec<User>> {
         .from(Users::Table)
         .order_by(Users::Id, Order::Asc)
         .to_owned();
-    rows::fetch_all(db.read(), &stmt)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    rows::read_all(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn get(db: &Db, id: UserId) -> Result<Option<User>> {
@@ -105,11 +101,7 @@ pub(super) async fn get(db: &Db, id: UserId) -> Result<Option<User>> {
         .from(Users::Table)
         .and_where(Expr::col(Users::Id).eq(rows::id(id.0)))
         .to_owned();
-    rows::fetch_optional(db.read(), &stmt)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    rows::read_optional(db.read(), &stmt, from_row).await
 }
 
 pub(super) async fn rename(db: &Db, id: UserId, name: &UserName, now: Timestamp) -> Result<User> {
