@@ -181,8 +181,8 @@ async fn insert_all<T, C: Iden + Copy + 'static>(
 async fn continue_ids_after_copied_rows(tx: &mut Tx, table: &'static str) -> Result<()> {
     let stmt = Query::select()
         .expr(
-            Func::cust(SetVal).args([
-                Func::cust(SerialSequence)
+            Func::cust(Name("setval")).args([
+                Func::cust(Name("pg_get_serial_sequence"))
                     .args([Expr::val(table), Expr::val("id")])
                     .into(),
                 Expr::expr(Func::coalesce([
@@ -197,18 +197,4 @@ async fn continue_ids_after_copied_rows(tx: &mut Tx, table: &'static str) -> Res
         .to_owned();
     rows::fetch_all(tx.on(), &stmt).await?;
     Ok(())
-}
-
-struct SetVal;
-impl Iden for SetVal {
-    fn unquoted(&self) -> &str {
-        "setval"
-    }
-}
-
-struct SerialSequence;
-impl Iden for SerialSequence {
-    fn unquoted(&self) -> &str {
-        "pg_get_serial_sequence"
-    }
 }

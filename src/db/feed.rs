@@ -114,10 +114,9 @@ impl Db {
 
     /// Forgets writes recorded more than `age` ago (by the database's clock); how many.
     pub async fn prune_feed(&self, age: std::time::Duration) -> Result<u64> {
-        let cutoff = format!("now() - interval '{} seconds'", age.as_secs());
         let stmt = Query::delete()
             .from_table(Changes::Table)
-            .and_where(Expr::col(Changes::At).lt(Expr::cust(cutoff)))
+            .and_where(Expr::col(Changes::At).lt(rows::ago(age)))
             .to_owned();
         rows::execute(self.write(), &stmt).await
     }

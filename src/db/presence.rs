@@ -53,10 +53,9 @@ impl Db {
     /// Deletes replicas silent for longer than `silence` (by the database's clock),
     /// and with them their sessions; how many.
     pub async fn reap_replicas(&self, silence: Duration) -> Result<u64> {
-        let cutoff = format!("now() - interval '{} milliseconds'", silence.as_millis());
         let stmt = Query::delete()
             .from_table(Replicas::Table)
-            .and_where(Expr::col(Replicas::SeenAt).lt(Expr::cust(cutoff)))
+            .and_where(Expr::col(Replicas::SeenAt).lt(rows::ago(silence)))
             .to_owned();
         rows::execute(self.write(), &stmt).await
     }
@@ -123,7 +122,8 @@ impl Db {
 /// when the connection or the process dies, and another replica takes it).
 pub struct Leadership(sqlx::PgConnection);
 
-/// The advisory lock's key: `headway:jobs` hashed once, by hand, so it never changes.
+/// The advisory lock's key: the bytes of `headway` and a 1, fixed so that every
+/// version of headway takes the same lock.
 const JOBS_LOCK: i64 = 0x6865_6164_7761_7901;
 
 impl Db {

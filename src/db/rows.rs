@@ -201,6 +201,15 @@ pub(super) fn time(t: Timestamp) -> Expr {
     time_text(t).into()
 }
 
+/// `now() - age` by the database's clock, for the TIMESTAMPTZ columns of the
+/// PostgreSQL-only tables (the change feed, presence). PostgreSQL's syntax.
+pub(super) fn ago(age: std::time::Duration) -> Expr {
+    Expr::cust(format!(
+        "now() - interval '{} milliseconds'",
+        age.as_millis()
+    ))
+}
+
 pub(super) fn opt_time(t: Option<Timestamp>) -> Expr {
     t.map(time_text).into()
 }

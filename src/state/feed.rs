@@ -6,10 +6,11 @@
 //! which is idempotent and order-free: a write seen twice, or after a later one,
 //! changes nothing more.
 
+use super::ip_alloc::IpAllocator;
 use super::{Change, Result, State};
 use crate::config::PolicyMode;
 use crate::db::{Fed, FeedEntry};
-use crate::types::{Node, NodeId, UserId};
+use crate::types::{Node, NodeId, Route, User, UserId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,27 +142,31 @@ impl State {
         if before == after || self.snapshot().get(id).is_none() {
             return Ok(Change::none());
         }
-        let mut change = Change::node_online(id, after);
-        change.merge(self.reelect(id));
-        Ok(change)
+        Ok(self.online_flipped(id, after))
     }
 
-    /// Node `id` as stored now: added, replaced or removed in memory, under the
-    /// same lock local node mutations take.
+    /// Node `id` as stored now: added, replaced or removed in memory, read and
+    /// installed under the same lock local node mutations take.
     async fn apply_stored_node(&self, id: NodeId) -> Result<Change> {
         let mut alloc = self.writer.lock().await;
         let stored = self.db.get_node(id).await?;
+        Ok(self.install_node(&mut alloc, id, stored))
+    }
+
+    /// Makes memory's node `id` equal `stored` (`None`: deleted). The caller holds
+    /// the writer lock (`alloc`).
+    fn install_node(&self, alloc: &mut IpAllocator, id: NodeId, stored: Option<Node>) -> Change {
         let current = self.snapshot().get(id).cloned();
         let mut change = match (&current, &stored) {
-            (None, None) => return Ok(Change::none()),
-            (Some(old), Some(new)) if **old == *new => return Ok(Change::none()),
+            (None, None) => return Change::none(),
+            (Some(old), Some(new)) if **old == *new => return Change::none(),
             (Some(old), None) => {
                 alloc.release(old.ipv4, old.ipv6);
                 let (_, moved) = self.update_nodes(|snap| snap.without_node(id));
                 self.end_sessions_of(id);
                 let mut change = Change::node_removed(id);
                 change.merge(moved);
-                return Ok(change);
+                return change;
             }
             (None, Some(_)) => Change::node_added(id),
             (Some(old), Some(new)) => stored_node_change(old, new, Self::now()),
@@ -173,40 +178,54 @@ impl State {
         alloc.reserve(node.ipv4, node.ipv6);
         let (_, moved) = self.update_nodes(|snap| snap.with_node(node.clone()));
         change.merge(moved);
-        Ok(change)
+        change
     }
 
     /// Node `id`'s route rows as stored now.
     async fn apply_stored_routes(&self, id: NodeId) -> Result<Change> {
         let _alloc = self.writer.lock().await;
         let routes = self.db.routes_of(id).await?;
+        Ok(self.install_routes(id, routes))
+    }
+
+    /// Makes memory's routes of node `id` equal `routes`. The caller holds the
+    /// writer lock.
+    fn install_routes(&self, id: NodeId, routes: Vec<Route>) -> Change {
         let snap = self.snapshot();
         // Routes of a node not known yet arrive with the node's own entry, which
         // comes first; routes of a deleted node went with it.
         if snap.get(id).is_none() || snap.routes(id) == routes.as_slice() {
-            return Ok(Change::none());
+            return Change::none();
         }
         let (_, moved) = self.update_nodes(|snap| snap.with_routes(id, routes.clone()));
         let mut change = Change::node_changed(id);
         change.merge(moved);
-        Ok(change)
+        change
     }
 
     /// User `id` as stored now.
     async fn apply_stored_user(&self, id: UserId) -> Result<Change> {
-        {
+        let changed = {
             let _users = self.users_writer.lock().await;
             let stored = self.db.get_user(id).await?;
-            if self.users().get(&id) == stored.as_ref() {
-                return Ok(Change::none());
-            }
-            let deleted = stored.is_none();
-            self.remember_user(id, stored);
-            if deleted {
-                return Ok(Change::none());
-            }
+            self.install_user(id, stored)
+        };
+        if !changed {
+            return Ok(Change::none());
         }
         self.profile_changed(id).await
+    }
+
+    /// Makes memory's user `id` equal `stored` (`None`: deleted); whether a user
+    /// that still exists changed (its profile must then reach clients). The caller
+    /// holds `users_writer`.
+    fn install_user(&self, id: UserId, stored: Option<User>) -> bool {
+        if self.users().get(&id) == stored.as_ref() {
+            return false;
+        }
+        let exists = stored.is_some();
+        self.remember_user(id, stored);
+        exists
     }
 
     /// Follows the feed until the server stops: wakes at every write another
@@ -422,16 +441,43 @@ impl State {
             full: true,
             ..Change::none()
         };
-        let stored: BTreeSet<NodeId> = self.db.list_nodes().await?.iter().map(|n| n.id).collect();
-        let known: BTreeSet<NodeId> = self.snapshot().nodes().map(|n| n.id).collect();
-        for id in stored.union(&known) {
-            change.merge(self.apply_stored_node(*id).await?);
-            change.merge(self.apply_stored_routes(*id).await?);
+        {
+            let mut alloc = self.writer.lock().await;
+            let mut nodes: BTreeMap<NodeId, Node> = self
+                .db
+                .list_nodes()
+                .await?
+                .into_iter()
+                .map(|n| (n.id, n))
+                .collect();
+            let mut routes: BTreeMap<NodeId, Vec<Route>> = BTreeMap::new();
+            for route in self.db.list_routes().await? {
+                routes.entry(route.node_id).or_default().push(route);
+            }
+            let known: BTreeSet<NodeId> = self.snapshot().nodes().map(|n| n.id).collect();
+            let ids: BTreeSet<NodeId> = nodes.keys().copied().chain(known).collect();
+            for id in ids {
+                change.merge(self.install_node(&mut alloc, id, nodes.remove(&id)));
+                change.merge(self.install_routes(id, routes.remove(&id).unwrap_or_default()));
+            }
         }
-        let users: BTreeSet<UserId> = self.db.list_users().await?.iter().map(|u| u.id).collect();
-        let known: BTreeSet<UserId> = self.users().keys().copied().collect();
-        for id in users.union(&known) {
-            change.merge(self.apply_stored_user(*id).await?);
+        let changed: Vec<UserId> = {
+            let _users = self.users_writer.lock().await;
+            let mut users: BTreeMap<UserId, User> = self
+                .db
+                .list_users()
+                .await?
+                .into_iter()
+                .map(|u| (u.id, u))
+                .collect();
+            let known: BTreeSet<UserId> = self.users().keys().copied().collect();
+            let ids: BTreeSet<UserId> = users.keys().copied().chain(known).collect();
+            ids.into_iter()
+                .filter(|id| self.install_user(*id, users.remove(id)))
+                .collect()
+        };
+        for id in changed {
+            change.merge(self.profile_changed(id).await?);
         }
         change.merge(self.apply_fed(Fed::Policy).await?);
         Ok(change)

@@ -199,24 +199,20 @@ impl std::fmt::Debug for State {
 impl State {
     /// Loads every node and route from the database and builds the address pool.
     pub async fn load(db: Db, settings: Settings) -> Result<State> {
-        // Read before the rows: a write between the two is applied again later,
-        // which changes nothing; none is missed.
-        let feed_start = if db.has_feed() {
-            db.feed_head().await?
-        } else {
-            0
-        };
         let mut remote_sessions: HashMap<NodeId, std::collections::BTreeSet<String>> =
             HashMap::new();
-        let (session_rows, session_rows_rx) = if db.has_feed() {
+        let (feed_start, session_rows, session_rows_rx) = if db.has_feed() {
+            // Read before the rows: a write between the two is applied again
+            // later, which changes nothing; none is missed.
+            let feed_start = db.feed_head().await?;
             db.register_replica().await?;
             for (node, replica) in db.sessions_elsewhere(None).await? {
                 remote_sessions.entry(node).or_default().insert(replica);
             }
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            (Some(tx), Some(rx))
+            (feed_start, Some(tx), Some(rx))
         } else {
-            (None, None)
+            (0, None, None)
         };
         let nodes = db.list_nodes().await?;
         let routes = db.list_routes().await?;

@@ -65,12 +65,24 @@ impl State {
         if !first {
             return Change::none();
         }
-        if let Some(rows) = &self.session_rows {
-            let _ = rows.send((id, true));
-        }
-        let mut change = Change::node_online(id, true);
+        self.record_session(id, true);
+        self.online_flipped(id, true)
+    }
+
+    /// Node `id` came online or went offline for everyone: peers learn it, and
+    /// the prefixes of a router may move.
+    pub(super) fn online_flipped(&self, id: NodeId, online: bool) -> Change {
+        let mut change = Change::node_online(id, online);
         change.merge(self.reelect(id));
         change
+    }
+
+    /// Hands the opening or closing of this replica's last session of `id` to
+    /// the task that writes the `sessions` table (PostgreSQL), in order.
+    fn record_session(&self, id: NodeId, open: bool) {
+        if let Some(rows) = &self.session_rows {
+            let _ = rows.send((id, open));
+        }
     }
 
     /// A map session of `id` ended; the last one takes the node offline (another
@@ -89,15 +101,12 @@ impl State {
             entry.unhealthy = false;
             entry.generation
         };
-        if let Some(rows) = &self.session_rows {
-            let _ = rows.send((id, false));
-        }
+        self.record_session(id, false);
         // Still connected through another replica (it moved there): still online.
         if self.is_online_elsewhere(id) {
             return Change::none();
         }
-        let mut change = Change::node_online(id, false);
-        change.merge(self.reelect(id));
+        let mut change = self.online_flipped(id, false);
         let now = Self::now();
         match self
             .edit_presence(id, |node| node.last_seen = Some(now))
