@@ -7,31 +7,11 @@ use crate::support::TestServer;
 #[test]
 fn the_load_generator_converges_every_simulated_node() {
     let server = TestServer::spawn();
-    server.cli(&["users", "create", "bench"]).ok();
-    let key = server
-        .cli(&[
-            "preauthkeys",
-            "create",
-            "--user",
-            "bench",
-            "--reusable",
-            "-e",
-            "1h",
-        ])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    let out = server.dir.path().join("report.json");
-    let url = server.url();
-    let out_arg = out.display().to_string();
-    server
-        .cli(&[
-            "bench",
-            "--server",
-            &url,
-            "--authkey",
-            &key,
+    let key = server.reusable_key("bench", &[]);
+    let report = server.bench(
+        &server.url(),
+        &key,
+        &[
             "--nodes",
             "30",
             "--concurrency",
@@ -46,12 +26,8 @@ fn the_load_generator_converges_every_simulated_node() {
             "4",
             "--deadline",
             "2m",
-            "--out",
-            &out_arg,
-        ])
-        .ok();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        ],
+    );
     let storm = &report["join_storm"];
     assert_eq!(
         (storm["registered"].as_u64(), storm["converged"].as_u64()),
@@ -119,15 +95,10 @@ fn under_a_partitioning_policy_nodes_see_their_cohort_and_get_a_changed_policy()
         server.config_path.as_ref().unwrap().display(),
         dir.join("second.hujson").display()
     );
-    let out = dir.join("report.json");
-    let (url, out_arg, key_list) = (server.url(), out.display().to_string(), keys.join(","));
-    server
-        .cli(&[
-            "bench",
-            "--server",
-            &url,
-            "--authkey",
-            &key_list,
+    let report = server.bench(
+        &server.url(),
+        &keys.join(","),
+        &[
             "--cohorts",
             "--nodes",
             "30",
@@ -143,12 +114,8 @@ fn under_a_partitioning_policy_nodes_see_their_cohort_and_get_a_changed_policy()
             &change,
             "--deadline",
             "2m",
-            "--out",
-            &out_arg,
-        ])
-        .ok();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        ],
+    );
     // 30 nodes in 3 cohorts: each sees the 9 others of its cohort and no one else.
     assert_eq!(report["join_storm"]["converged"], 30, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");

@@ -365,15 +365,21 @@ fn clients_come_back_by_themselves_after_the_server_is_killed() {
             std::thread::sleep(Duration::from_millis(500));
         }
         assert_eq!((a.ipv4(), ip_a.clone()), (ip_a.clone(), ip_a));
-        a.wait_status("node-b again", Duration::from_secs(30), |s| {
-            sees_peer(s, "node-b", &ip_b)
-        });
-        assert_ne!(
-            a.status()["BackendState"],
-            "NeedsLogin",
-            "no re-login needed"
-        );
+        sees_node_b_again_without_a_login(&a, &ip_b, "node-b again");
     }
+}
+
+/// After a server restart: `a` sees node-b at `ip_b` again, and was not asked to
+/// log in.
+fn sees_node_b_again_without_a_login(a: &Client, ip_b: &str, what: &str) {
+    a.wait_status(what, Duration::from_secs(30), |s| {
+        sees_peer(s, "node-b", ip_b)
+    });
+    assert_ne!(
+        a.status()["BackendState"],
+        "NeedsLogin",
+        "no re-login needed"
+    );
 }
 
 /// Moving an install from SQLite to PostgreSQL: stop headway, `headway db copy`,
@@ -390,7 +396,7 @@ fn an_install_copied_from_sqlite_to_postgres_keeps_its_clients() {
             ..Spawn::default()
         });
         let (a, _b, ip_a, ip_b) = joined_pair(&server, &version);
-        let before = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
+        let before = server.nodes();
         let dir = server.kill();
 
         let database = cluster.create_database();
@@ -427,23 +433,21 @@ fn an_install_copied_from_sqlite_to_postgres_keeps_its_clients() {
             "{}",
             server.log()
         );
-        let nodes = |server: &TestServer| -> serde_json::Value {
-            serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap()
-        };
         crate::support::wait_until(
             &format!("{version}: both clients online through PostgreSQL"),
             Duration::from_secs(90),
             || {
-                nodes(&server)
-                    .as_array()
-                    .is_some_and(|n| n.iter().filter(|n| n["online"] == true).count() == 2)
+                server
+                    .nodes()
+                    .iter()
+                    .filter(|n| n["online"] == true)
+                    .count()
+                    == 2
             },
         );
         // The same nodes, ids, keys and addresses as before the move.
-        let strip = |v: serde_json::Value| -> Vec<(String, String, String)> {
-            v.as_array()
-                .unwrap()
-                .iter()
+        let strip = |v: Vec<serde_json::Value>| -> Vec<(String, String, String)> {
+            v.iter()
                 .map(|n| {
                     (
                         n["id"].to_string(),
@@ -453,19 +457,9 @@ fn an_install_copied_from_sqlite_to_postgres_keeps_its_clients() {
                 })
                 .collect()
         };
-        assert_eq!(
-            strip(nodes(&server)),
-            strip(serde_json::from_str(&before).unwrap())
-        );
+        assert_eq!(strip(server.nodes()), strip(before));
         assert_eq!(a.ipv4(), ip_a);
-        a.wait_status("node-b through PostgreSQL", Duration::from_secs(30), |s| {
-            sees_peer(s, "node-b", &ip_b)
-        });
-        assert_ne!(
-            a.status()["BackendState"],
-            "NeedsLogin",
-            "no re-login needed"
-        );
+        sees_node_b_again_without_a_login(&a, &ip_b, "node-b through PostgreSQL");
     }
 }
 

@@ -149,21 +149,13 @@ fn users(server: &TestServer) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn nodes(server: &TestServer) -> Vec<Value> {
-    let out = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
-    serde_json::from_str::<Value>(&out)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 fn owner_of(server: &TestServer, hostname: &str) -> String {
-    nodes(server)
+    server
+        .nodes()
         .iter()
         .find(|n| n["name"] == hostname)
         .map(|n| n["user"]["name"].as_str().unwrap_or_default().to_owned())
-        .unwrap_or_else(|| panic!("no node {hostname}: {:#?}", nodes(server)))
+        .unwrap_or_else(|| panic!("no node {hostname}: {:#?}", server.nodes()))
 }
 
 #[test]
@@ -317,7 +309,7 @@ fn refusals_and_broken_answers_are_pages_and_register_nothing() {
             page.text()
         );
         assert!(
-            nodes(server).is_empty(),
+            server.nodes().is_empty(),
             "{} registered a node",
             person.login
         );
@@ -378,7 +370,7 @@ fn refusals_and_broken_answers_are_pages_and_register_nothing() {
         );
     }
     sso.provider.tamper(Tamper::Off);
-    assert!(nodes(server).is_empty());
+    assert!(server.nodes().is_empty());
 
     // The provider down at sign-in: a page says so and what an admin can do
     // (headway looks at the provider at most once a second).
@@ -549,7 +541,7 @@ fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
     let _ = up.wait();
     assert_eq!(owner_of(&server, "laptop"), "dave");
     // The node expires with the ID token (the provider's default: one hour).
-    let laptop_node = nodes(&server);
+    let laptop_node = server.nodes();
     let expiry = laptop_node[0]["expiry"]["seconds"]
         .as_i64()
         .unwrap_or_else(|| panic!("no expiry: {laptop_node:#?}"));
@@ -581,7 +573,7 @@ fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
         "{}",
         page.text()
     );
-    assert!(nodes(&wrong).is_empty() && users(&wrong).is_empty());
+    assert!(wrong.nodes().is_empty() && users(&wrong).is_empty());
     let _ = up.kill();
     let _ = up.wait();
 }

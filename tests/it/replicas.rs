@@ -16,20 +16,10 @@ fn newest() -> String {
     versions().pop().expect("a client version")
 }
 
-/// `nodes list -o json` through `server`.
-fn nodes(server: &TestServer) -> Vec<serde_json::Value> {
-    let listed = server.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
-    serde_json::from_str::<serde_json::Value>(&listed)
-        .unwrap()
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// The id of the node `server` lists under `given_name`, or a panic with the list.
 #[track_caller]
 fn node_id(server: &TestServer, given_name: &str) -> String {
-    let listed = nodes(server);
+    let listed = server.nodes();
     listed
         .iter()
         .find(|n| n["given_name"] == given_name)
@@ -305,10 +295,7 @@ fn clients_through_haproxy_survive_the_death_of_their_replica() {
 /// with the whole tailnet as its peers, and no replica logged a deadlock.
 #[test]
 fn a_thousand_registrations_spread_over_replicas_converge_without_duplicates() {
-    let nodes: u64 = std::env::var("HEADWAY_REPLICA_NODES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000);
+    let nodes: u64 = 1000;
     // Every connection comes from HAProxy's one address: the per-address
     // registration limit would refuse the storm, as it should a real one.
     let replicas = Replicas::start(2, "limits:\n  register_burst: 0\n");
@@ -317,33 +304,13 @@ fn a_thousand_registrations_spread_over_replicas_converge_without_duplicates() {
         proxy.wait_status(i, "UP", Duration::from_secs(10));
     }
     let server = replicas.server(0);
-    server.cli(&["users", "create", "bench"]).ok();
-    let key = server
-        .cli(&[
-            "preauthkeys",
-            "create",
-            "--user",
-            "bench",
-            "--reusable",
-            "-e",
-            "1h",
-        ])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    let out = server.dir.path().join("report.json");
-    let out_arg = out.display().to_string();
-    let url = proxy.url();
-    server
-        .cli(&[
-            "bench",
-            "--server",
-            &url,
-            "--authkey",
-            &key,
+    let key = server.reusable_key("bench", &[]);
+    let report = server.bench(
+        &proxy.url(),
+        &key,
+        &[
             "--nodes",
-            "1000",
+            &nodes.to_string(),
             "--concurrency",
             "64",
             "--fanout-rounds",
@@ -354,12 +321,8 @@ fn a_thousand_registrations_spread_over_replicas_converge_without_duplicates() {
             "0s",
             "--deadline",
             "3m",
-            "--out",
-            &out_arg,
-        ])
-        .ok();
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        ],
+    );
     let storm = &report["join_storm"];
     assert_eq!(
         (storm["registered"].as_u64(), storm["converged"].as_u64()),

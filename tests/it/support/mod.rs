@@ -377,6 +377,28 @@ impl TestServer {
         strip_ansi(&text)
     }
 
+    /// Every node as `nodes list -o json` shows it.
+    pub fn nodes(&self) -> Vec<serde_json::Value> {
+        let listed = self.cli(&["nodes", "list", "-o", "json"]).ok().stdout;
+        serde_json::from_str::<serde_json::Value>(&listed)
+            .unwrap()
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Runs the load generator (`headway bench`) against `url` with `key` and
+    /// `args`, and returns its JSON report (written into this server's directory).
+    pub fn bench(&self, url: &str, key: &str, args: &[&str]) -> serde_json::Value {
+        let out = self.dir.path().join("report.json");
+        let out_arg = out.display().to_string();
+        let mut command = vec!["bench", "--server", url, "--authkey", key];
+        command.extend_from_slice(args);
+        command.extend_from_slice(&["--out", &out_arg]);
+        self.cli(&command).ok();
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    }
+
     /// A reusable one-hour pre-auth key of `user` (created if needed), with extra flags.
     pub fn reusable_key(&self, user: &str, flags: &[&str]) -> String {
         self.cli(&["users", "create", user]);
