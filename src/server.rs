@@ -48,6 +48,8 @@ pub struct Server {
     control: Control,
     noise_key: Arc<ServerKey>,
     derp_config: crate::config::Derp,
+    /// The embedded relay's own region, when it is in the DERP map.
+    relay_region: Option<crate::tailcfg::DERPRegion>,
     /// The certificate `listen_addr` also serves TLS with (files, or the relay's own).
     tls: Option<Arc<rustls::ServerConfig>>,
     /// The embedded DERP relay and its STUN socket, when `derp.server.enabled`.
@@ -149,7 +151,11 @@ impl Server {
             }
             _ => None,
         };
-        let derp = crate::derp::load(&config.derp, embedded_region)
+        if let Some(region) = &embedded_region {
+            // Other replicas on the same database serve this region beside theirs.
+            state.announce_relay_region(serde_json::to_string(region)?);
+        }
+        let derp = crate::derp::load(&config.derp, embedded_region.clone())
             .await
             .context("derp")?;
         let map_settings = MapSettings::from_config(&config);
@@ -250,6 +256,7 @@ impl Server {
             control,
             noise_key: Arc::new(ServerKey::from_private(&noise_key)),
             derp_config: config.derp.clone(),
+            relay_region: embedded_region,
             tls,
             relay,
             acme,
@@ -316,6 +323,13 @@ impl Server {
             .spawn_refresh(&self.derp_config, stopped())
         {
             owned.spawn(async move { drop(refresh.await) });
+        }
+        if self.state.is_replicated() {
+            owned.spawn(follow_replica_relays(
+                self.state.clone(),
+                self.control.derp.clone(),
+                self.relay_region.clone(),
+            ));
         }
         let mut derp_updates = self.control.derp.subscribe();
         let notify_state = self.state.clone();
@@ -740,6 +754,53 @@ fn log_policy_status(status: &crate::state::PolicyStatus) {
 }
 
 /// Reloads the policy on SIGHUP, and (file mode) when the file's contents
+/// Serves the other replicas' embedded relays beside this one's (several replicas
+/// on one PostgreSQL database), so that two clients on different replicas can
+/// relay to each other: what the replicas announced is read at every heartbeat,
+/// and a region gone with its replica leaves the map. A region that clashes with
+/// this replica's own is left out, with one warning saying what to change.
+async fn follow_replica_relays(
+    state: Arc<State>,
+    derp: crate::derp::DerpMaps,
+    own: Option<crate::tailcfg::DERPRegion>,
+) {
+    let mut warned: std::collections::HashSet<(String, String)> = Default::default();
+    let mut tick = tokio::time::interval(crate::state::feed::HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let announced = match state.relay_regions_elsewhere().await {
+            Ok(announced) => announced,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the other replicas' relay regions");
+                continue;
+            }
+        };
+        let mut regions = Vec::with_capacity(announced.len());
+        for (replica, text) in announced {
+            let why = match serde_json::from_str::<crate::tailcfg::DERPRegion>(&text) {
+                Err(err) => format!("its relay region does not parse: {err}"),
+                Ok(region) => {
+                    let clash = own
+                        .as_ref()
+                        .and_then(|own| crate::derp::embedded::clash(own, &region));
+                    match clash {
+                        Some(why) => why,
+                        None => {
+                            regions.push((replica, region));
+                            continue;
+                        }
+                    }
+                }
+            };
+            if warned.insert((replica.clone(), why.clone())) {
+                tracing::warn!(%replica, "leaving replica {replica}'s relay out of the DERP map: {why}");
+            }
+        }
+        derp.set_replica_regions(regions).await;
+    }
+}
+
 /// change: a broken policy is logged and the running one stays.
 async fn watch_policy(state: Arc<State>) {
     use tokio::signal::unix::{SignalKind, signal};

@@ -183,34 +183,37 @@ async fn handle(
     // A new node key without a pre-auth key (`tailscale up --force-reauth`, or a
     // login after expiry) is a new login, as in Headscale: the person or an admin
     // authenticates it again, even though the machine still holds its old key.
-    Ok(RegisterResponse::auth_url(begin_interactive(
-        ctl, peer, req,
-    )?))
+    Ok(RegisterResponse::auth_url(
+        begin_interactive(ctl, peer, req).await?,
+    ))
 }
 
 /// Queues an interactive registration and returns the URL the client shows.
-fn begin_interactive(
+async fn begin_interactive(
     ctl: &Control,
     peer: &NoisePeer,
     req: &RegisterRequest,
 ) -> state::Result<String> {
     let hostinfo = req.hostinfo.as_ref();
-    let (id, _) = ctl.state.begin_registration(state::RegistrationRequest {
-        machine_key: peer.machine_key,
-        node_key: req.node_key,
-        hostname: hostinfo
-            .map(|h| h.hostname())
-            .unwrap_or_default()
-            .to_owned(),
-        hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
-        advertised_routes: hostinfo
-            .map(|h| h.routable_ips().to_vec())
-            .unwrap_or_default(),
-        requested_tags: hostinfo
-            .map(|h| h.request_tags().to_vec())
-            .unwrap_or_default(),
-        requested_expiry: req.expiry.filter(|e| *e > chrono::Utc::now()),
-    })?;
+    let (id, _) = ctl
+        .state
+        .begin_registration(state::RegistrationRequest {
+            machine_key: peer.machine_key,
+            node_key: req.node_key,
+            hostname: hostinfo
+                .map(|h| h.hostname())
+                .unwrap_or_default()
+                .to_owned(),
+            hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
+            advertised_routes: hostinfo
+                .map(|h| h.routable_ips().to_vec())
+                .unwrap_or_default(),
+            requested_tags: hostinfo
+                .map(|h| h.request_tags().to_vec())
+                .unwrap_or_default(),
+            requested_expiry: req.expiry.filter(|e| *e > chrono::Utc::now()),
+        })
+        .await?;
     Ok(format!("{}/register/{id}", ctl.server_url))
 }
 
@@ -229,11 +232,11 @@ async fn follow_up(
     let Some(id) = id else {
         return Ok(RegisterResponse::error("invalid followup URL"));
     };
-    let Some(mut outcome) = ctl.state.watch_registration(&id) else {
+    let Some(mut outcome) = ctl.state.watch_registration(&id).await? else {
         // Unknown or expired: start over with a fresh URL.
-        return Ok(RegisterResponse::auth_url(begin_interactive(
-            ctl, peer, req,
-        )?));
+        return Ok(RegisterResponse::auth_url(
+            begin_interactive(ctl, peer, req).await?,
+        ));
     };
     loop {
         let current = outcome.borrow_and_update().clone();
@@ -254,9 +257,9 @@ async fn follow_up(
         }
         if outcome.changed().await.is_err() {
             // The registration expired unanswered: hand out a new URL.
-            return Ok(RegisterResponse::auth_url(begin_interactive(
-                ctl, peer, req,
-            )?));
+            return Ok(RegisterResponse::auth_url(
+                begin_interactive(ctl, peer, req).await?,
+            ));
         }
     }
 }

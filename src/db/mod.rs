@@ -25,6 +25,7 @@ mod sqlite;
 #[cfg(any(test, feature = "full-suite"))]
 pub mod testing;
 mod users;
+mod waiting;
 
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ mod tests;
 pub use copy::Copied;
 pub use feed::{Fed, FeedEntry, FeedListener};
 pub use presence::Leadership;
+pub use waiting::{Verdict, WaitingKey, WaitingRegistration};
 
 /// Storage failures. `NotFound` and `Conflict` are meant for users; the others are logged.
 #[derive(Debug, thiserror::Error)]

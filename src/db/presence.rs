@@ -13,6 +13,7 @@ enum Replicas {
     Table,
     Name,
     SeenAt,
+    RelayRegion,
 }
 
 #[derive(Clone, Copy, Iden)]
@@ -39,12 +40,15 @@ impl Db {
         Ok(())
     }
 
-    /// Refreshes this replica's row; `false` when it is gone (the others took this
-    /// process for dead and deleted its sessions: register again and re-record them).
-    pub async fn heartbeat(&self) -> Result<bool> {
+    /// Refreshes this replica's row and the relay region it announces to the
+    /// others (tailcfg's JSON, opaque here); `false` when the row is gone (the others
+    /// took this process for dead and deleted its sessions: register again and
+    /// re-record them).
+    pub async fn heartbeat(&self, relay_region: Option<&str>) -> Result<bool> {
         let stmt = Query::update()
             .table(Replicas::Table)
             .value(Replicas::SeenAt, Expr::cust("now()"))
+            .value(Replicas::RelayRegion, relay_region)
             .and_where(Expr::col(Replicas::Name).eq(self.replica()))
             .to_owned();
         Ok(rows::execute(self.write(), &stmt).await? > 0)
@@ -69,6 +73,21 @@ impl Db {
             .to_owned();
         rows::execute(self.write(), &stmt).await?;
         Ok(())
+    }
+
+    /// The relay region every live replica announced at its last heartbeat (its
+    /// name, and the region as it wrote it), this one's included, by name.
+    pub async fn relay_regions(&self) -> Result<Vec<(String, Option<String>)>> {
+        let stmt = Query::select()
+            .columns([Replicas::Name, Replicas::RelayRegion])
+            .from(Replicas::Table)
+            .order_by(Replicas::Name, sea_query::Order::Asc)
+            .to_owned();
+        rows::read_all(self.read(), &stmt, |row| {
+            let r = RowReader::new(row, "replicas");
+            Ok((r.text(Replicas::Name)?, r.opt_text(Replicas::RelayRegion)?))
+        })
+        .await
     }
 
     /// Records (or forgets) that node `id` has a map session on this replica.

@@ -322,7 +322,7 @@ impl<'r> RowReader<'r> {
             .transpose()
     }
 
-    fn parse_text<T>(&self, column: impl Iden + Copy, text: &str) -> Result<T>
+    pub fn parse_text<T>(&self, column: impl Iden + Copy, text: &str) -> Result<T>
     where
         T: FromStr,
         T::Err: Display,

@@ -51,6 +51,38 @@ pub fn region(config: &DerpServer, at: &Endpoint) -> DERPRegion {
     }
 }
 
+/// Why another replica's relay region cannot sit beside this replica's `own` in
+/// one DERP map, if it cannot: the same region id (one would hide the other), or
+/// the same address (a client could not tell which relay it reaches).
+pub fn clash(own: &DERPRegion, other: &DERPRegion) -> Option<String> {
+    if own.region_id == other.region_id {
+        return Some(format!(
+            "its relay is region {} like this replica's: give each replica its own \
+             derp.server.region_id (and region_code)",
+            own.region_id
+        ));
+    }
+    let address = |r: &DERPRegion| {
+        r.nodes.first().map(|n| {
+            (
+                n.host_name.clone(),
+                n.ipv4.clone(),
+                n.ipv6.clone(),
+                n.derp_port,
+            )
+        })
+    };
+    match (address(own), address(other)) {
+        (Some(a), Some(b)) if a == b => Some(format!(
+            "its relay is reached at the same address as this replica's ({}:{}): behind a \
+             load balancer, set derp.server.ipv4 (and ipv6) to each replica's own address, \
+             where clients reach it directly at port {}",
+            a.0, a.3, a.3
+        )),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +126,39 @@ mod tests {
         assert_eq!(node.ipv4, "198.51.100.9");
         assert_eq!(node.cert_name, "");
         assert_eq!(node.stun_port, -1);
+    }
+
+    #[test]
+    fn replicas_clash_on_one_region_id_or_one_address_and_not_otherwise() {
+        let at = |host: &str| Endpoint {
+            host: host.into(),
+            port: 443,
+            pin: None,
+            stun_port: None,
+        };
+        let with = |id: i32, ipv4: Option<&str>| {
+            let mut config = config();
+            config.region_id = id;
+            config.ipv4 = ipv4.map(|ip| ip.parse().unwrap());
+            config
+        };
+        let own = region(&with(900, Some("192.0.2.1")), &at("hw.example.com"));
+        let same_id = region(&with(900, Some("192.0.2.2")), &at("hw.example.com"));
+        assert!(
+            clash(&own, &same_id)
+                .unwrap()
+                .contains("derp.server.region_id")
+        );
+        // Behind one balancer, with no address of their own: the same place twice.
+        let behind = region(&with(901, None), &at("hw.example.com"));
+        let own_behind = region(&with(900, None), &at("hw.example.com"));
+        let why = clash(&own_behind, &behind).unwrap();
+        assert!(
+            why.contains("derp.server.ipv4") && why.contains("hw.example.com:443"),
+            "{why}"
+        );
+        // Each with its own address: both belong in the map.
+        let apart = region(&with(901, Some("192.0.2.2")), &at("hw.example.com"));
+        assert_eq!(clash(&own, &apart), None);
     }
 }

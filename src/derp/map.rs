@@ -45,6 +45,9 @@ pub enum Error {
 pub enum Source {
     Url(String),
     Path(PathBuf),
+    /// The embedded relay of another headway replica on the same database, by the
+    /// replica's name; merged after the files and before this replica's own.
+    Replica(String),
     /// headway's own relay (`derp.server`); merged last, so it wins its region id.
     Embedded,
 }
@@ -54,6 +57,7 @@ impl fmt::Display for Source {
         match self {
             Source::Url(url) => write!(f, "derp.urls {url}"),
             Source::Path(path) => write!(f, "derp.paths {}", path.display()),
+            Source::Replica(name) => write!(f, "the relay of replica {name}"),
             Source::Embedded => write!(f, "the embedded relay (derp.server)"),
         }
     }

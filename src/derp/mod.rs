@@ -87,8 +87,9 @@ impl Sources {
                     message: "no HTTP client".into(),
                 }),
                 (Source::Path(path), _) => map::read_file(path).await,
-                // Built at start-up from the config; nothing to read again.
-                (Source::Embedded, _) => continue,
+                // Built at start-up from the config, or announced by another
+                // replica: nothing to read again.
+                (Source::Embedded | Source::Replica(_), _) => continue,
             };
             match read {
                 Ok(read) => entry.last_good = Some(read),
@@ -192,6 +193,38 @@ impl DerpMaps {
         }
         let (map, notes) = sources.merge();
         drop(sources);
+        self.publish(map, notes)
+    }
+
+    /// Replaces the regions of the other replicas' embedded relays (ARCHITECTURE.md,
+    /// "Several replicas"), by replica name: merged after `derp.urls` and
+    /// `derp.paths`, before this replica's own region. Returns whether a new map
+    /// was published.
+    pub async fn set_replica_regions(&self, regions: Vec<(String, DERPRegion)>) -> bool {
+        let mut sources = self.shared.sources.lock().await;
+        sources
+            .entries
+            .retain(|e| !matches!(e.source, Source::Replica(_)));
+        let at = sources
+            .entries
+            .iter()
+            .position(|e| e.source == Source::Embedded)
+            .unwrap_or(sources.entries.len());
+        let replicas = regions.into_iter().map(|(name, region)| Entry {
+            source: Source::Replica(name),
+            last_good: Some(SourceMap {
+                regions: [(region.region_id, Some(region))].into(),
+                home_params: None,
+            }),
+        });
+        sources.entries.splice(at..at, replicas);
+        let (map, notes) = sources.merge();
+        drop(sources);
+        self.publish(map, notes)
+    }
+
+    /// Makes `map` the current one, if it differs from it.
+    fn publish(&self, map: DERPMap, notes: Vec<String>) -> bool {
         if *self.current() == map {
             return false;
         }

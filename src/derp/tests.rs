@@ -338,3 +338,51 @@ async fn no_source_gives_an_empty_map_and_no_refresh() {
     let fixed = DerpMaps::fixed(maps.current().as_ref().clone());
     assert!(!fixed.refresh().await);
 }
+
+#[tokio::test]
+async fn other_replicas_regions_join_the_map_and_leave_it_with_them() {
+    let region = |id: u32, code: &str| crate::tailcfg::DERPRegion {
+        region_id: id,
+        region_code: code.into(),
+        ..Default::default()
+    };
+    let config = derp_config(&[], &["regions.yaml"]);
+    let maps = load(&config, Some(region(990, "own"))).await.unwrap();
+    let from_file: Vec<u32> = maps.current().regions.keys().copied().collect();
+    let mut updates = maps.subscribe();
+    let ids = |maps: &DerpMaps| maps.current().regions.keys().copied().collect::<Vec<_>>();
+
+    let others = vec![
+        ("b".to_owned(), region(991, "b")),
+        ("c".to_owned(), region(992, "c")),
+    ];
+    assert!(maps.set_replica_regions(others.clone()).await);
+    assert!(updates.has_changed().unwrap());
+    updates.borrow_and_update();
+    let mut expected = from_file.clone();
+    expected.extend([991, 992]);
+    expected.sort_unstable();
+    assert_eq!(ids(&maps), expected);
+    assert_eq!(maps.current().regions[&990].region_code, "own");
+
+    // The same regions again publish nothing; a refresh of the files keeps them.
+    assert!(!maps.set_replica_regions(others).await);
+    assert!(!maps.refresh().await);
+    assert!(!updates.has_changed().unwrap());
+    assert_eq!(ids(&maps), expected);
+
+    // A replica whose region says this one's id does not replace it.
+    let clashing = vec![
+        ("b".to_owned(), region(991, "b")),
+        ("d".to_owned(), region(990, "d")),
+    ];
+    assert!(maps.set_replica_regions(clashing).await, "c is gone");
+    assert_eq!(maps.current().regions[&990].region_code, "own");
+    assert!(!ids(&maps).contains(&992));
+
+    // Replicas gone: back to the files and this replica's own region.
+    assert!(maps.set_replica_regions(Vec::new()).await);
+    let mut alone = from_file;
+    alone.sort_unstable();
+    assert_eq!(ids(&maps), alone);
+}

@@ -368,6 +368,7 @@ impl HeadscaleService for AdminApi {
     ) -> Reply<pb::AuthRejectResponse> {
         self.state
             .reject_registration(&req.into_inner().auth_id)
+            .await
             .map_err(convert::status)?;
         Ok(Response::new(pb::AuthRejectResponse {}))
     }

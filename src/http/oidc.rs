@@ -221,7 +221,11 @@ pub async fn callback(
         Purpose::Register(id) => id,
         Purpose::SshCheck(id) => return ssh_check(&site, &id, &identity).await,
     };
-    let Some(pending) = site.state.pending_registration(&id) else {
+    let pending = match site.state.pending_registration(&id).await {
+        Ok(pending) => pending,
+        Err(err) => return super::pages::unavailable(&err),
+    };
+    let Some(pending) = pending else {
         return failure(
             StatusCode::GONE,
             "Registration expired",

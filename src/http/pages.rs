@@ -49,7 +49,11 @@ pub async fn register(Shared(site): Shared<Site>, Path(id): Path<String>) -> Res
             "This is not a registration link. Run `tailscale up` again and open the link it prints.",
         );
     };
-    let Some(pending) = site.state.pending_registration(&id) else {
+    let pending = match site.state.pending_registration(&id).await {
+        Ok(pending) => pending,
+        Err(err) => return unavailable(&err),
+    };
+    let Some(pending) = pending else {
         return not_found(
             "This registration is unknown or has expired (they last 15 minutes). Run `tailscale up` again and open the new link.",
         );
@@ -101,6 +105,19 @@ pub async fn auth(Shared(site): Shared<Site>, Path(id): Path<String>) -> Respons
         reject = code(&format!("headway auth reject --auth-id {id}")),
     );
     Html(page("Authentication check", &body)).into_response()
+}
+
+/// A registration page the server cannot answer now (its database failed).
+pub(super) fn unavailable(err: &crate::state::Error) -> Response {
+    tracing::warn!(error = %err, "could not read a waiting registration");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Html(page(
+            "Try again in a moment",
+            "<p>The server cannot read its database right now. Reload this page in a moment.</p>",
+        )),
+    )
+        .into_response()
 }
 
 fn not_found(message: &str) -> Response {

@@ -147,7 +147,7 @@ impl State {
 
     /// Node `id` as stored now: added, replaced or removed in memory, read and
     /// installed under the same lock local node mutations take.
-    async fn apply_stored_node(&self, id: NodeId) -> Result<Change> {
+    pub(super) async fn apply_stored_node(&self, id: NodeId) -> Result<Change> {
         let mut alloc = self.writer.lock().await;
         let stored = self.db.get_node(id).await?;
         Ok(self.install_node(&mut alloc, id, stored))
@@ -260,6 +260,7 @@ impl State {
             }
         });
         self.spawn_presence();
+        self.spawn_verdicts();
         let start = self.feed_start;
         self.tasks.spawn(async move {
             let mut mark = Watermark::new(start);
@@ -307,6 +308,9 @@ impl State {
                     if let Err(err) = state.db.prune_feed(FEED_RETENTION).await {
                         tracing::warn!(error = %err, "could not prune the change feed");
                     }
+                    if let Err(err) = state.prune_waiting().await {
+                        tracing::warn!(error = %err, "could not prune registrations nobody decided");
+                    }
                 }
             }
         });
@@ -315,7 +319,11 @@ impl State {
     /// One heartbeat: refresh this replica (registering again if it was reaped)
     /// and reap replicas that went silent.
     pub(super) async fn beat(&self) -> Result<()> {
-        if !self.db.heartbeat().await? {
+        if !self
+            .db
+            .heartbeat(self.relay_region.get().map(String::as_str))
+            .await?
+        {
             // Taken for dead (a long pause): come back with every open session.
             tracing::warn!("other replicas took this one for dead; registering again");
             self.db.register_replica().await?;
@@ -365,6 +373,31 @@ impl State {
             *held = Some(lock);
         }
         Ok(held.is_some())
+    }
+
+    /// Whether other headway processes may share this database (PostgreSQL): the
+    /// change feed and the replicas' presence run only then.
+    pub fn is_replicated(&self) -> bool {
+        self.db.has_feed()
+    }
+
+    /// Sets the relay region this replica announces to the others with each
+    /// heartbeat (tailcfg's JSON form; the first call wins).
+    pub fn announce_relay_region(&self, region: String) {
+        let _ = self.relay_region.set(region);
+    }
+
+    /// The relay regions the other live replicas announced, by replica name.
+    pub async fn relay_regions_elsewhere(&self) -> Result<Vec<(String, String)>> {
+        let own = self.db.replica();
+        Ok(self
+            .db
+            .relay_regions()
+            .await?
+            .into_iter()
+            .filter(|(name, _)| name != own)
+            .filter_map(|(name, region)| Some((name, region?)))
+            .collect())
     }
 
     /// At a clean stop (PostgreSQL): this replica's sessions end for the others

@@ -89,7 +89,7 @@ impl State {
         user: UserId,
         expiry: Option<Timestamp>,
     ) -> Result<(NodeView, bool, Change)> {
-        let reg = self.take_pending(id.as_str())?;
+        let reg = self.take_pending(id.as_str()).await?;
         let known = self
             .snapshot()
             .by_machine_key(&reg.machine_key)

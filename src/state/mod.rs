@@ -19,6 +19,7 @@ mod register;
 mod routes;
 mod ssh_check;
 mod users;
+mod waiting;
 
 #[cfg(test)]
 mod tests;
@@ -186,6 +187,9 @@ pub struct State {
     session_rows_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(NodeId, bool)>>>,
     /// The periodic jobs' lock while this replica holds it (PostgreSQL).
     leadership: tokio::sync::Mutex<Option<db::Leadership>>,
+    /// This replica's relay region as the other replicas should serve it
+    /// (PostgreSQL; tailcfg's JSON form, set once by the composition root).
+    relay_region: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for State {
@@ -246,6 +250,7 @@ impl State {
             session_rows,
             session_rows_rx: Mutex::new(session_rows_rx),
             leadership: tokio::sync::Mutex::new(None),
+            relay_region: std::sync::OnceLock::new(),
         })
     }
 

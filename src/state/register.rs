@@ -77,7 +77,10 @@ pub struct PendingRegistration {
     pub requested_tags: Vec<String>,
     pub requested_expiry: Option<Timestamp>,
     pub created_at: Timestamp,
-    outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
+    /// Whether its client waits on this replica (else an admin here took it from
+    /// the database, and its outcome reaches the client through there).
+    pub(super) local: bool,
+    pub(super) outcome: Arc<watch::Sender<Option<RegistrationOutcome>>>,
 }
 
 /// What a client asking to be registered interactively sent.
@@ -120,7 +123,8 @@ impl State {
     /// Records a client waiting for an admin and returns its id and a receiver
     /// that yields the outcome. A client retrying with the same node key gets its
     /// existing entry back. Refused while [`MAX_PENDING_REGISTRATIONS`] wait.
-    pub fn begin_registration(
+    /// With several replicas, the others can see and decide it too.
+    pub async fn begin_registration(
         &self,
         req: RegistrationRequest,
     ) -> Result<(RegistrationId, watch::Receiver<Option<RegistrationOutcome>>)> {
@@ -134,42 +138,48 @@ impl State {
             requested_expiry,
         } = req;
         let now = Self::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.drop_stale(&mut pending, now);
-        if let Some(existing) = pending
-            .values()
-            .find(|p| p.node_key == node_key && p.machine_key == machine_key)
-        {
-            return Ok((existing.id.clone(), existing.outcome.subscribe()));
-        }
-        if pending.len() >= MAX_PENDING_REGISTRATIONS {
-            tracing::warn!(
-                waiting = pending.len(),
-                "refused an interactive registration: too many are waiting for an admin"
-            );
-            return Err(Error::ResourceExhausted(format!(
-                "{MAX_PENDING_REGISTRATIONS} registrations are already waiting for an admin; try again later"
-            )));
-        }
-        let hostinfo = hostinfo.filter(|h| h.len() <= MAX_PENDING_HOSTINFO);
         let (tx, rx) = watch::channel(None);
-        let id = RegistrationId::generate();
-        pending.insert(
-            id.clone(),
-            PendingRegistration {
-                id: id.clone(),
-                machine_key,
-                node_key,
-                hostname,
-                hostinfo,
-                advertised_routes,
-                requested_tags,
-                requested_expiry,
-                created_at: now,
-                outcome: Arc::new(tx),
-            },
-        );
-        Ok((id, rx))
+        let reg = PendingRegistration {
+            id: RegistrationId::generate(),
+            machine_key,
+            node_key,
+            hostname,
+            hostinfo: hostinfo.filter(|h| h.len() <= MAX_PENDING_HOSTINFO),
+            advertised_routes,
+            requested_tags,
+            requested_expiry,
+            created_at: now,
+            local: true,
+            outcome: Arc::new(tx),
+        };
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            self.drop_stale(&mut pending, now);
+            if let Some(existing) = pending
+                .values()
+                .find(|p| p.local && p.node_key == node_key && p.machine_key == machine_key)
+            {
+                return Ok((existing.id.clone(), existing.outcome.subscribe()));
+            }
+            if pending.len() >= MAX_PENDING_REGISTRATIONS {
+                tracing::warn!(
+                    waiting = pending.len(),
+                    "refused an interactive registration: too many are waiting for an admin"
+                );
+                return Err(Error::ResourceExhausted(format!(
+                    "{MAX_PENDING_REGISTRATIONS} registrations are already waiting for an admin; try again later"
+                )));
+            }
+            pending.insert(reg.id.clone(), reg.clone());
+        }
+        if let Err(err) = self.share_waiting(&reg).await {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&reg.id);
+            return Err(err);
+        }
+        Ok((reg.id, rx))
     }
 
     /// Queues a made-up registration under a chosen id (`DebugCreateNode`), so the
@@ -199,29 +209,63 @@ impl State {
             requested_tags: Vec::new(),
             requested_expiry: None,
             created_at: now,
+            local: true,
             outcome: Arc::new(tx),
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if pending.contains_key(&id) {
-            return Err(Error::AlreadyExists(format!(
-                "registration {id} is already pending"
-            )));
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.contains_key(&id) {
+                return Err(Error::AlreadyExists(format!(
+                    "registration {id} is already pending"
+                )));
+            }
+            pending.insert(id.clone(), reg.clone());
         }
-        pending.insert(id, reg.clone());
+        if let Err(err) = self.share_waiting(&reg).await {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(err);
+        }
         Ok(reg)
     }
 
     /// A receiver for the outcome of pending registration `id`, if it is still waiting
-    /// (a client's follow-up request waits on it).
-    pub fn watch_registration(
+    /// (a client's follow-up request waits on it). A client whose registration
+    /// began on another replica waits here from now on.
+    pub async fn watch_registration(
         &self,
         id: &RegistrationId,
-    ) -> Option<watch::Receiver<Option<RegistrationOutcome>>> {
-        self.pending_registration(id).map(|p| p.outcome.subscribe())
+    ) -> Result<Option<watch::Receiver<Option<RegistrationOutcome>>>> {
+        if let Some(reg) = self.local_pending(id) {
+            return Ok(Some(reg.outcome.subscribe()));
+        }
+        let Some(mut reg) = self.find_shared(id).await? else {
+            return Ok(None);
+        };
+        reg.local = true;
+        let rx = reg.outcome.subscribe();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reg.id.clone(), reg);
+        Ok(Some(rx))
     }
 
-    /// The pending registration with this id, if it is still waiting.
-    pub fn pending_registration(&self, id: &RegistrationId) -> Option<PendingRegistration> {
+    /// The pending registration with this id, if it is still waiting (here, or,
+    /// with several replicas, on another).
+    pub async fn pending_registration(
+        &self,
+        id: &RegistrationId,
+    ) -> Result<Option<PendingRegistration>> {
+        match self.local_pending(id) {
+            Some(reg) => Ok(Some(reg)),
+            None => self.find_shared(id).await,
+        }
+    }
+
+    fn local_pending(&self, id: &RegistrationId) -> Option<PendingRegistration> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         self.drop_stale(&mut pending, Self::now());
         pending.get(id).cloned()
@@ -238,48 +282,67 @@ impl State {
     }
 
     /// Finds and removes the pending registration that `key` names: a registration
-    /// id (with or without `hskey-authreq-`), a `nodekey:` or an `mkey:`.
-    pub(super) fn take_pending(&self, key: &str) -> Result<PendingRegistration> {
+    /// id (with or without `hskey-authreq-`), a `nodekey:` or an `mkey:`. With
+    /// several replicas it is claimed in the database, so that no other admin
+    /// decides it at the same time, wherever its client waits.
+    pub(super) async fn take_pending(&self, key: &str) -> Result<PendingRegistration> {
         let key = key.trim();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        self.drop_stale(&mut pending, Self::now());
-        let found = if let Some(id) = RegistrationId::parse(key) {
-            pending.get(&id).map(|p| p.id.clone())
+        let wanted = if let Some(id) = RegistrationId::parse(key) {
+            crate::db::WaitingKey::Id(id.as_str().to_owned())
         } else if let Ok(node_key) = key.parse::<NodeKey>() {
-            pending
-                .values()
-                .find(|p| p.node_key == node_key)
-                .map(|p| p.id.clone())
+            crate::db::WaitingKey::NodeKey(node_key)
         } else if let Ok(machine_key) = key.parse::<MachineKey>() {
-            pending
-                .values()
-                .find(|p| p.machine_key == machine_key)
-                .map(|p| p.id.clone())
+            crate::db::WaitingKey::MachineKey(machine_key)
         } else {
             return Err(Error::InvalidArgument(format!(
                 "{key:?} is not a registration id (hskey-authreq-…), a nodekey:… or an mkey:… key"
             )));
         };
-        found.and_then(|id| pending.remove(&id)).ok_or_else(|| {
+        let not_found = || {
             Error::NotFound(format!(
                 "no pending registration matches {key:?}: it may have expired; run `tailscale up` again and use the key from the URL it prints"
             ))
-        })
+        };
+        let claimed = if self.db.has_feed() {
+            Some(self.claim_shared(&wanted).await?.ok_or_else(not_found)?)
+        } else {
+            None
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_stale(&mut pending, Self::now());
+        let found = match &claimed {
+            Some(claimed) => Some(claimed.id.clone()),
+            None => pending
+                .values()
+                .find(|p| match &wanted {
+                    crate::db::WaitingKey::Id(id) => p.id.as_str() == id,
+                    crate::db::WaitingKey::NodeKey(k) => p.node_key == *k,
+                    crate::db::WaitingKey::MachineKey(k) => p.machine_key == *k,
+                })
+                .map(|p| p.id.clone()),
+        };
+        found
+            .and_then(|id| pending.remove(&id))
+            .or(claimed)
+            .ok_or_else(not_found)
     }
 
     /// Puts a registration taken with `take_pending` back, so that it can be
     /// completed again after a failure.
-    pub(super) fn put_back(&self, reg: PendingRegistration) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reg.id.clone(), reg);
+    pub(super) async fn put_back(&self, reg: PendingRegistration) {
+        self.release_shared(&reg.id).await;
+        if reg.local {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(reg.id.clone(), reg);
+        }
     }
 
     /// Registers a waiting client to `user` (a name or an id): `nodes register` / `auth register`.
     pub async fn complete_registration(&self, key: &str, user: &str) -> Result<(NodeView, Change)> {
         let user = self.find_user(user).await?;
-        let reg = self.take_pending(key)?;
+        let reg = self.take_pending(key).await?;
         let (node, change) = self
             .register_pending(reg, user.id, RegisterMethod::Cli, None)
             .await?;
@@ -312,12 +375,14 @@ impl State {
         };
         match self.admit(admission).await {
             Ok((node, change)) => {
+                self.decide_shared(&reg.id, crate::db::Verdict::Registered(node.id))
+                    .await;
                 reg.outcome
                     .send_replace(Some(RegistrationOutcome::Registered(node.id)));
                 Ok((node, change))
             }
             Err(err) => {
-                self.put_back(reg);
+                self.put_back(reg).await;
                 Err(err)
             }
         }
@@ -334,6 +399,7 @@ impl State {
         }
         let reg = self
             .pending_registration(&id)
+            .await?
             .ok_or_else(|| Error::NotFound(format!("no pending auth request {id}")))?;
         let owner = self
             .snapshot()
@@ -352,16 +418,18 @@ impl State {
     }
 
     /// Refuses a waiting registration; its client is told so.
-    pub fn reject_registration(&self, auth_id: &str) -> Result<()> {
+    pub async fn reject_registration(&self, auth_id: &str) -> Result<()> {
         if let Some(id) = RegistrationId::parse(auth_id)
             && self.decide_ssh_check(&id, super::SshVerdict::Rejected)
         {
             return Ok(());
         }
-        let reg = self.take_pending(auth_id)?;
-        reg.outcome.send_replace(Some(RegistrationOutcome::Rejected(
-            "registration rejected by an administrator".into(),
-        )));
+        let reg = self.take_pending(auth_id).await?;
+        let reason = "registration rejected by an administrator";
+        self.decide_shared(&reg.id, crate::db::Verdict::Rejected(reason.into()))
+            .await;
+        reg.outcome
+            .send_replace(Some(RegistrationOutcome::Rejected(reason.into())));
         Ok(())
     }
 
@@ -455,7 +523,15 @@ impl State {
                 };
                 let (ipv4, ipv6) =
                     allocated.map_err(|e| Error::ResourceExhausted(e.to_string()))?;
-                let given_name = GivenName::unique(&base, |n| {
+                // A retry lost a name to another replica that wants the same
+                // lowest free ones: skip a random few, more with every try.
+                let skip = if tries == 1 {
+                    0
+                } else {
+                    u64::from(u16::from_le_bytes(crate::types::secret::random_bytes()))
+                        % (1u64 << (2 * tries))
+                };
+                let given_name = GivenName::unique_skipping(&base, skip, |n| {
                     snap.given_name_taken(n, None) || names_taken_elsewhere.contains(n)
                 });
                 let draft = Node {

@@ -186,8 +186,14 @@ async fn a_node_key_of_another_machine_is_refused() {
 async fn waiting_clients_learn_the_outcome() {
     let (_dir, state) = state(None).await;
     state.create_user("default", "", "", "").await.unwrap();
-    let (id, mut rx) = state.begin_registration(request(5, 6, "laptop")).unwrap();
-    let (retry_id, _) = state.begin_registration(request(5, 6, "laptop")).unwrap();
+    let (id, mut rx) = state
+        .begin_registration(request(5, 6, "laptop"))
+        .await
+        .unwrap();
+    let (retry_id, _) = state
+        .begin_registration(request(5, 6, "laptop"))
+        .await
+        .unwrap();
     assert_eq!(retry_id, id, "a retrying client keeps its registration id");
     let key = format!("nodekey:{}", hex::encode([6u8; 32]));
     let (view, _) = state.complete_registration(&key, "default").await.unwrap();
@@ -196,10 +202,10 @@ async fn waiting_clients_learn_the_outcome() {
         *rx.borrow(),
         Some(RegistrationOutcome::Registered(view.node.id))
     );
-    assert!(state.pending_registration(&id).is_none());
+    assert!(state.pending_registration(&id).await.unwrap().is_none());
 
-    let (id, mut rx) = state.begin_registration(request(7, 8, "x")).unwrap();
-    state.reject_registration(id.as_str()).unwrap();
+    let (id, mut rx) = state.begin_registration(request(7, 8, "x")).await.unwrap();
+    state.reject_registration(id.as_str()).await.unwrap();
     rx.changed().await.unwrap();
     assert!(matches!(
         &*rx.borrow(),
@@ -216,8 +222,8 @@ async fn waiting_registrations_are_bounded_in_number_and_size() {
         "{{\"Hostname\": \"{}\"}}",
         "x".repeat(MAX_PENDING_HOSTINFO)
     ));
-    let (id, _) = state.begin_registration(big).unwrap();
-    let kept = state.pending_registration(&id).unwrap();
+    let (id, _) = state.begin_registration(big).await.unwrap();
+    let kept = state.pending_registration(&id).await.unwrap().unwrap();
     assert_eq!(kept.hostname, "big");
     assert!(kept.hostinfo.is_none(), "an oversized Hostinfo is not kept");
 
@@ -235,9 +241,11 @@ async fn waiting_registrations_are_bounded_in_number_and_size() {
             .try_into()
             .unwrap(),
         );
-        state.begin_registration(req).unwrap();
+        state.begin_registration(req).await.unwrap();
     }
-    let refused = state.begin_registration(request(3, 3, "one-too-many"));
+    let refused = state
+        .begin_registration(request(3, 3, "one-too-many"))
+        .await;
     assert!(
         matches!(&refused, Err(Error::ResourceExhausted(m)) if m.contains("waiting for an admin")),
         "{:?}",
@@ -246,7 +254,7 @@ async fn waiting_registrations_are_bounded_in_number_and_size() {
     // A client already waiting still gets its entry back.
     let mut again = request(1, 1, "big");
     again.hostinfo = None;
-    assert_eq!(state.begin_registration(again).unwrap().0, id);
+    assert_eq!(state.begin_registration(again).await.unwrap().0, id);
 }
 
 #[tokio::test]
@@ -671,7 +679,10 @@ async fn a_person_is_one_user_across_sign_ins_and_never_takes_over_a_cli_user() 
     assert_eq!(user.provider, "oidc");
 
     // A sign-in completes the waiting registration as that user, token expiry kept.
-    let (id, mut rx) = state.begin_registration(request(9, 10, "laptop")).unwrap();
+    let (id, mut rx) = state
+        .begin_registration(request(9, 10, "laptop"))
+        .await
+        .unwrap();
     let expiry = State::now() + chrono::Duration::minutes(5);
     let (view, new, _) = state
         .complete_sign_in(&id, user.id, Some(expiry))
@@ -699,7 +710,10 @@ async fn a_person_is_one_user_across_sign_ins_and_never_takes_over_a_cli_user() 
     assert!(
         change.self_changed.contains(&view.node.id) || change.peers_changed.contains(&view.node.id)
     );
-    let (id, _) = state.begin_registration(request(9, 11, "laptop")).unwrap();
+    let (id, _) = state
+        .begin_registration(request(9, 11, "laptop"))
+        .await
+        .unwrap();
     let (_, new, _) = state.complete_sign_in(&id, user.id, None).await.unwrap();
     assert!(!new, "the same machine signing in again is not a new node");
     drop(state);
@@ -831,9 +845,22 @@ mod replicas {
         assert_eq!(change.online.get(&node.id), Some(&false), "{change:?}");
         assert!(!b.is_online(node.id));
         // A notices at its next heartbeat and registers again.
-        assert!(!a.db.heartbeat().await.unwrap());
+        assert!(!a.db.heartbeat(None).await.unwrap());
         a.beat().await.unwrap();
-        assert!(a.db.heartbeat().await.unwrap());
+        assert!(a.db.heartbeat(None).await.unwrap());
+        // The relay region a replica announces reaches the other at its heartbeat.
+        let region = r#"{"RegionID":900,"RegionCode":"replica-a"}"#;
+        a.announce_relay_region(region.into());
+        assert!(b.relay_regions_elsewhere().await.unwrap().is_empty());
+        a.beat().await.unwrap();
+        assert_eq!(
+            b.relay_regions_elsewhere().await.unwrap(),
+            [(a.db.replica().to_owned(), region.to_owned())]
+        );
+        assert!(
+            a.relay_regions_elsewhere().await.unwrap().is_empty(),
+            "B announced none"
+        );
 
         // One replica runs the periodic jobs; when it goes, another takes them.
         assert!(a.lead().await.unwrap());
@@ -854,6 +881,61 @@ mod replicas {
         let change = follow(&b, &mut mark).await;
         assert!(change.peers_removed.contains(&node.id), "{change:?}");
         assert!(b.snapshot().get(node.id).is_none());
+    }
+
+    /// A client waits on A; an admin on B finds it, registers it, and A's client
+    /// hears so once A reads the verdict, with the node in A's memory. Another
+    /// is rejected through B; two admins on both at once decide one once.
+    #[tokio::test]
+    async fn an_admin_on_one_replica_decides_a_registration_waiting_on_another() {
+        let (a, b) = pair().await;
+        a.create_user("alice", "", "", "").await.unwrap();
+        let (id, mut rx) = a.begin_registration(request(5, 6, "laptop")).await.unwrap();
+        let seen = b
+            .pending_registration(&id)
+            .await
+            .unwrap()
+            .expect("B sees it");
+        assert_eq!(seen.hostname, "laptop");
+        let key = format!("nodekey:{}", hex::encode([6u8; 32]));
+        let (view, _) = b.complete_registration(&key, "alice").await.unwrap();
+        assert!(b.pending_registration(&id).await.unwrap().is_none());
+        assert_eq!(*rx.borrow(), None, "A has not read the verdict yet");
+        a.deliver_verdicts().await.unwrap();
+        assert_eq!(
+            *rx.borrow_and_update(),
+            Some(RegistrationOutcome::Registered(view.node.id))
+        );
+        assert!(
+            a.snapshot().get(view.node.id).is_some(),
+            "A loaded the node"
+        );
+        assert!(a.pending_registration(&id).await.unwrap().is_none());
+
+        let (id, mut rx) = a.begin_registration(request(7, 8, "x")).await.unwrap();
+        b.reject_registration(id.as_str()).await.unwrap();
+        a.deliver_verdicts().await.unwrap();
+        assert!(matches!(
+            &*rx.borrow_and_update(),
+            Some(RegistrationOutcome::Rejected(_))
+        ));
+
+        // A client that moved to B (A died) waits there, and B decides it.
+        let (id, _) = a.begin_registration(request(9, 10, "moved")).await.unwrap();
+        let mut moved = b.watch_registration(&id).await.unwrap().expect("adopted");
+        let (c, d) = tokio::join!(
+            a.complete_registration(id.as_str(), "alice"),
+            b.complete_registration(id.as_str(), "alice")
+        );
+        assert!(
+            c.is_ok() != d.is_ok(),
+            "exactly one admin registers it: {c:?} {d:?}"
+        );
+        b.deliver_verdicts().await.unwrap();
+        assert!(matches!(
+            &*moved.borrow_and_update(),
+            Some(RegistrationOutcome::Registered(_))
+        ));
     }
 
     /// 100 registrations, half through each replica at once, neither knowing the

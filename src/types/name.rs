@@ -123,8 +123,22 @@ impl GivenName {
     /// The first of `base`, `base-1`, `base-2`, … that `taken` does not hold.
     /// The suffix is fitted inside 63 characters by shortening the base.
     pub fn unique(base: &GivenName, taken: impl Fn(&str) -> bool) -> GivenName {
+        Self::unique_skipping(base, 0, taken)
+    }
+
+    /// Like [`GivenName::unique`], but passes over the first `skip` free names:
+    /// two replicas registering at once both want the lowest free one, and a
+    /// retry that skips a random few rarely meets the other again.
+    pub fn unique_skipping(
+        base: &GivenName,
+        mut skip: u64,
+        taken: impl Fn(&str) -> bool,
+    ) -> GivenName {
         if !taken(&base.0) {
-            return base.clone();
+            if skip == 0 {
+                return base.clone();
+            }
+            skip -= 1;
         }
         for n in 1u64.. {
             let suffix = format!("-{n}");
@@ -132,7 +146,10 @@ impl GivenName {
             let stem = base.0[..keep].trim_end_matches('-');
             let candidate = format!("{stem}{suffix}");
             if !taken(&candidate) {
-                return GivenName(candidate);
+                if skip == 0 {
+                    return GivenName(candidate);
+                }
+                skip -= 1;
             }
         }
         unreachable!("u64 suffixes are never exhausted")
@@ -206,6 +223,12 @@ mod tests {
         let got = GivenName::unique(&long, |n| n == long.as_str());
         assert_eq!(got.as_str().len(), 63);
         assert!(got.as_str().ends_with("a-1"));
+        // Skipping passes over free names only.
+        let taken = ["laptop-1", "laptop-3"];
+        let skipping = |skip| GivenName::unique_skipping(&base, skip, |n| taken.contains(&n));
+        assert_eq!(skipping(0).as_str(), "laptop");
+        assert_eq!(skipping(1).as_str(), "laptop-2");
+        assert_eq!(skipping(2).as_str(), "laptop-4");
     }
 
     #[test]

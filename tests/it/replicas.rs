@@ -6,6 +6,7 @@
 
 use crate::clients::{assert_logged_in, key, sees_peer};
 use crate::policy::crosses;
+use crate::routes::primaries;
 use crate::support::replicas::{Haproxy, Replicas, region_id};
 use crate::support::tailscale::{Client, echo_server, versions};
 use crate::support::{TestServer, http_get, poll_until, wait_until};
@@ -124,23 +125,36 @@ fn a_change_through_one_replica_reaches_clients_of_another() {
     let alice = r0.reusable_key("alice", &[]);
     let bob = r0.reusable_key("bob", &[]);
 
-    // A on replica 0, B on replica 1 (with a key made through replica 0); each
-    // relay is its own region.
-    let a = Client::start(&version, "node-a");
+    // A on replica 0, B on replica 1 (with a key made through replica 0), with
+    // UDP off: every packet between them crosses a relay. Each replica's relay is
+    // its own region, and each serves the other's too, so A and B can relay to
+    // each other whichever region each made its home.
+    let derp_only = [("TS_DEBUG_ALWAYS_USE_DERP", "true")];
+    let a = Client::start_with_env(&version, "node-a", &derp_only);
     assert_logged_in(&a, &a.up_with_key(&r0.url(), &alice));
-    assert!(
-        relay_regions(&a).contains(&(region_id(0) as u64, "replica-0".into())),
-        "{:?}",
-        relay_regions(&a)
-    );
-    let b = Client::start(&version, "node-b");
-    let up = b.up_with_key(&r1.url(), &bob);
-    assert_logged_in(&b, &up);
-    assert!(
-        relay_regions(&b).contains(&(region_id(1) as u64, "replica-1".into())),
-        "{:?}",
-        relay_regions(&b)
-    );
+    let b = Client::start_with_env(&version, "node-b", &derp_only);
+    assert_logged_in(&b, &b.up_with_key(&r1.url(), &bob));
+    let both = [
+        (region_id(0) as u64, "replica-0".to_owned()),
+        (region_id(1) as u64, "replica-1".to_owned()),
+    ];
+    for client in [&a, &b] {
+        wait_until(
+            "both replicas' relay regions in the DERP map",
+            Duration::from_secs(10),
+            || both.iter().all(|r| relay_regions(client).contains(r)),
+        );
+    }
+    // Homes on different replicas: A reaches B only through replica 1's relay,
+    // which A's own replica serves in its map.
+    for (client, (id, code)) in [(&a, &both[0]), (&b, &both[1])] {
+        client
+            .cli(&["debug", "force-prefer-derp", &id.to_string()])
+            .ok();
+        client.wait_status("its home relay", Duration::from_secs(20), |s| {
+            s["Self"]["Relay"] == code.as_str()
+        });
+    }
     let (ip_a, ip_b) = (a.ipv4(), b.ipv4());
     assert_ne!(ip_a, ip_b, "two replicas gave out one address");
     a.wait_status("node-b, on replica 1", Duration::from_secs(10), |s| {
@@ -151,7 +165,7 @@ fn a_change_through_one_replica_reaches_clients_of_another() {
     });
     let ping = a.cli(&["ping", "--c", "10", "--timeout", "5s", &ip_b]);
     assert!(
-        ping.stdout.contains("pong from node-b"),
+        ping.stdout.contains("pong from node-b") && ping.stdout.contains("via DERP(replica-1)"),
         "{ping:?}\n{}",
         a.log_tail()
     );
@@ -346,4 +360,142 @@ fn a_thousand_registrations_spread_over_replicas_converge_without_duplicates() {
     assert!(stats.iter().all(|b| b.total > 10), "{stats:?}");
     let logs = replicas.logs();
     assert!(!logs.to_lowercase().contains("deadlock"), "{logs}");
+}
+
+/// The peer (first label of its DNS name) that `status` routes `prefix` through.
+fn primary_for(status: &serde_json::Value, prefix: &str) -> Option<String> {
+    status["Peer"].as_object()?.values().find_map(|p| {
+        let routes = p["PrimaryRoutes"].as_array()?;
+        routes.iter().any(|r| r == prefix).then(|| {
+            let name = p["DNSName"].as_str().unwrap_or_default();
+            name.split('.').next().unwrap_or_default().to_owned()
+        })
+    })
+}
+
+/// Two subnet routers for one LAN, the primary on replica 0 and the standby on
+/// replica 1 with the client that uses the LAN: replica 0 is killed, its router
+/// loses its only control session with it, and once the survivor takes the dead
+/// replica's sessions away the standby becomes primary, for the survivor and for
+/// the client.
+#[test]
+fn a_subnet_router_on_a_dead_replica_fails_over_to_a_standby_on_a_live_one() {
+    const LAN: &str = "192.168.100.0/24";
+    let version = newest();
+    let mut replicas = Replicas::start(2, "");
+    let key = key(replicas.server(0), &["--reusable"]);
+    let advertise = format!("--advertise-routes={LAN}");
+    let router_a = Client::start(&version, "router-a");
+    let router_b = Client::start(&version, "router-b");
+    let laptop = Client::start(&version, "laptop");
+    let (r0_url, r1_url) = (replicas.server(0).url(), replicas.server(1).url());
+    assert_logged_in(&router_a, &router_a.up_with(&r0_url, &key, &[&advertise]));
+    assert_logged_in(&router_b, &router_b.up_with(&r1_url, &key, &[&advertise]));
+    assert_logged_in(
+        &laptop,
+        &laptop.up_with(&r1_url, &key, &["--accept-routes"]),
+    );
+
+    // router-a's route approved through replica 0 first, so it is primary;
+    // router-b's through replica 1.
+    for (i, name) in [(0, "router-a"), (1, "router-b")] {
+        let server = replicas.server(i);
+        wait_until(&format!("{name}'s route"), Duration::from_secs(20), || {
+            let routes = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
+            routes.contains(name) && routes.contains(LAN)
+        });
+        let id = node_id(server, name);
+        server
+            .cli(&["nodes", "approve-routes", "-i", &id, "-r", LAN])
+            .ok();
+        if name == "router-a" {
+            wait_until("router-a primary", Duration::from_secs(10), || {
+                primaries(replicas.server(1)) == ["router-a"]
+            });
+        }
+    }
+    laptop.wait_status("the LAN through router-a", Duration::from_secs(10), |s| {
+        primary_for(s, LAN).as_deref() == Some("router-a")
+    });
+
+    let killed = Instant::now();
+    replicas.kill(0);
+    let survivor = replicas.server(1);
+    let bound = Duration::from_secs(60);
+    let moved = poll_until(bound, || primaries(survivor) == ["router-b"]);
+    let server_side = killed.elapsed();
+    let seen = moved
+        && poll_until(bound.saturating_sub(server_side), || {
+            primary_for(&laptop.status(), LAN).as_deref() == Some("router-b")
+        });
+    assert!(
+        moved && seen,
+        "no failover within {bound:?} (survivor {moved}, client {seen}): {:?}\n{}\n{}",
+        primaries(survivor),
+        laptop.log_tail(),
+        replicas.logs()
+    );
+    eprintln!(
+        "subnet router failover across replicas: router-b primary on the survivor {:.1} s after \
+         router-a's replica was killed, and for the client after {:.1} s",
+        server_side.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    drop((router_a, router_b));
+}
+
+/// A client logs in interactively on replica 0; the admin opens its link on
+/// replica 1 and runs what that page prints on replica 1's socket: the client,
+/// still waiting on replica 0, is logged in.
+#[test]
+fn an_interactive_login_waiting_on_one_replica_is_registered_through_another() {
+    let version = newest();
+    let replicas = Replicas::start(2, "");
+    let (r0, r1) = (replicas.server(0), replicas.server(1));
+    r0.cli(&["users", "create", "default"]).ok();
+    let client = Client::start(&version, "laptop");
+    let mut login = std::process::Command::new(client.bin_path("tailscale"))
+        .arg(format!("--socket={}", client.socket_path().display()))
+        .args([
+            "up",
+            &format!("--login-server={}", r0.url()),
+            "--hostname=laptop",
+            "--accept-dns=false",
+            "--timeout=30s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = client.wait_auth_url(Duration::from_secs(30));
+    let path = url.trim_start_matches(&r0.url()).to_owned();
+    let (status, _, page) = http_get(&r1.http_addr, &path);
+    assert_eq!(status, 200, "replica 1 shows the link of replica 0: {page}");
+    let start = page
+        .find("headway nodes register --user USERNAME --key ")
+        .expect("the page shows the command");
+    let command: String = page[start..].chars().take_while(|c| *c != '<').collect();
+    let command = command.replace("USERNAME", "default");
+    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let registered = r1.cli(&args).ok();
+    assert!(registered.stdout.contains("laptop"), "{registered:?}");
+    let begun = Instant::now();
+    client.wait_status("logged in", Duration::from_secs(10), |s| {
+        s["BackendState"] == "Running"
+            && s["Self"]["TailscaleIPs"]
+                .as_array()
+                .is_some_and(|ips| !ips.is_empty())
+    });
+    eprintln!(
+        "interactive login across replicas: logged in {:.1} s after the command",
+        begun.elapsed().as_secs_f64()
+    );
+    let _ = login.kill();
+    let _ = login.wait();
+    // Registered once, and the link is spent on both replicas.
+    assert_eq!(replicas.sql("SELECT count(*) FROM nodes"), "1");
+    for server in [r0, r1] {
+        let (status, _, _) = http_get(&server.http_addr, &path);
+        assert_eq!(status, 404, "{}", server.url());
+    }
 }

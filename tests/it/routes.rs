@@ -72,7 +72,7 @@ fn route_id(server: &TestServer, name: &str) -> String {
 }
 
 /// The names of the nodes `routes list` shows as primary.
-fn primaries(server: &TestServer) -> Vec<String> {
+pub(crate) fn primaries(server: &TestServer) -> Vec<String> {
     let listed = server.cli(&["routes", "list", "-o", "json"]).ok().stdout;
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     listed
