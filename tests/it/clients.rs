@@ -2,7 +2,9 @@
 //! this machine builds) join headway and talk through the tunnel. Userspace mode:
 //! nothing of the host is touched.
 
-use crate::support::tailscale::{Client, echo_server, free_port, versions};
+use crate::support::tailscale::{
+    Client, echo_server, free_port, printed_register_command, versions,
+};
 use crate::support::{Spawn, TestServer, http_get};
 use std::time::Duration;
 
@@ -154,20 +156,8 @@ fn a_client_joins_interactively_through_the_printed_command() {
         let server = server();
         server.cli(&["users", "create", "default"]).ok();
         let client = Client::start(&version, "laptop");
-        // `tailscale login` prints the auth URL and waits; run it in the background.
-        let mut login = std::process::Command::new(client.bin_path("tailscale"))
-            .arg(format!("--socket={}", client.socket_path().display()))
-            .args([
-                "up",
-                &format!("--login-server={}", server.url()),
-                "--hostname=laptop",
-                "--accept-dns=false",
-                "--timeout=10s",
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        // `tailscale up` prints the auth URL and waits; run it in the background.
+        let mut login = client.login_interactively(&server.url());
         let url = client.wait_auth_url(Duration::from_secs(30));
         assert!(
             url.starts_with(&format!("{}/register/hskey-authreq-", server.url())),
@@ -176,12 +166,8 @@ fn a_client_joins_interactively_through_the_printed_command() {
         let (status, _, page) = http_get(&server.http_addr, url.trim_start_matches(&server.url()));
         assert_eq!(status, 200);
         // Run exactly what the page prints, with the user filled in.
-        let start = page
-            .find("headway nodes register --user USERNAME --key ")
-            .expect("the page shows the command");
-        let command: String = page[start..].chars().take_while(|c| *c != '<').collect();
-        let command = command.replace("USERNAME", "default");
-        let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+        let args = printed_register_command(&page, "default");
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let registered = server.cli(&args).ok();
         assert!(registered.stdout.contains("laptop"), "{registered:?}");
         let _ = login.kill();

@@ -8,7 +8,7 @@ use crate::clients::{assert_logged_in, key, sees_peer};
 use crate::policy::crosses;
 use crate::routes::primaries;
 use crate::support::replicas::{Haproxy, Replicas, region_id};
-use crate::support::tailscale::{Client, echo_server, versions};
+use crate::support::tailscale::{Client, echo_server, printed_register_command, versions};
 use crate::support::{TestServer, http_get, poll_until, wait_until};
 use std::time::{Duration, Instant};
 
@@ -454,29 +454,13 @@ fn an_interactive_login_waiting_on_one_replica_is_registered_through_another() {
     let (r0, r1) = (replicas.server(0), replicas.server(1));
     r0.cli(&["users", "create", "default"]).ok();
     let client = Client::start(&version, "laptop");
-    let mut login = std::process::Command::new(client.bin_path("tailscale"))
-        .arg(format!("--socket={}", client.socket_path().display()))
-        .args([
-            "up",
-            &format!("--login-server={}", r0.url()),
-            "--hostname=laptop",
-            "--accept-dns=false",
-            "--timeout=30s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut login = client.login_interactively(&r0.url());
     let url = client.wait_auth_url(Duration::from_secs(30));
     let path = url.trim_start_matches(&r0.url()).to_owned();
     let (status, _, page) = http_get(&r1.http_addr, &path);
     assert_eq!(status, 200, "replica 1 shows the link of replica 0: {page}");
-    let start = page
-        .find("headway nodes register --user USERNAME --key ")
-        .expect("the page shows the command");
-    let command: String = page[start..].chars().take_while(|c| *c != '<').collect();
-    let command = command.replace("USERNAME", "default");
-    let args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    let args = printed_register_command(&page, "default");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let registered = r1.cli(&args).ok();
     assert!(registered.stdout.contains("laptop"), "{registered:?}");
     let begun = Instant::now();

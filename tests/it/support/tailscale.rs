@@ -398,6 +398,25 @@ impl Client {
         &self.socket
     }
 
+    /// Starts `tailscale up` against `server` with no key, in the background: it
+    /// prints an auth URL and waits for the login (`wait_auth_url` reads it).
+    /// Kill the returned process once the client is logged in.
+    pub fn login_interactively(&self, server: &str) -> std::process::Child {
+        std::process::Command::new(self.bin_path("tailscale"))
+            .arg(format!("--socket={}", self.socket_path().display()))
+            .args([
+                "up",
+                &format!("--login-server={server}"),
+                &format!("--hostname={}", self.name),
+                "--accept-dns=false",
+                "--timeout=30s",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Waits for the auth URL an interactive login is showing.
     pub fn wait_auth_url(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -440,4 +459,19 @@ pub fn echo_server() -> u16 {
         }
     });
     port
+}
+
+/// The `headway nodes register` command a registration page prints, with `user`
+/// filled in, as arguments after `headway`.
+pub fn printed_register_command(page: &str, user: &str) -> Vec<String> {
+    let start = page
+        .find("headway nodes register --user USERNAME --key ")
+        .unwrap_or_else(|| panic!("the page shows no register command:\n{page}"));
+    let command: String = page[start..].chars().take_while(|c| *c != '<').collect();
+    command
+        .replace("USERNAME", user)
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_owned)
+        .collect()
 }
