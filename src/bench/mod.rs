@@ -1,7 +1,9 @@
 //! The load generator (`headway bench`): N simulated Tailscale nodes against any
 //! control server URL (headway or Headscale), run through the join-storm, fan-out,
 //! steady-state and churn scenarios, with a JSON report of what each node saw and
-//! when.
+//! when. Given several server URLs (replicas of one tailnet), node `i` registers
+//! and holds its map session on server `i % servers`, and fan-out latencies are
+//! also reported by whether the receiver is on the announcer's server or another.
 //!
 //! Client side only: it speaks the protocol like tailscaled and needs no special
 //! case in the server.
@@ -14,7 +16,7 @@ pub mod report;
 
 use anyhow::{Context, Result, bail};
 use node::{Node, Target, View};
-use report::{Distribution, Report, ServerSample};
+use report::{CrossReplica, Distribution, Report, RoundSplit, ServerSample};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,8 +28,9 @@ use tokio::task::JoinSet;
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// The control server URL (`http://127.0.0.1:8080`).
-    pub server: String,
+    /// The control server URLs (`http://127.0.0.1:8080`): one server, or several
+    /// replicas serving one tailnet. Node `i` uses server `i % servers.len()`.
+    pub servers: Vec<String>,
     /// Reusable pre-auth keys of the server: node `i` registers with key
     /// `i % keys.len()` (several users and tagged keys, for a policy).
     pub auth_keys: Vec<String>,
@@ -55,8 +58,9 @@ pub struct Options {
     pub churn: Duration,
     /// Nodes leaving and rejoining per second during the churn window.
     pub churn_rate: f64,
-    /// The server's process id, to sample its CPU time and memory.
-    pub server_pid: Option<u32>,
+    /// The server processes' ids, to sample their CPU time and memory (summed
+    /// over all of them; empty: not sampled).
+    pub server_pids: Vec<u32>,
     /// The whole run ends after this, finished or not.
     pub deadline: Duration,
 }
@@ -78,6 +82,7 @@ enum Event {
         at: Instant,
     },
     Saw {
+        index: usize,
         round: usize,
         at: Instant,
     },
@@ -114,11 +119,39 @@ enum Event {
 impl Options {
     /// How many peers node `index` may see.
     fn expected_peers(&self, index: usize) -> usize {
-        if !self.cohorts || self.auth_keys.len() <= 1 {
-            return self.nodes - 1;
-        }
+        (0..self.nodes).filter(|&j| self.sees(index, j)).count()
+    }
+
+    /// Whether nodes `a` and `b` see each other.
+    fn sees(&self, a: usize, b: usize) -> bool {
         let k = self.auth_keys.len();
-        (0..self.nodes).filter(|j| j % k == index % k).count() - 1
+        a != b && (!self.cohorts || k <= 1 || a % k == b % k)
+    }
+
+    /// Which of the servers node `index` registers and streams on.
+    fn server_of(&self, index: usize) -> usize {
+        index % self.servers.len().max(1)
+    }
+
+    /// The peers of node `index` whose map session is on its server, and those
+    /// on another server: what a change of `index` reaches directly, and what
+    /// reaches them only through another replica.
+    fn receivers(&self, index: usize) -> (usize, usize) {
+        let home = self.server_of(index);
+        (0..self.nodes)
+            .filter(|&j| self.sees(index, j))
+            .fold((0, 0), |(same, other), j| {
+                if self.server_of(j) == home {
+                    (same + 1, other)
+                } else {
+                    (same, other + 1)
+                }
+            })
+    }
+
+    /// A sample of every server process (summed), if any is given and all run.
+    fn sample(&self) -> Option<ServerSample> {
+        ServerSample::take_all(&self.server_pids)
     }
 }
 
@@ -154,29 +187,17 @@ pub async fn run(opts: Options) -> Result<Report> {
     if !opts.churn.is_zero() && !rate_ok {
         bail!("--churn-rate must be more than 0 and at most 10000 nodes per second");
     }
-    let url = url::Url::parse(&opts.server).context("--server")?;
-    let host = url.host_str().context("--server has no host")?.to_owned();
-    let port = url
-        .port_or_known_default()
-        .context("--server has no port")?;
-    if url.scheme() != "http" {
-        bail!("--server must be an http:// URL (the load generator speaks plain HTTP)");
+    if opts.servers.is_empty() {
+        bail!("--server is required");
     }
-    let addr = tokio::net::lookup_host((host.as_str(), port))
-        .await?
-        .next()
-        .context("--server does not resolve")?;
-    let authority = url[url::Position::BeforeHost..url::Position::AfterPort].to_owned();
-    let server_key = node::fetch_server_key(addr, &authority).await?;
-    let target = Arc::new(Target {
-        addr,
-        host: authority,
-        server_key,
-    });
+    let mut targets = Vec::with_capacity(opts.servers.len());
+    for server in &opts.servers {
+        targets.push(Arc::new(target(server).await?));
+    }
     let mut report = Report::new(&opts);
     let started = Instant::now();
     let deadline = started + opts.deadline;
-    let before = opts.server_pid.and_then(ServerSample::take);
+    let before = opts.sample();
     report.server_before = before.clone();
 
     // Join storm: every node connects, registers and streams.
@@ -191,11 +212,12 @@ pub async fn run(opts: Options) -> Result<Report> {
     for index in 0..opts.nodes {
         let (command, commands) = mpsc::unbounded_channel();
         churn_commands.push(command);
+        let target = &targets[opts.server_of(index)];
         let sim = Sim {
             index,
             expected_peers: opts.expected_peers(index),
             target: target.clone(),
-            source: source_address(&addr, opts.sources, index),
+            source: source_address(&target.addr, opts.sources, index),
             auth_key: opts.auth_keys[index % opts.auth_keys.len()].clone(),
             events: events_tx.clone(),
             marker: marker_rx.clone(),
@@ -244,12 +266,15 @@ pub async fn run(opts: Options) -> Result<Report> {
             "join storm incomplete: {converged} of {} nodes saw all their peers",
             opts.nodes
         ));
-        report.server_after = opts.server_pid.and_then(ServerSample::take);
+        report.server_after = opts.sample();
         tasks.abort_all();
         return Ok(report);
     }
 
-    // Fan-out: node 0 announces a new endpoint; every peer must see it.
+    // Fan-out: node 0 announces a new endpoint; every peer must see it. With
+    // several servers, receivers are also grouped by whether they share node 0's.
+    let (same_expected, other_expected) = opts.receivers(0);
+    let mut splits = Vec::with_capacity(opts.fanout_rounds);
     let mut announcer = first_rx.recv().await.context("node 0 did not start")?;
     let first_id = ids[0].context("node 0 never learned its id")?;
     for round in 1..=opts.fanout_rounds {
@@ -263,12 +288,27 @@ pub async fn run(opts: Options) -> Result<Report> {
         let sent = Instant::now();
         announcer.announce_endpoint(port).await?;
         let mut latencies = Vec::new();
+        let mut split = RoundSplit {
+            same_expected,
+            other_expected,
+            ..RoundSplit::default()
+        };
         let round_deadline = (sent + Duration::from_secs(30)).min(deadline);
         let observers = opts.expected_peers(0);
         while latencies.len() < observers {
             match recv_until(&mut events, round_deadline).await {
-                Some(Event::Saw { round: r, at }) if r == round => {
-                    latencies.push(at.saturating_duration_since(sent));
+                Some(Event::Saw {
+                    index,
+                    round: r,
+                    at,
+                }) if r == round => {
+                    let latency = at.saturating_duration_since(sent);
+                    latencies.push(latency);
+                    if opts.server_of(index) == opts.server_of(0) {
+                        split.same.push(latency);
+                    } else {
+                        split.other.push(latency);
+                    }
                 }
                 Some(Event::Failed { index, error }) => {
                     report.failed += 1;
@@ -283,16 +323,20 @@ pub async fn run(opts: Options) -> Result<Report> {
         report
             .fan_out
             .push(Distribution::of_round(&mut latencies, observers));
+        splits.push(split);
+    }
+    if opts.servers.len() > 1 {
+        report.cross_replica = Some(CrossReplica::of_rounds(opts.servers.len(), splits));
     }
 
     // Steady state: everyone connected and idle.
-    let idle_start = opts.server_pid.and_then(ServerSample::take);
+    let idle_start = opts.sample();
     let bytes_start = bytes.load(Ordering::Relaxed);
     let window = opts
         .steady
         .min(deadline.saturating_duration_since(Instant::now()));
     tokio::time::sleep(window).await;
-    let idle_end = opts.server_pid.and_then(ServerSample::take);
+    let idle_end = opts.sample();
     report.steady.window_secs = window.as_secs_f64();
     report.steady.bytes_per_node =
         (bytes.load(Ordering::Relaxed) - bytes_start) as f64 / opts.nodes as f64;
@@ -328,7 +372,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             deadline,
         };
         churn.run().await;
-        report.server_after = opts.server_pid.and_then(ServerSample::take);
+        report.server_after = opts.sample();
     }
     report.total_secs = started.elapsed().as_secs_f64();
     tasks.abort_all();
@@ -375,7 +419,7 @@ impl Cycle {
 impl Churn<'_> {
     async fn run(&mut self) {
         let opts = self.opts;
-        let before = opts.server_pid.and_then(ServerSample::take);
+        let before = opts.sample();
         let began = Instant::now();
         let window_end = (began + opts.churn).min(self.deadline);
         let grace_end = (window_end + CHURN_GRACE).min(self.deadline);
@@ -394,7 +438,7 @@ impl Churn<'_> {
         loop {
             let now = Instant::now();
             if now >= window_end && window_sample.is_none() {
-                window_sample = opts.server_pid.and_then(ServerSample::take);
+                window_sample = opts.sample();
             }
             let finished = settled == cycles.len() && rejoins.len() + self.report.failed >= ordered;
             if now >= grace_end || (now >= window_end && finished) {
@@ -466,7 +510,7 @@ impl Churn<'_> {
                 Some(_) | None => {}
             }
         }
-        let after = window_sample.or_else(|| opts.server_pid.and_then(ServerSample::take));
+        let after = window_sample.or_else(|| opts.sample());
         let churn = &mut self.report.churn;
         churn.window_secs = window_end.saturating_duration_since(began).as_secs_f64();
         churn.rate_per_sec = opts.churn_rate;
@@ -491,7 +535,7 @@ async fn policy_change(
     report: &mut Report,
     deadline: Instant,
 ) {
-    let before = opts.server_pid.and_then(ServerSample::take);
+    let before = opts.sample();
     let t0 = Instant::now();
     started.send_replace(Some(t0));
     let command_line = command.to_owned();
@@ -527,7 +571,7 @@ async fn policy_change(
             None => break,
         }
     }
-    let after = opts.server_pid.and_then(ServerSample::take);
+    let after = opts.sample();
     let p = &mut report.policy_change;
     p.command_secs = Some(command_secs);
     p.all_secs = (latencies.len() == opts.nodes)
@@ -537,6 +581,32 @@ async fn policy_change(
     if let (Some(a), Some(b)) = (&before, &after) {
         p.cpu_secs = Some(b.cpu_secs - a.cpu_secs);
     }
+}
+
+/// Where `server` (an `http://` URL) is, and its Noise key from `GET /key`.
+async fn target(server: &str) -> Result<Target> {
+    let url = url::Url::parse(server).with_context(|| format!("--server {server}"))?;
+    let host = url
+        .host_str()
+        .with_context(|| format!("--server {server} has no host"))?
+        .to_owned();
+    let port = url
+        .port_or_known_default()
+        .with_context(|| format!("--server {server} has no port"))?;
+    if url.scheme() != "http" {
+        bail!("--server {server}: not an http:// URL (the load generator speaks plain HTTP)");
+    }
+    let addr = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .with_context(|| format!("--server {server} does not resolve"))?;
+    let authority = url[url::Position::BeforeHost..url::Position::AfterPort].to_owned();
+    let server_key = node::fetch_server_key(addr, &authority).await?;
+    Ok(Target {
+        addr,
+        host: authority,
+        server_key,
+    })
 }
 
 /// The next event, or `None` when the channel closed or `deadline` passed.
@@ -717,6 +787,7 @@ impl Sim {
         {
             progress.seen_round = marker.round;
             let _ = self.events.send(Event::Saw {
+                index: self.index,
                 round: marker.round,
                 at: now,
             });
@@ -743,4 +814,45 @@ struct Progress {
     last_bytes: u64,
     /// Reported a packet filter newer than the policy change.
     new_filter: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(nodes: usize, servers: usize, keys: usize, cohorts: bool) -> Options {
+        Options {
+            servers: (0..servers).map(|i| format!("http://s{i}")).collect(),
+            auth_keys: (0..keys).map(|i| format!("key{i}")).collect(),
+            cohorts,
+            policy_change: None,
+            nodes,
+            concurrency: 1,
+            sources: 0,
+            fanout_rounds: 1,
+            steady: Duration::ZERO,
+            churn: Duration::ZERO,
+            churn_rate: 1.0,
+            server_pids: Vec::new(),
+            deadline: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn receivers_split_by_the_server_they_stream_on() {
+        // One server: every peer is on the announcer's.
+        assert_eq!(options(10, 1, 1, false).receivers(0), (9, 0));
+        // Two: nodes 2, 4, 6, 8 share node 0's server; 1, 3, 5, 7, 9 do not.
+        let two = options(10, 2, 1, false);
+        assert_eq!(two.receivers(0), (4, 5));
+        assert_eq!(two.receivers(1), (4, 5));
+        assert_eq!((two.server_of(0), two.server_of(3)), (0, 1));
+        // Three servers, two cohorts: node 0 sees 2, 4, 6, 8, 10; 6 shares its server.
+        let cohorts = options(11, 3, 2, true);
+        assert_eq!(cohorts.receivers(0), (1, 4));
+        assert_eq!(
+            cohorts.receivers(0).0 + cohorts.receivers(0).1,
+            cohorts.expected_peers(0)
+        );
+    }
 }

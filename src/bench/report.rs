@@ -1,5 +1,5 @@
 //! The load generator's report: latency distributions (median, p99, max), the
-//! server's CPU time and memory from `/proc`, written as JSON.
+//! servers' CPU time and memory from `/proc`, written as JSON.
 
 use super::Options;
 use serde::Serialize;
@@ -8,12 +8,17 @@ use std::time::Duration;
 /// Everything one run measured.
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
+    /// The server URL, or the URLs of several replicas separated by commas (as
+    /// `--server` takes them).
     pub server: String,
     pub nodes: usize,
     pub concurrency: usize,
     pub join_storm: JoinStorm,
     /// One entry per fan-out round.
     pub fan_out: Vec<Distribution>,
+    /// With several servers: the fan-out rounds' latencies split by where the
+    /// receiver holds its map session (`None` with one server).
+    pub cross_replica: Option<CrossReplica>,
     pub steady: Steady,
     /// How a policy change reached the nodes (`--policy-change`).
     pub policy_change: PolicyChange,
@@ -90,6 +95,67 @@ pub struct Churn {
     pub rss_kib: Option<u64>,
 }
 
+/// Fan-out across replicas. Node `i` holds its map session on server
+/// `i % servers`; the announcer (node 0) sends its new endpoint to server 0. A
+/// receiver on server 0 learns it from the server that took the change; one on
+/// another server only once that server has read the change from the shared
+/// database (headway's change feed). Every latency is from the announcement
+/// until the receiver's decoded map shows the new endpoint, as in `fan_out`.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct CrossReplica {
+    /// How many servers the nodes were spread over.
+    pub servers: usize,
+    /// Receivers on the announcer's server, all rounds pooled.
+    pub same_server: Distribution,
+    /// Receivers on another server, all rounds pooled: the cross-replica
+    /// propagation of a change.
+    pub other_server: Distribution,
+    /// The same split for each round, in the order of `fan_out`.
+    pub rounds: Vec<SplitDistribution>,
+}
+
+/// One fan-out round's latencies, split by the receiver's server.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct SplitDistribution {
+    pub same_server: Distribution,
+    pub other_server: Distribution,
+}
+
+/// What one fan-out round measured, split by the receiver's server: latencies,
+/// and how many receivers each group has.
+#[derive(Debug, Default)]
+pub struct RoundSplit {
+    pub same: Vec<Duration>,
+    pub same_expected: usize,
+    pub other: Vec<Duration>,
+    pub other_expected: usize,
+}
+
+impl CrossReplica {
+    /// Each round's split, and all rounds pooled (missing samples add up).
+    pub fn of_rounds(servers: usize, rounds: Vec<RoundSplit>) -> CrossReplica {
+        let mut split = Vec::with_capacity(rounds.len());
+        let (mut same, mut same_expected) = (Vec::new(), 0);
+        let (mut other, mut other_expected) = (Vec::new(), 0);
+        for mut round in rounds {
+            split.push(SplitDistribution {
+                same_server: Distribution::of_round(&mut round.same, round.same_expected),
+                other_server: Distribution::of_round(&mut round.other, round.other_expected),
+            });
+            same.append(&mut round.same);
+            same_expected += round.same_expected;
+            other.append(&mut round.other);
+            other_expected += round.other_expected;
+        }
+        CrossReplica {
+            servers,
+            same_server: Distribution::of_round(&mut same, same_expected),
+            other_server: Distribution::of_round(&mut other, other_expected),
+            rounds: split,
+        }
+    }
+}
+
 /// Latencies in milliseconds.
 #[derive(Debug, Default, Serialize, PartialEq)]
 pub struct Distribution {
@@ -101,7 +167,8 @@ pub struct Distribution {
     pub missing: usize,
 }
 
-/// The server process's CPU time and resident memory at one moment.
+/// The server process's CPU time and resident memory at one moment (or the sum
+/// over several processes).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ServerSample {
     pub cpu_secs: f64,
@@ -132,6 +199,21 @@ impl ServerSample {
             cpu_secs: (utime + stime) / TICKS_PER_SECOND,
             rss_kib,
         })
+    }
+
+    /// The sum over `pids` (the replicas of one tailnet); `None` if there are
+    /// none, or one is gone: a partial sum would read as a saving.
+    pub fn take_all(pids: &[u32]) -> Option<ServerSample> {
+        let mut total = ServerSample {
+            cpu_secs: 0.0,
+            rss_kib: 0,
+        };
+        for &pid in pids {
+            let one = ServerSample::take(pid)?;
+            total.cpu_secs += one.cpu_secs;
+            total.rss_kib += one.rss_kib;
+        }
+        (!pids.is_empty()).then_some(total)
     }
 }
 
@@ -165,7 +247,7 @@ impl Distribution {
 impl Report {
     pub fn new(opts: &Options) -> Report {
         Report {
-            server: opts.server.clone(),
+            server: opts.servers.join(","),
             nodes: opts.nodes,
             concurrency: opts.concurrency,
             ..Report::default()
@@ -218,5 +300,48 @@ mod tests {
         assert!(sample.rss_kib > 0);
         assert!(sample.cpu_secs >= 0.0);
         assert!(ServerSample::take(u32::MAX).is_none());
+        let me = std::process::id();
+        let twice = ServerSample::take_all(&[me, me]).expect("our own /proc entry");
+        assert!(twice.rss_kib >= sample.rss_kib * 2 - 1024);
+        assert!(ServerSample::take_all(&[me, u32::MAX]).is_none());
+        assert!(ServerSample::take_all(&[]).is_none());
+    }
+
+    #[test]
+    fn cross_replica_rounds_are_kept_and_pooled() {
+        let ms = |v: &[u64]| v.iter().copied().map(Duration::from_millis).collect();
+        let rounds = vec![
+            RoundSplit {
+                same: ms(&[1, 2]),
+                same_expected: 2,
+                other: ms(&[10]),
+                other_expected: 3,
+            },
+            RoundSplit {
+                same: ms(&[3, 4]),
+                same_expected: 2,
+                other: ms(&[30, 20, 40]),
+                other_expected: 3,
+            },
+        ];
+        let split = CrossReplica::of_rounds(2, rounds);
+        assert_eq!(split.servers, 2);
+        assert_eq!(split.rounds.len(), 2);
+        assert_eq!(
+            (
+                split.rounds[0].other_server.count,
+                split.rounds[0].other_server.missing
+            ),
+            (1, 2)
+        );
+        assert_eq!(split.rounds[1].other_server.max_ms, Some(40.0));
+        assert_eq!((split.same_server.count, split.same_server.missing), (4, 0));
+        assert_eq!(split.same_server.median_ms, Some(2.0));
+        assert_eq!(
+            (split.other_server.count, split.other_server.missing),
+            (4, 2)
+        );
+        assert_eq!(split.other_server.median_ms, Some(20.0));
+        assert_eq!(split.other_server.p99_ms, Some(40.0));
     }
 }

@@ -1,6 +1,6 @@
 //! `headway bench` and `headway bench-relay`: run the control-plane load
-//! generator against a server URL, or the relay benchmark against a DERP server,
-//! and write the JSON report.
+//! generator against a server URL (or several replicas' URLs), or the relay
+//! benchmark against a DERP server, and write the JSON report.
 
 use crate::bench::relay::{self, RelayOptions};
 use crate::bench::{self, Options};
@@ -13,9 +13,12 @@ use std::time::Duration;
 /// report join-storm convergence, fan-out latency and steady-state cost.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// The server's URL, as clients use it (http:// only).
-    #[arg(long)]
-    pub server: String,
+    /// The server's URL, as clients use it (http:// only). Repeat (or separate
+    /// with commas) for several replicas of one tailnet: node i uses server
+    /// i % servers, and the report splits fan-out latency by whether the
+    /// receiver shares the changed node's server.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
     /// A reusable pre-auth key of that server; repeat (or separate with commas)
     /// for several, which nodes take in turn.
     #[arg(
@@ -55,9 +58,10 @@ pub struct BenchArgs {
     /// Nodes leaving and rejoining per second during the churn window.
     #[arg(long, default_value_t = 10.0)]
     pub churn_rate: f64,
-    /// The server's process id, for its CPU time and memory.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// The server's process id, for its CPU time and memory; repeat (or separate
+    /// with commas) for several replicas, whose CPU time and memory add up.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Give up after this long, finished or not.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub deadline: Duration,
@@ -150,7 +154,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// is not an error. Failing to reach the server at all is.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let options = Options {
-        server: args.server,
+        servers: args.server,
         auth_keys: args.auth_key,
         cohorts: args.cohorts,
         policy_change: args.policy_change,
@@ -161,7 +165,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         steady: args.steady,
         churn: args.churn,
         churn_rate: args.churn_rate,
-        server_pid: args.server_pid,
+        server_pids: args.server_pid,
         deadline: args.deadline,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -169,6 +173,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     let report = runtime.block_on(bench::run(options))?;
     write_report(&report, args.out.as_deref())?;
+    if let Some(split) = &report.cross_replica {
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+        eprintln!(
+            "fan-out over {} servers: same server p50 {}, p99 {}; other server p50 {}, p99 {}",
+            split.servers,
+            ms(split.same_server.median_ms),
+            ms(split.same_server.p99_ms),
+            ms(split.other_server.median_ms),
+            ms(split.other_server.p99_ms)
+        );
+    }
     eprintln!(
         "{} nodes: {}",
         report.nodes,
