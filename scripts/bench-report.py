@@ -204,9 +204,9 @@ def control_plane(results, docs):
     runs = load(results)
     with open(os.path.join(results, "machine.txt")) as f:
         machine = f.read().strip().splitlines()
-    if any(server == "headway-pg" for (server, _) in runs):
+    if any(server in PG_SERVERS for (server, _) in runs):
         postgres(results, docs, runs, machine)
-    # A run of headway-pg alone leaves the comparison with Headscale as it was.
+    # A run of headway-pg(2) alone leaves the comparison with Headscale as it was.
     runs = {k: v for k, v in runs.items() if k[0] in SERVERS}
     if not runs:
         return
@@ -282,8 +282,13 @@ def control_plane(results, docs):
     write_section(docs, "control-plane", out)
 
 
+# headway on PostgreSQL: one replica, and two replicas on one database.
+PG_SERVERS = ["headway-pg", "headway-pg2"]
 # The goal for headway on PostgreSQL, as a ratio to headway on SQLite.
 PG_GOAL = 1.5
+# The goal for a change crossing replicas (issue 16): p99 under this at GOAL_NODES.
+CROSS_GOAL_MS = 200
+CROSS_GOAL_NODES = 5000
 # Rows that count events rather than cost: shown, but not held to the goal.
 PG_NOT_COSTS = {"reconnects", "churn_cycles"}
 
@@ -294,16 +299,106 @@ def pg_ratio(pg, sqlite):
     return pg / sqlite
 
 
+def na(value, digits=1):
+    """A table cell: the value, or "n/a" when it was not measured."""
+    return "n/a" if value is None else fmt(value, digits)
+
+
+def cross_metrics(report):
+    """Fan-out of a two-replica run split by the receiver's replica (the report's
+    `cross_replica`, all rounds pooled); empty for a run of one server."""
+    cross = (report or {}).get("cross_replica") or {}
+    same, other = cross.get("same_server") or {}, cross.get("other_server") or {}
+    return {
+        "same_p50_ms": same.get("median_ms"),
+        "same_p99_ms": same.get("p99_ms"),
+        "other_p50_ms": other.get("median_ms"),
+        "other_p99_ms": other.get("p99_ms"),
+        "other_missing": other.get("missing"),
+    }
+
+
+# The columns of the one-and-two-replicas table: each cell holds the value for
+# SQLite, PostgreSQL and two replicas on PostgreSQL.
+REPLICA_COLUMNS = [
+    ("Join storm convergence (s)", "convergence_s"),
+    ("Registration p99 (ms)", "register_p99_ms"),
+    ("Fan-out p50 (ms)", "fanout_p50_ms"),
+    ("Fan-out p99 (ms)", "fanout_p99_ms"),
+    ("Churn rejoin p99 (ms)", "churn_rejoin_p99_ms"),
+    ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
+]
+
+
+def replicas_table(runs, sizes):
+    """headway on SQLite, on PostgreSQL, and as two replicas on PostgreSQL: one
+    row per size, with the fan-out ratios and the cross-replica split."""
+    out = [
+        "### One and two replicas",
+        "",
+        "*Two replicas*: two `headway serve` processes on one database (the second started",
+        "with a copy of the first's Noise key); the load generator puts node i on replica",
+        "i mod 2, so a node's change reaches half of its peers through the other replica,",
+        "which learns it from the database's change feed. The fan-out announcer is on",
+        "replica 0; *same replica* is the latency to receivers on replica 0, *other",
+        "replica* to receivers on replica 1 (all rounds pooled): the cross-replica",
+        f"propagation of a change, whose goal is a p99 under {CROSS_GOAL_MS} ms at",
+        f"{CROSS_GOAL_NODES:,} nodes. Each of the first columns reads SQLite / PostgreSQL /",
+        "two replicas; a two-replica run's CPU and memory are its two processes' sum.",
+        "",
+    ]
+    header = ["Nodes"] + [label for label, _ in REPLICA_COLUMNS] + [
+        "Fan-out p99: PostgreSQL ÷ SQLite",
+        "Fan-out p99: two ÷ one replica",
+        "Same replica p50 / p99 (ms)",
+        "Other replica p50 / p99 (ms)",
+    ]
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    outcomes = []
+    for n in sizes:
+        reports = [runs.get((server, n)) for server in ["headway"] + PG_SERVERS]
+        values = [metrics(r) if r else {} for r in reports]
+        row = [str(n)]
+        for _, key in REPLICA_COLUMNS:
+            row.append(" / ".join(na(v.get(key)) for v in values))
+        sq, pg, pg2 = (v.get("fanout_p99_ms") for v in values)
+        for r in (pg_ratio(pg, sq), pg_ratio(pg2, pg)):
+            row.append("n/a" if r is None else f"{r:.2f}×")
+        cross = cross_metrics(reports[2])
+        row.append(f"{na(cross['same_p50_ms'])} / {na(cross['same_p99_ms'])}")
+        row.append(f"{na(cross['other_p50_ms'])} / {na(cross['other_p99_ms'])}")
+        out.append("| " + " | ".join(row) + " |")
+        for server, report in zip(["headway"] + PG_SERVERS, reports):
+            if report and status(report) != "complete":
+                outcomes.append(f"{server} at {n} nodes: {status(report)}")
+    out.append("")
+    measured = [n for n in sizes if cross_metrics(runs.get(("headway-pg2", n)))["other_p99_ms"] is not None]
+    if measured:
+        n = max(measured)
+        p99 = cross_metrics(runs[("headway-pg2", n)])["other_p99_ms"]
+        verdict = "within" if p99 < CROSS_GOAL_MS else "beyond"
+        out.append(
+            f"Cross-replica p99 at {n:,} nodes (the largest size run): {fmt(p99)} ms, "
+            f"{verdict} the goal of {CROSS_GOAL_MS} ms"
+            + ("." if n == CROSS_GOAL_NODES else f" (set for {CROSS_GOAL_NODES:,} nodes).")
+        )
+        out.append("")
+    if outcomes:
+        out += ["Runs that did not complete:", ""] + [f"- {o}" for o in outcomes] + [""]
+    return out
+
+
 def postgres(results, docs, runs, machine):
-    """The section comparing headway on PostgreSQL (headway-pg) with headway on
-    SQLite (headway) at each size."""
-    sizes = sorted({n for (server, n) in runs if server == "headway-pg"})
+    """The section comparing headway on PostgreSQL (headway-pg, and two replicas:
+    headway-pg2) with headway on SQLite (headway) at each size."""
+    sizes = sorted({n for (server, n) in runs if server in PG_SERVERS})
     out = ["## Control plane: headway on PostgreSQL against headway on SQLite", ""]
     out += [
         "Written by `scripts/bench-vs-headscale`; reproduce with:",
         "",
         "```sh",
-        'BENCH_SERVERS="headway headway-pg" scripts/bench-vs-headscale',
+        'BENCH_SERVERS="headway headway-pg headway-pg2" scripts/bench-vs-headscale',
         "```",
         "",
         f"**The goal: one replica on PostgreSQL within {PG_GOAL:g}× of SQLite** on every",
@@ -324,6 +419,7 @@ def postgres(results, docs, runs, machine):
     ]
     out += [f"- {line}" for line in machine]
     out.append("")
+    out += replicas_table(runs, sizes)
     rows = ROWS + [
         ("Whole run CPU: server process (s)", "run_cpu_s"),
         ("Whole run CPU: PostgreSQL (s)", "run_db_cpu_s"),
@@ -331,6 +427,8 @@ def postgres(results, docs, runs, machine):
     ]
     for n in sizes:
         sq, pg = runs.get(("headway", n)), runs.get(("headway-pg", n))
+        if not pg:
+            continue  # Two replicas alone: the table above has them.
         values = {}
         for server, report in (("headway", sq), ("headway-pg", pg)):
             m = metrics(report) if report else {}
