@@ -206,9 +206,10 @@ def control_plane(results, docs):
         machine = f.read().strip().splitlines()
     if any(server in PG_SERVERS for (server, _) in runs):
         postgres(results, docs, runs, machine)
-    # A run of headway-pg(2) alone leaves the comparison with Headscale as it was.
+    # A run without Headscale (headway against headway-pg and headway-pg2, say)
+    # leaves the comparison with Headscale as it was.
     runs = {k: v for k, v in runs.items() if k[0] in SERVERS}
-    if not runs:
+    if not any(server == "headscale" for (server, _) in runs):
         return
     machine = [line for line in machine if not line.startswith("postgresql: ")]
     sizes = sorted({n for (_, n) in runs})
