@@ -86,6 +86,11 @@ enum Event {
         round: usize,
         at: Instant,
     },
+    /// A node's registration failed; it tries again a second later.
+    RegisterRetry {
+        index: usize,
+        error: String,
+    },
     /// The server ended a node's map session; the node opened a new one.
     Reconnect {
         index: usize,
@@ -157,6 +162,8 @@ impl Options {
 
 /// How long a node waits before opening a new map session.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// How many times a node tries to register before it counts as failed.
+const REGISTER_TRIES: usize = 5;
 /// How long a churned node stays away before it reconnects.
 const CHURN_OFFLINE: Duration = Duration::from_secs(1);
 /// Churned nodes announce endpoint ports from here up, one per churn cycle.
@@ -243,6 +250,12 @@ pub async fn run(opts: Options) -> Result<Report> {
         match event {
             Event::Registered { latency } => registration.push(latency),
             Event::Failed { index, error } => failures.push(format!("node {index}: {error}")),
+            Event::RegisterRetry { index, error } => {
+                report.join_storm.retried += 1;
+                if report.join_storm.retried <= 5 {
+                    report.note(format!("node {index} registers again: {error}"));
+                }
+            }
             Event::SelfId { index, id } => ids[index] = Some(id),
             Event::Reconnect { index, reason } => report.reconnected(index, reason),
             Event::Converged { at } => {
@@ -671,12 +684,25 @@ impl Sim {
     ) -> Result<()> {
         let permit = gate.acquire_owned().await?;
         let began = Instant::now();
-        let mut node = Node::connect(self.index, &self.target, self.source).await?;
-        node.register(&self.auth_key).await?;
+        let mut tries = 0;
+        let (mut node, mut body, registered) = loop {
+            tries += 1;
+            match self.join().await {
+                Ok(joined) => break joined,
+                // As tailscaled: a broken login is tried again a second later.
+                Err(error) if tries < REGISTER_TRIES => {
+                    let _ = self.events.send(Event::RegisterRetry {
+                        index: self.index,
+                        error: format!("{error:#}"),
+                    });
+                    tokio::time::sleep(RECONNECT_DELAY).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let _ = self.events.send(Event::Registered {
-            latency: began.elapsed(),
+            latency: registered - began,
         });
-        let mut body = node.stream(10000).await?;
         drop(permit);
         if let Some(first) = &self.first {
             let _ = first.send(node.clone()).await;
@@ -730,6 +756,16 @@ impl Sim {
             view = View::default();
             progress.last_bytes = 0;
         }
+    }
+
+    /// Connects, registers and opens the map stream, once.
+    /// Returns when the registration was answered, too.
+    async fn join(&self) -> Result<(Node, hyper::body::Incoming, Instant)> {
+        let mut node = Node::connect(self.index, &self.target, self.source).await?;
+        node.register(&self.auth_key).await?;
+        let registered = Instant::now();
+        let body = node.stream(10000).await?;
+        Ok((node, body, registered))
     }
 
     /// Reports what a new map message changed: convergence, fan-out markers seen.

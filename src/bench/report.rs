@@ -43,8 +43,12 @@ pub struct JoinStorm {
     /// From the first connection until the last node saw all its peers; `None` when
     /// not every node got there.
     pub convergence_secs: Option<f64>,
-    /// Connect + handshake + register, per node.
+    /// Connect + handshake + register, per node (from its first try, when it
+    /// needed more than one).
     pub registration: Distribution,
+    /// Tries that failed (the connection broke, or the server answered an error)
+    /// and were made again a second later, as tailscaled does.
+    pub retried: usize,
     /// Map bytes (framed, compressed) each node received by the end of the storm,
     /// on average: what its first maps and the join deltas cost it.
     pub bytes_per_node: f64,
