@@ -172,13 +172,7 @@ impl State {
             }
             pending.insert(reg.id.clone(), reg.clone());
         }
-        if let Err(err) = self.share_waiting(&reg).await {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&reg.id);
-            return Err(err);
-        }
+        self.share_waiting(&reg).await?;
         Ok((reg.id, rx))
     }
 
@@ -221,13 +215,7 @@ impl State {
             }
             pending.insert(id.clone(), reg.clone());
         }
-        if let Err(err) = self.share_waiting(&reg).await {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-            return Err(err);
-        }
+        self.share_waiting(&reg).await?;
         Ok(reg)
     }
 

@@ -56,12 +56,21 @@ impl State {
                 .unwrap_or(chrono::Duration::MAX)
     }
 
-    /// Lets the other replicas see a client that waits here.
+    /// Lets the other replicas see a client that waits here. A registration the
+    /// database refuses is forgotten here too (its client is told the error and
+    /// tries again).
     pub(super) async fn share_waiting(&self, reg: &PendingRegistration) -> Result<()> {
-        if self.db.has_feed() {
-            self.db.insert_waiting(&reg.into()).await?;
+        if !self.db.has_feed() {
+            return Ok(());
         }
-        Ok(())
+        let shared = self.db.insert_waiting(&reg.into()).await;
+        if shared.is_err() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&reg.id);
+        }
+        Ok(shared?)
     }
 
     /// A registration whose client waits on another replica, by id.
