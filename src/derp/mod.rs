@@ -47,6 +47,20 @@ struct Entry {
     last_good: Option<SourceMap>,
 }
 
+impl Entry {
+    /// A source of one relay region known without reading anything: this
+    /// replica's embedded relay, or another replica's.
+    fn one_region(source: Source, region: DERPRegion) -> Entry {
+        Entry {
+            source,
+            last_good: Some(SourceMap {
+                regions: [(region.region_id, Some(region))].into(),
+                home_params: None,
+            }),
+        }
+    }
+}
+
 impl Sources {
     fn new(config: &config::Derp, embedded: Option<DERPRegion>) -> Result<Sources, Error> {
         let client = if config.urls.is_empty() {
@@ -64,13 +78,7 @@ impl Sources {
                 source,
                 last_good: None,
             })
-            .chain(embedded.map(|region| Entry {
-                source: Source::Embedded,
-                last_good: Some(SourceMap {
-                    regions: [(region.region_id, Some(region))].into(),
-                    home_params: None,
-                }),
-            }))
+            .chain(embedded.map(|region| Entry::one_region(Source::Embedded, region)))
             .collect();
         Ok(Sources { client, entries })
     }
@@ -210,13 +218,9 @@ impl DerpMaps {
             .iter()
             .position(|e| e.source == Source::Embedded)
             .unwrap_or(sources.entries.len());
-        let replicas = regions.into_iter().map(|(name, region)| Entry {
-            source: Source::Replica(name),
-            last_good: Some(SourceMap {
-                regions: [(region.region_id, Some(region))].into(),
-                home_params: None,
-            }),
-        });
+        let replicas = regions
+            .into_iter()
+            .map(|(name, region)| Entry::one_region(Source::Replica(name), region));
         sources.entries.splice(at..at, replicas);
         let (map, notes) = sources.merge();
         drop(sources);
