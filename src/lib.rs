@@ -51,6 +51,7 @@ pub mod state;
 
 pub mod control;
 
+pub mod api;
 pub mod bench;
 pub mod conformance;
 pub mod grpc;

@@ -393,7 +393,7 @@ impl Server {
         let router = crate::http::router(
             self.state.clone(),
             &self.server_url,
-            control_routes,
+            control_routes.merge(crate::api::router(self.state.clone())),
             self.sign_in.clone(),
         );
         let http_stop = stopped();

@@ -1,4 +1,4 @@
-//! Bearer API-key authentication for the remote (TCP) gRPC listener.
+//! Bearer API-key authentication for the remote (TCP) gRPC listener and the REST API.
 //!
 //! The Unix socket is trusted by file permissions and never passes through here.
 
@@ -57,6 +57,17 @@ pub fn bearer(value: Option<&http::HeaderValue>) -> Result<&str, Status> {
     Ok(token.trim())
 }
 
+/// Whether an `authorization` header carries a current API key (gRPC over TCP
+/// and the REST API both ask this).
+pub async fn check(state: &State, header: Option<&http::HeaderValue>) -> Result<(), Status> {
+    let token = bearer(header)?;
+    state
+        .authenticate_api_key(token)
+        .await
+        .map(|_| ())
+        .map_err(super::convert::status)
+}
+
 impl<S, B> Service<http::Request<B>> for ApiKeyAuth<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
@@ -80,15 +91,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let state = self.state.clone();
         Box::pin(async move {
-            let verdict = match bearer(req.headers().get(http::header::AUTHORIZATION)) {
-                Ok(token) => state
-                    .authenticate_api_key(token)
-                    .await
-                    .map(|_| ())
-                    .map_err(super::convert::status),
-                Err(status) => Err(status),
-            };
-            match verdict {
+            match check(&state, req.headers().get(http::header::AUTHORIZATION)).await {
                 Ok(()) => inner.call(req).await,
                 Err(status) => {
                     // One line per refused key, with its source, for tools such

@@ -25,7 +25,8 @@ impl State {
             name: name.clone(),
             display_name: display_name.trim().to_owned(),
             email: email.trim().to_owned(),
-            provider: "cli".into(),
+            // Empty, as Headscale writes users created through its API.
+            provider: String::new(),
             provider_id: String::new(),
             profile_pic_url: picture_url.trim().to_owned(),
             groups: Vec::new(),

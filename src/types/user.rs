@@ -9,7 +9,8 @@ pub struct User {
     pub name: UserName,
     pub display_name: String,
     pub email: String,
-    /// `"cli"` for users created through the admin API, `"oidc"` for OIDC users.
+    /// Empty for users created through the admin API, as in Headscale (older
+    /// headway databases hold `"cli"` there); `"oidc"` for OIDC users.
     pub provider: String,
     /// The identity provider's subject; empty for local users.
     pub provider_id: String,

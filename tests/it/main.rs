@@ -17,6 +17,7 @@ mod grpc_admin;
 mod limits;
 mod pages;
 mod persistence;
+mod rest_api;
 mod tidy;
 
 #[cfg(feature = "full-suite")]

@@ -114,6 +114,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("grpc", &["grpc", "state", "types", "limits", "tasks"]),
+    ("api", &["api", "grpc", "state", "types", "limits"]),
     (
         "http",
         &[
