@@ -81,19 +81,33 @@ pub fn node(v: &NodeView) -> pb::Node {
         ip_addresses: strings(n.ip_addresses()),
         name: n.hostname.clone(),
         user: v.user.as_ref().map(user),
-        last_seen: n.last_seen.map(timestamp),
+        // A connected node is being seen now, as Headscale reports it; the stored
+        // time is when its last session ended.
+        last_seen: if v.online {
+            Some(timestamp(chrono::Utc::now()))
+        } else {
+            n.last_seen.map(timestamp)
+        },
         expiry: n.expiry.map(timestamp),
         pre_auth_key: v
             .auth_key
             .as_ref()
-            .map(|k| preauth_key(k, v.user.as_ref(), None)),
+            .map(|k| preauth_key(k, v.auth_key_user.as_ref(), None)),
         created_at: Some(timestamp(n.created_at)),
         register_method: register_method(n.register_method).into(),
         given_name: n.given_name.to_string(),
         online: v.online,
         approved_routes: strings(v.approved_routes()),
         available_routes: strings(v.advertised_routes()),
-        subnet_routes: strings(&v.primary_routes),
+        // What the node serves, as Headscale lists it: the subnet routes it is
+        // primary for, then its approved exit routes.
+        subnet_routes: strings(
+            v.primary_routes.iter().copied().chain(
+                v.approved_routes()
+                    .into_iter()
+                    .filter(|r| r.prefix_len() == 0),
+            ),
+        ),
         tags: n.tags.clone(),
     }
 }

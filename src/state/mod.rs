@@ -125,6 +125,9 @@ pub struct NodeView {
     pub node: Arc<Node>,
     pub user: Option<User>,
     pub auth_key: Option<PreAuthKey>,
+    /// The user the pre-auth key belongs to (also after the node was tagged and
+    /// left its user).
+    pub auth_key_user: Option<User>,
     /// Whether at least one map session of the node is open.
     pub online: bool,
     /// Advertised and approved route rows, ordered by id.

@@ -16,6 +16,10 @@ impl State {
             .into_iter()
             .map(|node| NodeView {
                 user: node.user_id.and_then(|id| users.get(&id).cloned()),
+                auth_key_user: node
+                    .auth_key_id
+                    .and_then(|id| keys.get(&id)?.user_id)
+                    .and_then(|id| users.get(&id).cloned()),
                 auth_key: node
                     .auth_key_id
                     .and_then(|id| keys.get(&id).map(|k| (*k).clone())),

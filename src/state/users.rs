@@ -37,7 +37,7 @@ impl State {
             storage(
                 e,
                 || format!("user {name} not found"),
-                |_| format!("user {name:?} already exists"),
+                |_| format!("user \"{name}\" already exists"),
             )
         })?;
         self.remember_user(user.id, Some(user.clone()));
@@ -106,7 +106,7 @@ impl State {
                 storage(
                     e,
                     || format!("user with id {id} not found"),
-                    |_| format!("user {name:?} already exists"),
+                    |_| format!("user \"{name}\" already exists"),
                 )
             })?;
         self.remember_user(id, Some(user.clone()));

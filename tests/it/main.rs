@@ -39,6 +39,8 @@ mod relay;
 #[cfg(feature = "full-suite")]
 mod replicas;
 #[cfg(feature = "full-suite")]
+mod rest_compat;
+#[cfg(feature = "full-suite")]
 mod routes;
 #[cfg(feature = "full-suite")]
 mod rust_client;

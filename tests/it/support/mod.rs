@@ -1,6 +1,8 @@
 //! Test support: spawning a real server, running the real CLI, a gRPC client.
 
 pub mod control_client;
+#[cfg(feature = "full-suite")]
+pub mod headscale;
 pub mod netns;
 pub mod oidc;
 pub mod pebble;
