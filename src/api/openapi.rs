@@ -1,11 +1,11 @@
-//! The OpenAPI 3.1 document of `/api/v1` (`/api/v1/openapi.json`) and a
+//! The OpenAPI 3.1 document of `/api/v1` (`/api/v1/openapi.json`, `.yaml`) and a
 //! readable page of it (`/api/v1/docs`), both generated from the same
 //! descriptors and HTTP rules the routes are built from, so they cannot drift.
 
 use super::schema::{self, Body, Operation};
 use axum::Router;
 use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::{Html, IntoResponse, Redirect};
 use axum::routing::get;
 use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
 use serde_json::{Map, Value, json};
@@ -17,7 +17,22 @@ use std::sync::OnceLock;
 pub fn router() -> Router {
     Router::new()
         .route("/api/v1/openapi.json", get(document_json))
+        .route("/api/v1/openapi.yaml", get(document_yaml))
         .route("/api/v1/docs", get(docs_page))
+        // Headscale 0.29 served its API page at /swagger; bookmarks land here.
+        .route(
+            "/swagger",
+            get(|| async { Redirect::permanent("/api/v1/docs") }),
+        )
+}
+
+/// The same document as YAML, where Headscale's next release publishes its own.
+async fn document_yaml() -> impl IntoResponse {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    let text = TEXT.get_or_init(|| {
+        yaml_serde::to_string(&document()).unwrap_or_else(|e| format!("error: {e}\n"))
+    });
+    ([(header::CONTENT_TYPE, "application/yaml")], text.as_str())
 }
 
 async fn document_json() -> impl IntoResponse {

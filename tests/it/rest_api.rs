@@ -738,6 +738,20 @@ async fn nothing_answers_without_a_current_api_key() {
         .unwrap();
     assert_eq!(basic.status().as_u16(), 401);
     // The description needs no key; the operations it lists still do.
+    let (status, text) = rest.raw(None, "GET", "/api/v1/openapi.yaml", None).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("openapi: 3.1.0"), "{text}");
+    let swagger = http_client()
+        .get(format!("{}/swagger", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        swagger.status().as_u16(),
+        308,
+        "Headscale's /swagger leads to the docs"
+    );
+    assert_eq!(swagger.headers()["location"], "/api/v1/docs");
     let (status, text) = rest.raw(None, "GET", "/api/v1/docs", None).await;
     assert_eq!(status, 200);
     assert!(
