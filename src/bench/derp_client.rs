@@ -108,51 +108,57 @@ impl Dialer {
             status.split(' ').nth(1) == Some("101"),
             "the relay did not switch to DERP: {status:?}"
         );
-
-        let (read_half, write_half) = tokio::io::split(io);
-        let mut reader = FrameReader::new(read_half);
-        let mut writer = FrameWriter::new(write_half);
-        let server = match reader.read_frame().await? {
-            Some((FrameType::SERVER_KEY, greeting)) => greeting
-                .strip_prefix(&MAGIC)
-                .and_then(|rest| rest.first_chunk::<KEY_LEN>())
-                .map(|key| NodeKey::from_bytes(*key))
-                .context("the relay's greeting has no DERP magic and key")?,
-            Some((other, _)) => bail!("the relay greeted with {other:?}, not ServerKey"),
-            None => bail!("the relay hung up before its greeting"),
-        };
-        let info = ClientInfo {
-            version: Some(i64::from(PROTOCOL_VERSION)),
-            ..ClientInfo::default()
-        };
-        let sealed = frame::seal_client_info(private, &server, &info)?;
-        writer
-            .write_frame(FrameType::CLIENT_INFO, &[&sealed])
-            .await?;
-        writer.flush().await?;
-        loop {
-            match reader.read_frame().await {
-                Ok(Some((FrameType::SERVER_INFO, payload))) => {
-                    frame::open_server_info(private, &server, payload)?;
-                    break;
-                }
-                // A relay may say something first (e.g. Health); nothing else
-                // is expected before the ServerInfo.
-                Ok(Some(_)) => continue,
-                // Over TLS a relay that hangs up without close_notify ends the
-                // stream "in the middle of a frame".
-                Ok(None) | Err(FrameError::Truncated) => {
-                    bail!("the relay hung up after the ClientInfo: it refused this client")
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(Client {
-            key: frame::public_key(private),
-            reader,
-            writer,
-        })
+        log_in(io, private).await
     }
+}
+
+/// The DERP login on a stream that already speaks DERP (after the `Upgrade:
+/// DERP` exchange, or inside a WebSocket): reads the relay's key, sends the
+/// sealed ClientInfo and returns once the ServerInfo has arrived.
+pub async fn log_in(io: Box<dyn Io>, private: &PrivateKey) -> Result<Client> {
+    let (read_half, write_half) = tokio::io::split(io);
+    let mut reader = FrameReader::new(read_half);
+    let mut writer = FrameWriter::new(write_half);
+    let server = match reader.read_frame().await? {
+        Some((FrameType::SERVER_KEY, greeting)) => greeting
+            .strip_prefix(&MAGIC)
+            .and_then(|rest| rest.first_chunk::<KEY_LEN>())
+            .map(|key| NodeKey::from_bytes(*key))
+            .context("the relay's greeting has no DERP magic and key")?,
+        Some((other, _)) => bail!("the relay greeted with {other:?}, not ServerKey"),
+        None => bail!("the relay hung up before its greeting"),
+    };
+    let info = ClientInfo {
+        version: Some(i64::from(PROTOCOL_VERSION)),
+        ..ClientInfo::default()
+    };
+    let sealed = frame::seal_client_info(private, &server, &info)?;
+    writer
+        .write_frame(FrameType::CLIENT_INFO, &[&sealed])
+        .await?;
+    writer.flush().await?;
+    loop {
+        match reader.read_frame().await {
+            Ok(Some((FrameType::SERVER_INFO, payload))) => {
+                frame::open_server_info(private, &server, payload)?;
+                break;
+            }
+            // A relay may say something first (e.g. Health); nothing else
+            // is expected before the ServerInfo.
+            Ok(Some(_)) => continue,
+            // Over TLS a relay that hangs up without close_notify ends the
+            // stream "in the middle of a frame".
+            Ok(None) | Err(FrameError::Truncated) => {
+                bail!("the relay hung up after the ClientInfo: it refused this client")
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(Client {
+        key: frame::public_key(private),
+        reader,
+        writer,
+    })
 }
 
 /// Reads the HTTP response head byte by byte, so no DERP byte after it is taken.

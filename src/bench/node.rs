@@ -17,7 +17,7 @@ use serde::de::IgnoredAny;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The capability version the simulated nodes announce (v1.102).
@@ -340,11 +340,11 @@ impl Node {
 /// The HTTP/1.1 upgrade to TS2021 and the client side of the Noise handshake on
 /// `tcp`, up to the early payload: what follows is HTTP/2 (tests also use it to
 /// hold a connection that never gets that far).
-pub async fn upgrade(
-    mut tcp: TcpStream,
+pub async fn upgrade<IO: AsyncRead + AsyncWrite + Unpin>(
+    mut tcp: IO,
     target: &Target,
     machine: &PrivateKey,
-) -> Result<NoiseStream<TcpStream>> {
+) -> Result<NoiseStream<IO>> {
     let (initiator, init) = Initiator::new(&target.server_key, machine, CAPVER)?;
     let handshake = base64::engine::general_purpose::STANDARD.encode(init);
     let request = format!(
