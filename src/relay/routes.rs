@@ -177,12 +177,18 @@ fn logged_in(conn: Option<Conn>) {
     }
 }
 
-/// The client's address, as the listener recorded it.
+/// The client's address, for the relay's log lines: the peer the listener
+/// recorded, or behind one of `trusted_proxies` the address its forwarding
+/// headers name (else every client behind a reverse proxy is the proxy).
 fn remote_addr(request: &Request) -> SocketAddr {
-    request
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0)
+        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
+    match request.extensions().get::<Conn>() {
+        Some(conn) => conn.client_addr(peer, request.headers()),
+        None => peer,
+    }
 }
 
 /// `GET|HEAD /derp/probe` and `/derp/latency-check`: an empty 200 that clients
