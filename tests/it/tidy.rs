@@ -1,5 +1,6 @@
 //! Code-shape invariants: every source file says what it owns, ARCHITECTURE.md
-//! names every module, and modules import only what sits below them.
+//! names every module, modules import only what sits below them, and the
+//! reverse-proxy page shows the configurations the proxy tests run.
 
 use std::path::{Path, PathBuf};
 
@@ -180,4 +181,21 @@ fn modules_import_only_what_sits_below_them() {
         "layering violations:\n{}",
         violations.join("\n")
     );
+}
+
+/// docs/reverse-proxy.md shows the nginx and Caddy configurations that the proxy
+/// tests (tests/it/proxies.rs) load, word for word.
+#[test]
+fn the_reverse_proxy_page_shows_the_tested_configurations() {
+    let page = std::fs::read_to_string(root().join("docs/reverse-proxy.md")).unwrap();
+    for file in [
+        "docs/reverse-proxy/nginx.conf",
+        "docs/reverse-proxy/Caddyfile",
+    ] {
+        let config = std::fs::read_to_string(root().join(file)).unwrap();
+        assert!(
+            page.contains(config.trim_end()),
+            "docs/reverse-proxy.md does not show {file} as it is; copy it in again"
+        );
+    }
 }
