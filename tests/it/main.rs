@@ -35,6 +35,8 @@ mod oidc;
 #[cfg(feature = "full-suite")]
 mod policy;
 #[cfg(feature = "full-suite")]
+mod proxies;
+#[cfg(feature = "full-suite")]
 mod relay;
 #[cfg(feature = "full-suite")]
 mod replicas;

@@ -9,6 +9,8 @@ pub mod pebble;
 #[cfg(feature = "full-suite")]
 pub mod replicas;
 pub mod tailscale;
+#[cfg(feature = "full-suite")]
+pub mod web_proxy;
 
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
 use std::io::Read;
@@ -227,6 +229,9 @@ pub struct Spawn {
     pub port: Option<u16>,
     /// With `port`: listen on this address instead of 127.0.0.1.
     pub host: Option<String>,
+    /// Announce this `server_url` (a reverse proxy's URL) whatever the server
+    /// listens on.
+    pub server_url: Option<String>,
     /// Run the server inside this network namespace.
     pub netns: Option<String>,
     /// Run the server with this open-file limit (soft and hard, `prlimit`), as
@@ -273,6 +278,17 @@ impl TestServer {
                         "server_url: http://127.0.0.1:8080",
                         &format!("server_url: http://{host}:{port}"),
                     ),
+                None => text,
+            };
+            let text = match &opts.server_url {
+                Some(url) => {
+                    let generated = "server_url: http://127.0.0.1:8080";
+                    assert!(
+                        text.contains(generated),
+                        "Spawn::server_url replaces `{generated}`, which this config lacks:\n{text}"
+                    );
+                    text.replace(generated, &format!("server_url: {url}"))
+                }
                 None => text,
             };
             let p = path.join("config.yaml");
