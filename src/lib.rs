@@ -6,6 +6,8 @@
 //! - [`types`]: domain vocabulary (ids, keys, users, nodes, keys, routes). No IO.
 //! - [`websocket`]: a WebSocket as a byte stream, for the browser forms of `/ts2021` and `/derp`.
 //! - [`tasks`]: owned background tasks, all stopped when the server stops.
+//! - [`metrics`]: the Prometheus registry and the handles every layer records into,
+//!   and the `metrics_listen_addr` router (`/metrics`, `/debug/runtime`).
 //! - [`limits`]: abuse limits on connections: caps, phase timeouts, a registration rate limit.
 //! - [`tailcfg`]: Tailscale's JSON wire types (`/key`, register, map, DERP map). No IO.
 //! - [`policy`]: the access-control policy language and what it gives each node. Pure.
@@ -34,6 +36,7 @@
 pub mod dns;
 pub mod fetch;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod tailcfg;
 pub mod tasks;

@@ -66,6 +66,10 @@ pub struct Server {
     ha_probe: crate::config::HaProbe,
     /// Sign-in through the OIDC provider (`oidc.*`).
     sign_in: Option<Arc<crate::http::oidc::SignIn>>,
+    /// `metrics_listen_addr`: `/metrics` and `/debug/runtime`, when set.
+    metrics: Option<TcpListener>,
+    /// The connection settings the metrics listener's own table starts from.
+    metrics_limits: crate::limits::Settings,
 }
 
 /// The OIDC provider's client, its discovery document fetched once: a provider
@@ -207,6 +211,15 @@ impl Server {
             .with_context(|| format!("listen_addr {}: cannot listen", config.listen_addr))?;
         let http_addr = http.local_addr()?;
 
+        let metrics = match config.metrics_listen_addr {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("metrics_listen_addr {addr}: cannot listen"))?,
+            ),
+        };
+
         let unix = bind_unix_socket(&config.unix_socket, config.unix_socket_permission).await?;
 
         let acme = build_acme(&config).await?;
@@ -245,6 +258,13 @@ impl Server {
             }
         };
 
+        let metrics_limits = crate::limits::Settings {
+            // A scraper or two and an admin's curl: a small table of its own, so
+            // they never take listen_addr's connections or it theirs.
+            max_connections: 64,
+            max_pending_per_source: 16,
+            ..limits.settings().clone()
+        };
         Ok(Server {
             state,
             http,
@@ -265,7 +285,14 @@ impl Server {
             limits,
             ha_probe: config.node.ha_probe,
             sign_in,
+            metrics,
+            metrics_limits,
         })
+    }
+
+    /// The bound `metrics_listen_addr` (useful with port 0); `None` when off.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The bound HTTP address (useful with port 0).
@@ -407,12 +434,38 @@ impl Server {
         });
         tracing::info!(addr = %self.http_addr, tls = secure, "serving HTTP");
 
+        if let Some(listener) = self.metrics {
+            let addr = listener.local_addr()?;
+            let router = crate::metrics::listener::router(self.state.metrics().clone());
+            let limits = crate::limits::Limits::new(self.metrics_limits);
+            let (metrics_stop, metrics_tasks) = (stopped(), owned.clone());
+            // Owned, and not among the listeners whose failure stops the server:
+            // control keeps working whatever happens to the metrics.
+            owned.spawn_finishing(async move {
+                if let Err(err) = crate::http::listener::serve(
+                    listener,
+                    router,
+                    None,
+                    limits,
+                    &metrics_tasks,
+                    metrics_stop,
+                )
+                .await
+                {
+                    tracing::error!(%err, "metrics_listen_addr stopped serving");
+                }
+            });
+            tracing::info!(%addr, "serving Prometheus metrics on /metrics");
+        }
+
         let api = AdminApi::new(self.state.clone());
         let unix_stop = stopped();
         let unix_api = api.clone().into_service();
         let (unix, unix_tasks) = (self.unix, owned.clone());
+        let grpc_metrics = crate::grpc::metrics_layer(self.state.metrics().grpc.clone());
         tasks.spawn(async move {
             tonic::transport::Server::builder()
+                .layer(grpc_metrics)
                 .add_service(unix_api)
                 .serve_with_incoming_shutdown(
                     // Go gRPC clients need their `:authority` fixed before h2 sees it.
@@ -433,6 +486,9 @@ impl Server {
             let secure = tls.is_some();
             let incoming = crate::grpc::tls::incoming(incoming, tls, &owned);
             let router = tonic::transport::Server::builder()
+                .layer(crate::grpc::metrics_layer(
+                    self.state.metrics().grpc.clone(),
+                ))
                 .layer(crate::limits::TrackRequestsLayer)
                 .layer(ApiKeyLayer::new(self.state.clone()))
                 .add_service(api.into_service());
@@ -655,7 +711,10 @@ async fn build_relay(
         by_default = server.enabled_by_default,
         "embedded DERP relay on"
     );
-    Ok((Relay::new(key, admission), stun))
+    Ok((
+        Relay::with_metrics(key, admission, state.metrics().relay.clone()),
+        stun,
+    ))
 }
 
 /// Binds the admin socket, replacing a stale socket file but never a live server's.

@@ -86,11 +86,6 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     }
     if let Some(v) = s.get("metrics_listen_addr") {
         c.metrics_listen_addr = v.socket_addr()?;
-        if let Some(addr) = c.metrics_listen_addr {
-            warnings.push(v.warning(format!(
-                "Prometheus metrics are not served yet; nothing listens on {addr}"
-            )));
-        }
     }
     if let Some(v) = s.get("grpc_listen_addr") {
         c.grpc_listen_addr = v.socket_addr()?;

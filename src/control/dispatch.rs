@@ -21,6 +21,12 @@ pub async fn run(ctl: Control) {
 
 impl Control {
     pub async fn deliver(&self, change: Change) {
+        let start = std::time::Instant::now();
+        self.deliver_planned(change);
+        crate::metrics::observe_since(&self.state.metrics().map.dispatch_duration, start);
+    }
+
+    fn deliver_planned(&self, change: Change) {
         self.forget_peers(change.peers_removed.iter().copied());
         let connected: BTreeSet<NodeId> = self.hub.connected().into_iter().collect();
         // The view every session was last told about, and the one they move to.

@@ -158,7 +158,7 @@ impl Control {
 
     /// The routes served inside each Noise connection.
     pub fn machine_routes(&self) -> Router {
-        Router::new()
+        let routes = Router::new()
             .route("/machine/register", post(register::register))
             .route("/machine/map", post(poll::map))
             .route(
@@ -172,7 +172,9 @@ impl Control {
                 axum::routing::get(probe::ping_response),
             )
             .fallback(machine::not_implemented)
-            .with_state(self.clone())
+            .with_state(self.clone());
+        // Requests inside Noise count beside listen_addr's, by route.
+        crate::metrics::record::instrument_http(routes, self.state.metrics().http.clone())
     }
 
     /// Puts new extra DNS records in force and tells every client; `false`

@@ -2,6 +2,7 @@
 
 use super::hub::Inlet;
 use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer, frame, refuse};
+use crate::metrics::{MapFrame, SessionEnd};
 use crate::state::{self, Presence};
 use crate::tailcfg::{Hostinfo, MapRequest, MapRequestKind};
 use crate::types::NodeId;
@@ -58,17 +59,34 @@ pub async fn map(
         hostname: hostinfo.as_ref().map(|h| h.hostname().to_owned()),
         hostinfo: hostinfo.map(|h| h.as_json().to_owned()),
     };
-    match ctl.state.report_presence(node.id, report).await {
-        Ok(change) => ctl.state.notifier().publish(change),
+    let stored = match ctl.state.report_presence(node.id, report).await {
+        Ok(change) => {
+            ctl.state.notifier().publish(change);
+            true
+        }
         Err(state::Error::NotFound(_)) => return refuse(StatusCode::NOT_FOUND, "node not found"),
-        Err(err) => tracing::warn!(node = %node.id, %err, "could not store a map request's report"),
-    }
+        Err(err) => {
+            tracing::warn!(node = %node.id, %err, "could not store a map request's report");
+            false
+        }
+    };
 
+    let metrics = &ctl.state.metrics().map;
     match req.kind() {
-        MapRequestKind::LiteUpdate => StatusCode::OK.into_response(),
+        MapRequestKind::LiteUpdate => {
+            metrics.endpoint_update(stored);
+            StatusCode::OK.into_response()
+        }
         MapRequestKind::OneShot => match ctl.full_map_json(node.id, req.version) {
-            Some(json) if req.wants_zstd() => frame::encode(&json).into_response(),
-            Some(json) => frame::encode_plain(&json).into_response(),
+            Some(json) => {
+                let frame = if req.wants_zstd() {
+                    frame::encode(&json)
+                } else {
+                    frame::encode_plain(&json)
+                };
+                metrics.sent(MapFrame::Full, frame.len());
+                frame.into_response()
+            }
             None => refuse(StatusCode::NOT_FOUND, "node not found"),
         },
         MapRequestKind::Stream => stream(ctl, node.id, req.version, req.wants_zstd()).await,
@@ -80,10 +98,34 @@ struct SessionGuard {
     ctl: Control,
     node: NodeId,
     session: u64,
+    /// Why it ends, for `headscale_mapresponse_ended_total`: the client or the
+    /// server going away, unless the stream learns the node was removed.
+    end: SessionEnd,
+}
+
+impl SessionGuard {
+    fn new(ctl: Control, node: NodeId, session: u64) -> SessionGuard {
+        ctl.state.metrics().map.sessions_open.inc();
+        SessionGuard {
+            ctl,
+            node,
+            session,
+            end: SessionEnd::Done,
+        }
+    }
+}
+
+impl SessionGuard {
+    fn ends_because(&mut self, why: SessionEnd) {
+        self.end = why;
+    }
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        let metrics = &self.ctl.state.metrics().map;
+        metrics.sessions_open.dec();
+        metrics.session_ended(self.end);
         self.ctl.hub.close(self.node, self.session);
         let state = self.ctl.state.clone();
         let node = self.node;
@@ -104,17 +146,13 @@ struct Session {
     zstd: bool,
     first: Option<Bytes>,
     keep_alive_at: Instant,
-    _guard: SessionGuard,
+    guard: SessionGuard,
 }
 
 async fn stream(ctl: Control, node: NodeId, capver: u32, zstd: bool) -> Response {
     // Register before the full map is built, so no change can fall in between.
     let inlet = ctl.hub.open(node);
-    let guard = SessionGuard {
-        ctl: ctl.clone(),
-        node,
-        session: inlet.session,
-    };
+    let guard = SessionGuard::new(ctl.clone(), node, inlet.session);
     ctl.state.notifier().publish(ctl.state.session_opened(node));
     let Some(first) = ctl.full_map(node, capver) else {
         return refuse(StatusCode::NOT_FOUND, "node not found");
@@ -126,15 +164,20 @@ async fn stream(ctl: Control, node: NodeId, capver: u32, zstd: bool) -> Response
         zstd,
         first: Some(first),
         keep_alive_at: next_keep_alive(),
-        _guard: guard,
+        guard,
     };
     let frames = futures_util::stream::unfold(session, |mut s| async move {
-        let mut frame = s.next_frame().await?;
+        let Some((kind, mut frame)) = s.next_frame().await else {
+            // Dropping the session now counts it as removed.
+            s.guard.ends_because(SessionEnd::Removed);
+            return None;
+        };
         if !s.zstd {
             // Shared frames are compressed once for everyone; the rare client
             // that cannot read zstd gets its copy decompressed.
             frame = frame::to_plain(&frame)?;
         }
+        s.ctl.state.metrics().map.sent(kind, frame.len());
         Some((Ok::<Bytes, std::convert::Infallible>(frame), s))
     });
     Body::from_stream(frames).into_response()
@@ -143,15 +186,18 @@ async fn stream(ctl: Control, node: NodeId, capver: u32, zstd: bool) -> Response
 impl Session {
     /// The next frame to write: the first map, a queued delta, a full map after an
     /// overflow, or a keep-alive. `None` ends the stream (the node was removed).
-    async fn next_frame(&mut self) -> Option<Bytes> {
+    async fn next_frame(&mut self) -> Option<(MapFrame, Bytes)> {
         if let Some(first) = self.first.take() {
-            return Some(first);
+            return Some((MapFrame::Full, first));
         }
         loop {
             if self.inlet.resync.swap(false, Ordering::AcqRel) {
                 while self.inlet.rx.try_recv().is_ok() {}
                 self.keep_alive_at = next_keep_alive();
-                return self.ctl.full_map(self.inlet.node, self.capver);
+                return self
+                    .ctl
+                    .full_map(self.inlet.node, self.capver)
+                    .map(|full| (MapFrame::Full, full));
             }
             tokio::select! {
                 frame = self.inlet.rx.recv() => match frame {
@@ -159,13 +205,13 @@ impl Session {
                     Some(frame) if frame.is_empty() => continue,
                     Some(frame) => {
                         self.keep_alive_at = next_keep_alive();
-                        return Some(frame);
+                        return Some((MapFrame::Delta, frame));
                     }
                     None => return None,
                 },
                 () = tokio::time::sleep_until(self.keep_alive_at) => {
                     self.keep_alive_at = next_keep_alive();
-                    return Some(frame::keep_alive());
+                    return Some((MapFrame::KeepAlive, frame::keep_alive()));
                 }
             }
         }

@@ -7,6 +7,7 @@
 //! answered `429 Too Many Requests` with `Retry-After`, before anything is read.
 
 use super::{Control, MIN_CAPABILITY_VERSION, NoisePeer};
+use crate::metrics::{RegisterMethod as Method, RegisterOutcome as Outcome};
 use crate::state::{self, Admission, RegistrationId, RegistrationOutcome};
 use crate::tailcfg::{Login, RegisterRequest, RegisterResponse, User};
 use crate::types::{Node, RegisterMethod};
@@ -28,6 +29,7 @@ pub async fn register(
     body: Bytes,
 ) -> Response {
     let client = client.map(|Extension(ConnectInfo(client))| client);
+    let outcomes = &ctl.state.metrics().registrations;
     // Every attempt counts, whatever it carries: each may cost a key check or
     // a pending registration.
     if let Some(client) = client
@@ -41,18 +43,32 @@ pub async fn register(
                 "refused registration attempts past limits.register_burst (429)"
             );
         }
+        outcomes.record(Method::Unknown, Outcome::RateLimited);
         return too_many_attempts(wait);
     }
     let req: RegisterRequest = match super::parse_request(&body, "register") {
         Ok(req) => req,
-        Err(refusal) => return refusal.into_response(),
+        Err(refusal) => {
+            outcomes.record(Method::Unknown, Outcome::Rejected);
+            return refusal.into_response();
+        }
     };
     if let Some(refusal) = version_refusal(req.version) {
+        outcomes.record(Method::Unknown, Outcome::Rejected);
         return Json(refusal).into_response();
     }
+    let method = method_of(&ctl, &req);
     let response = match handle(&ctl, &peer, &req).await {
-        Ok(response) => response,
+        Ok(response) => {
+            outcomes.record(method, outcome_of(method, &response));
+            response
+        }
         Err(err) => {
+            let outcome = match err {
+                state::Error::Internal(_) => Outcome::Error,
+                _ => Outcome::Rejected,
+            };
+            outcomes.record(method, outcome);
             match &err {
                 state::Error::Internal(cause) => tracing::error!(%cause, "registration failed"),
                 // One line per refused key, with its source, for tools such as
@@ -68,6 +84,37 @@ pub async fn register(
         }
     };
     Json(response).into_response()
+}
+
+/// How a request asks to join, in the order [`handle`] decides it.
+fn method_of(ctl: &Control, req: &RegisterRequest) -> Method {
+    if req.is_logout(chrono::Utc::now()) {
+        Method::Logout
+    } else if req.auth_key().is_some() {
+        Method::AuthKey
+    } else if req.followup().is_some() {
+        Method::Interactive
+    } else if ctl.state.snapshot().by_node_key(&req.node_key).is_some() {
+        Method::Known
+    } else {
+        Method::Interactive
+    }
+}
+
+/// What the client was told, as an outcome: logged in (or out), handed an
+/// auth URL, or refused.
+fn outcome_of(method: Method, response: &RegisterResponse) -> Outcome {
+    if !response.error.is_empty() {
+        Outcome::Rejected
+    } else if !response.auth_url.is_empty() {
+        Outcome::Pending
+    } else if response.machine_authorized || (method == Method::Logout && response.node_key_expired)
+    {
+        Outcome::Success
+    } else {
+        // An expired key: the client must log in again.
+        Outcome::Rejected
+    }
 }
 
 /// `429 Too Many Requests` with `Retry-After` in whole seconds (at least 1);

@@ -623,6 +623,7 @@ mod protocol {
                 path: None,
             },
             server_url: "http://127.0.0.1:1".into(),
+            metrics: crate::metrics::Metrics::new(),
         };
         let state = Arc::new(State::load(db, settings).await.unwrap());
         let map_settings = map::MapSettings {
@@ -1204,6 +1205,123 @@ mod protocol {
         let deadline = tokio::time::Instant::now() + WAIT;
         while rig.state.is_online(node) {
             assert!(tokio::time::Instant::now() < deadline, "still online");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Scrapes `metrics_listen_addr`'s router over a real socket: the whole
+    /// exposition text.
+    async fn scrape(addr: SocketAddr) -> String {
+        let (status, headers, body) = raw_exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            Some(crate::metrics::listener::OPENMETRICS)
+        );
+        body
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        crate::metrics::tests::sample(text, series)
+            .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+    }
+
+    #[tokio::test]
+    async fn registrations_and_map_sessions_show_in_the_scraped_metrics() {
+        let rig = rig().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_addr = listener.local_addr().unwrap();
+        let router = crate::metrics::listener::router(rig.state.metrics().clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let authkey_success = "headway_registrations_total{method=\"authkey\",outcome=\"success\"}";
+        let authkey_rejected =
+            "headway_registrations_total{method=\"authkey\",outcome=\"rejected\"}";
+        let before = scrape(metrics_addr).await;
+        assert!(crate::metrics::tests::sample(&before, authkey_success).is_none());
+        assert_eq!(value(&before, "headway_connected_nodes"), 0.0);
+
+        // One registration with a good key, one with a key that does not exist.
+        let key = rig.preauth_key(true).await.secret;
+        let node_key = NodeKey::from_bytes([9; 32]);
+        let mut conn = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        send_post(
+            &mut conn,
+            "/machine/register",
+            register_body(&node_key, &key, "laptop"),
+        )
+        .await;
+        let mut stranger = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let (_, refused) = send_post(
+            &mut stranger,
+            "/machine/register",
+            register_body(
+                &NodeKey::from_bytes([10; 32]),
+                "hskey-auth-nope-nope",
+                "stranger",
+            ),
+        )
+        .await;
+        assert!(
+            String::from_utf8_lossy(&refused).contains("Error"),
+            "{refused:?}"
+        );
+        let (body, _pending, _) = open_stream(&mut conn, &node_key).await;
+
+        let during = scrape(metrics_addr).await;
+        assert_eq!(value(&during, authkey_success), 1.0);
+        assert_eq!(value(&during, authkey_rejected), 1.0);
+        assert_eq!(value(&during, "headway_connected_nodes"), 1.0);
+        assert_eq!(value(&during, "headway_map_sessions_open"), 1.0);
+        assert!(
+            value(
+                &during,
+                "headscale_mapresponse_sent_total{status=\"ok\",type=\"full\"}"
+            ) >= 1.0
+        );
+        assert!(
+            value(
+                &during,
+                "headway_mapresponse_sent_bytes_total{type=\"full\"}"
+            ) > 0.0
+        );
+        // Requests inside Noise are counted by route.
+        assert_eq!(
+            value(
+                &during,
+                "headscale_http_requests_total{code=\"200\",method=\"POST\",path=\"/machine/register\"}"
+            ),
+            2.0
+        );
+        // The registration wrote through a transaction, and reads ran.
+        assert!(
+            value(
+                &during,
+                "headway_db_statement_duration_seconds_count{on=\"transaction\"}"
+            ) > 0.0
+        );
+
+        // The session ends: the node is no longer connected.
+        drop(body);
+        drop(conn);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let after = scrape(metrics_addr).await;
+            if value(&after, "headway_connected_nodes") == 0.0 {
+                assert_eq!(value(&after, "headway_map_sessions_open"), 0.0);
+                assert_eq!(
+                    value(&after, "headscale_mapresponse_ended_total{reason=\"done\"}"),
+                    1.0
+                );
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the node still counts as connected:\n{after}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

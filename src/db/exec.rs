@@ -2,15 +2,18 @@
 //! running a sea-query statement on any of them in its backend's dialect.
 //!
 //! Table modules build one statement and say where it runs (`db.read()`,
-//! `db.write()`, `tx.on()`); only this file knows there are two backends.
+//! `db.write()`, `tx.on()`); only this file knows there are two backends. Each
+//! statement's time, to its last row, is recorded by where it ran.
 
 use super::rows::from_sqlx;
 use super::{Db, Result};
+use crate::metrics::{Histogram, observe_since};
 use sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
 use sea_query_sqlx::{SqlxBinder, SqlxValues};
 use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Postgres, Sqlite};
+use std::time::Instant;
 
 /// The connections of one database.
 #[derive(Clone, Debug)]
@@ -32,7 +35,13 @@ pub(super) enum Row {
 }
 
 /// A write transaction; dropped without `commit`, it rolls back.
-pub(super) enum Tx {
+pub(super) struct Tx {
+    conn: TxConn,
+    /// Where its statements' times go (`headway_db_statement_duration_seconds{on="transaction"}`).
+    timer: Histogram,
+}
+
+enum TxConn {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
 }
@@ -65,14 +74,19 @@ impl Db {
     /// race (consuming a single-use key, claiming a name or an address) are single
     /// statements guarded by row locks and UNIQUE constraints.
     pub(super) async fn begin_write(&self) -> Result<Tx> {
-        match &self.pools {
+        let start = Instant::now();
+        let conn = match &self.pools {
             Pools::Sqlite { writer, .. } => writer
                 .begin_with("BEGIN IMMEDIATE")
                 .await
-                .map(Tx::Sqlite)
+                .map(TxConn::Sqlite)
                 .map_err(from_sqlx),
-            Pools::Postgres(pool) => pool.begin().await.map(Tx::Postgres).map_err(from_sqlx),
-        }
+            Pools::Postgres(pool) => pool.begin().await.map(TxConn::Postgres).map_err(from_sqlx),
+        }?;
+        let timer = self.metrics.transaction.clone();
+        // Waiting for SQLite's one writer shows here.
+        observe_since(&timer, start);
+        Ok(Tx { conn, timer })
     }
 
     /// Which backend this is, for messages: `sqlite` or `postgres`.
@@ -90,11 +104,13 @@ impl Tx {
     }
 
     pub(super) async fn commit(self) -> Result<()> {
-        match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
-        }
-        .map_err(from_sqlx)
+        let start = Instant::now();
+        let committed = match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        };
+        observe_since(&self.timer, start);
+        committed.map_err(from_sqlx)
     }
 }
 
@@ -107,18 +123,30 @@ enum Target<'a> {
 }
 
 impl<'a> On<'a> {
-    fn target(self) -> Target<'a> {
+    /// The connection, and the histogram its statement's time goes to.
+    fn target(self) -> (Target<'a>, Histogram) {
         match self {
-            On::Read(db) => match &db.pools {
-                Pools::Sqlite { reader, .. } => Target::SqlitePool(reader),
-                Pools::Postgres(pool) => Target::PgPool(pool),
-            },
-            On::Write(db) => match &db.pools {
-                Pools::Sqlite { writer, .. } => Target::SqlitePool(writer),
-                Pools::Postgres(pool) => Target::PgPool(pool),
-            },
-            On::Tx(Tx::Sqlite(tx)) => Target::SqliteConn(tx),
-            On::Tx(Tx::Postgres(tx)) => Target::PgConn(tx),
+            On::Read(db) => (
+                match &db.pools {
+                    Pools::Sqlite { reader, .. } => Target::SqlitePool(reader),
+                    Pools::Postgres(pool) => Target::PgPool(pool),
+                },
+                db.metrics.read.clone(),
+            ),
+            On::Write(db) => (
+                match &db.pools {
+                    Pools::Sqlite { writer, .. } => Target::SqlitePool(writer),
+                    Pools::Postgres(pool) => Target::PgPool(pool),
+                },
+                db.metrics.write.clone(),
+            ),
+            On::Tx(tx) => (
+                match &mut tx.conn {
+                    TxConn::Sqlite(tx) => Target::SqliteConn(tx),
+                    TxConn::Postgres(tx) => Target::PgConn(tx),
+                },
+                tx.timer.clone(),
+            ),
         }
     }
 }
@@ -139,7 +167,9 @@ fn wrap<R>(rows: Vec<R>, kind: fn(R) -> Row) -> Vec<Row> {
 
 /// Every row of a statement. The statement runs to its end (see `rows::fetch_one`).
 pub(super) async fn fetch_all(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Vec<Row>> {
-    match on.target() {
+    let (target, timer) = on.target();
+    let start = Instant::now();
+    let rows = match target {
         Target::SqlitePool(e) => sqlite(stmt)
             .fetch_all(e)
             .await
@@ -156,19 +186,23 @@ pub(super) async fn fetch_all(on: On<'_>, stmt: &impl SqlxBinder) -> Result<Vec<
             .fetch_all(e)
             .await
             .map(|r| wrap(r, Row::Postgres)),
-    }
-    .map_err(from_sqlx)
+    };
+    observe_since(&timer, start);
+    rows.map_err(from_sqlx)
 }
 
 /// Runs a statement and returns how many rows it changed.
 pub(super) async fn execute(on: On<'_>, stmt: &impl SqlxBinder) -> Result<u64> {
-    match on.target() {
+    let (target, timer) = on.target();
+    let start = Instant::now();
+    let changed = match target {
         Target::SqlitePool(e) => sqlite(stmt).execute(e).await.map(|d| d.rows_affected()),
         Target::SqliteConn(e) => sqlite(stmt).execute(e).await.map(|d| d.rows_affected()),
         Target::PgPool(e) => postgres(stmt).execute(e).await.map(|d| d.rows_affected()),
         Target::PgConn(e) => postgres(stmt).execute(e).await.map(|d| d.rows_affected()),
-    }
-    .map_err(from_sqlx)
+    };
+    observe_since(&timer, start);
+    changed.map_err(from_sqlx)
 }
 
 #[cfg(test)]

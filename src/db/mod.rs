@@ -133,6 +133,9 @@ pub struct Db {
     /// This process among the replicas sharing a PostgreSQL database: the origin
     /// its writes carry in the change feed.
     replica: std::sync::Arc<str>,
+    /// Where statement times are recorded (`exec.rs`); detached until
+    /// [`Db::with_metrics`].
+    metrics: crate::metrics::DbMetrics,
 }
 
 impl Db {
@@ -146,6 +149,11 @@ impl Db {
             } => sqlite::open(path, *write_ahead_log, *wal_autocheckpoint).await,
             config::Database::Postgres(pg) => postgres::open(pg).await,
         }
+    }
+
+    /// This handle, recording how long each statement takes into `metrics`.
+    pub fn with_metrics(self, metrics: crate::metrics::DbMetrics) -> Db {
+        Db { metrics, ..self }
     }
 
     /// This process's name in the change feed.

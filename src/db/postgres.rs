@@ -89,5 +89,6 @@ pub(super) async fn open(pg: &config::Postgres) -> Result<Db> {
     Ok(Db {
         pools: Pools::Postgres(pool),
         replica,
+        metrics: crate::metrics::DbMetrics::default(),
     })
 }

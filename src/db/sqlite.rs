@@ -102,6 +102,7 @@ pub(super) async fn open(
     Ok(Db {
         pools: Pools::Sqlite { reader, writer },
         replica: super::new_replica_name(),
+        metrics: crate::metrics::DbMetrics::default(),
     })
 }
 

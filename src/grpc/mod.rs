@@ -23,6 +23,53 @@ use tonic::{Request, Response, Status};
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The service's name, the first part of every call's path.
+pub const SERVICE: &str = "headscale.v1.HeadscaleService";
+
+/// Every method of [`SERVICE`] (`proto/headscale/v1/headscale.proto`, checked by a
+/// test): the only values the per-method metrics label calls with.
+pub const METHODS: &[&str] = &[
+    "CreateUser",
+    "RenameUser",
+    "DeleteUser",
+    "ListUsers",
+    "CreatePreAuthKey",
+    "ExpirePreAuthKey",
+    "DeletePreAuthKey",
+    "ListPreAuthKeys",
+    "DebugCreateNode",
+    "GetNode",
+    "SetTags",
+    "SetApprovedRoutes",
+    "RegisterNode",
+    "DeleteNode",
+    "ExpireNode",
+    "RenameNode",
+    "ListNodes",
+    "BackfillNodeIPs",
+    "AuthRegister",
+    "AuthApprove",
+    "AuthReject",
+    "CreateApiKey",
+    "ExpireApiKey",
+    "ListApiKeys",
+    "DeleteApiKey",
+    "GetPolicy",
+    "SetPolicy",
+    "CheckPolicy",
+    "GetRoutes",
+    "EnableRoute",
+    "DisableRoute",
+    "GetNodeRoutes",
+    "DeleteRoute",
+    "Health",
+];
+
+/// The layer that times every call by method (`headway_grpc_duration_seconds`).
+pub fn metrics_layer(metrics: crate::metrics::GrpcMetrics) -> crate::metrics::record::GrpcLayer {
+    crate::metrics::record::GrpcLayer::new(metrics, SERVICE, METHODS)
+}
+
 /// The service implementation; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AdminApi {
@@ -522,5 +569,28 @@ impl HeadscaleService for AdminApi {
         Ok(Response::new(pb::HealthResponse {
             database_connectivity: self.state.database_ok().await,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_metrics_method_list_is_the_protos() {
+        let proto = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("proto/headscale/v1/headscale.proto"),
+        )
+        .unwrap();
+        assert!(proto.contains(&format!(
+            "service {} {{",
+            super::SERVICE.rsplit('.').next().unwrap()
+        )));
+        let declared: Vec<&str> = proto
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("rpc "))
+            .filter_map(|rest| rest.split('(').next())
+            .map(str::trim)
+            .collect();
+        assert_eq!(declared, super::METHODS);
     }
 }

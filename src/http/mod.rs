@@ -44,12 +44,13 @@ pub fn router(
     control: Router,
     sign_in: Option<Arc<oidc::SignIn>>,
 ) -> Router {
+    let http_metrics = state.metrics().http.clone();
     let site = Site {
         state,
         server_url: server_url.trim_end_matches('/').to_owned(),
         sign_in,
     };
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .route("/version", get(version))
         .route("/register/{id}", get(pages::register))
@@ -63,7 +64,9 @@ pub fn router(
         .route("/", get(index))
         .with_state(site)
         .merge(control)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    // By matched route: the control, relay and page routes alike.
+    crate::metrics::record::instrument_http(router, http_metrics)
 }
 
 /// `GET /health`: `{"status":"pass"}` while the database answers, else 503 `fail`.

@@ -12,6 +12,7 @@ use super::frame::{
     self, ClientInfo, FrameError, FrameReader, FrameType, FrameWriter, InfoError, KEY_LEN,
     MAX_CLIENT_INFO_LEN, MAX_PACKET_SIZE, PROTOCOL_VERSION, PeerGoneReason, ServerInfo,
 };
+use crate::metrics::{RelayDrop, RelayMetrics};
 use crate::types::{NodeKey, PrivateKey};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -63,6 +64,8 @@ pub struct Relay {
     /// mutex is both correct and the cheapest choice.
     registry: Mutex<Registry>,
     next_connection_id: AtomicU64,
+    /// Clients, packets forwarded and dropped (atomics only).
+    metrics: RelayMetrics,
 }
 
 /// The connected clients and who has heard from whom.
@@ -168,12 +171,22 @@ impl ConnectionError {
 impl Relay {
     /// A relay with the static key `private`, letting in the clients `admission` admits.
     pub fn new(private: PrivateKey, admission: Arc<dyn Admission>) -> Arc<Relay> {
+        Self::with_metrics(private, admission, RelayMetrics::default())
+    }
+
+    /// [`Relay::new`], recording into the server's `metrics`.
+    pub fn with_metrics(
+        private: PrivateKey,
+        admission: Arc<dyn Admission>,
+        metrics: RelayMetrics,
+    ) -> Arc<Relay> {
         Arc::new(Relay {
             public: frame::public_key(&private),
             private,
             admission,
             registry: Mutex::new(Registry::default()),
             next_connection_id: AtomicU64::new(1),
+            metrics,
         })
     }
 
@@ -426,14 +439,23 @@ impl Relay {
             .and_then(|connections| connections.last().cloned());
         let disco = frame::looks_like_disco(packet);
         match target {
-            Some(target) => target.outbox.push_packet(
-                Packet {
-                    src: from.key,
-                    bytes: packet.into(),
-                },
-                disco,
-            ),
+            Some(target) => {
+                self.metrics.forwarded.inc();
+                self.metrics.forwarded_bytes.inc_by(packet.len() as u64);
+                let dropped = target.outbox.push_packet(
+                    Packet {
+                        src: from.key,
+                        bytes: packet.into(),
+                    },
+                    disco,
+                );
+                if dropped {
+                    self.metrics.dropped(RelayDrop::QueueFull);
+                }
+                dropped
+            }
             None => {
+                self.metrics.dropped(RelayDrop::UnknownDestination);
                 tracing::trace!(
                     client = %from.key.short(),
                     dst = %dst.short(),
@@ -464,6 +486,7 @@ impl Relay {
         let earlier = {
             let mut registry = self.registry();
             registry.connections += 1;
+            self.metrics.clients.inc();
             let connections = registry.clients.entry(key).or_default();
             let earlier = connections.clone();
             connections.push(Arc::clone(&client));
@@ -495,6 +518,7 @@ impl Relay {
         {
             let mut registry = self.registry();
             registry.connections = registry.connections.saturating_sub(1);
+            self.metrics.clients.dec();
             for src in sources_seen {
                 if let Some(receivers) = registry.receivers_of.get_mut(src) {
                     receivers.remove(&client.id);

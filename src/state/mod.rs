@@ -99,6 +99,9 @@ pub struct Settings {
     /// `server_url` without a trailing slash (where SSH `check` rules send
     /// clients back to).
     pub server_url: String,
+    /// Where the server's metrics are recorded; the database's statements too
+    /// ([`State::load`] hands it its part).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Settings {
@@ -115,6 +118,7 @@ impl Settings {
                 path: config.policy.path.clone(),
             },
             server_url: config.server_url.as_str().to_owned(),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 }
@@ -206,6 +210,7 @@ impl std::fmt::Debug for State {
 impl State {
     /// Loads every node and route from the database and builds the address pool.
     pub async fn load(db: Db, settings: Settings) -> Result<State> {
+        let db = db.with_metrics(settings.metrics.db.clone());
         let mut remote_sessions: HashMap<NodeId, std::collections::BTreeSet<String>> =
             HashMap::new();
         let (feed_start, session_rows, session_rows_rx) = if db.has_feed() {
@@ -261,6 +266,12 @@ impl State {
     /// policy that does not parse is an error naming file, line and column.
     pub async fn start_policy(&self) -> Result<PolicyStatus> {
         self.load_policy().await
+    }
+
+    /// Where the server's metrics are recorded (map sessions, registrations,
+    /// requests, statements, the relay, the policy).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.settings.metrics
     }
 
     /// The server's background tasks, stopped when it stops.

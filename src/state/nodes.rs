@@ -276,10 +276,14 @@ impl State {
 
     /// Forgets the open sessions of a node that no longer exists.
     pub(super) fn end_sessions_of(&self, id: NodeId) {
-        self.sessions
+        let ended = self
+            .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+        if ended.is_some_and(|s| s.open > 0) {
+            self.metrics().map.connected_nodes.dec();
+        }
     }
 }
 

@@ -326,6 +326,7 @@ impl State {
                 return Some(c.compiled.clone());
             }
         }
+        let start = std::time::Instant::now();
         let devices = devices_of(&snapshot);
         let user_list: Vec<User> = users.values().cloned().collect();
         let compiled = Arc::new(Compiled::new(
@@ -336,6 +337,7 @@ impl State {
             },
             &self.compile_options(),
         ));
+        crate::metrics::observe_since(&self.metrics().policy.compile_duration, start);
         *cache = Some(CompiledCache {
             policy: loaded.policy.clone(),
             users,

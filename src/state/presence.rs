@@ -65,6 +65,7 @@ impl State {
         if !first {
             return Change::none();
         }
+        self.metrics().map.connected_nodes.inc();
         self.record_session(id, true);
         self.online_flipped(id, true)
     }
@@ -94,9 +95,13 @@ impl State {
             let Some(entry) = sessions.get_mut(&id) else {
                 return Change::none();
             };
+            let was_open = entry.open > 0;
             entry.open = entry.open.saturating_sub(1);
             if entry.open > 0 {
                 return Change::none();
+            }
+            if was_open {
+                self.metrics().map.connected_nodes.dec();
             }
             entry.unhealthy = false;
             entry.generation

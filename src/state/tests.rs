@@ -30,6 +30,7 @@ async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
             path: None,
         },
         server_url: "http://127.0.0.1:1".into(),
+        metrics: crate::metrics::Metrics::new(),
     };
     (dir, State::load(db, settings).await.unwrap())
 }
@@ -740,6 +741,7 @@ mod replicas {
             ephemeral_inactivity_timeout: Duration::from_secs(60),
             policy: crate::state::PolicySource { mode, path: None },
             server_url: "http://127.0.0.1:1".into(),
+            metrics: crate::metrics::Metrics::new(),
         }
     }
 

@@ -15,6 +15,7 @@ mod cli;
 mod config_errors;
 mod grpc_admin;
 mod limits;
+mod metrics;
 mod pages;
 mod persistence;
 mod rest_api;

@@ -70,18 +70,24 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("fetch", &["fetch"]),
     ("limits", &["limits"]),
     ("tasks", &["tasks"]),
+    ("metrics", &["metrics"]),
     ("tailcfg", &["tailcfg", "types"]),
     ("policy", &["policy", "tailcfg", "types"]),
     ("config", &["config", "types"]),
     ("derp", &["derp", "tailcfg", "config", "types", "fetch"]),
-    ("relay", &["relay", "types", "websocket", "limits", "tasks"]),
+    (
+        "relay",
+        &["relay", "types", "websocket", "limits", "tasks", "metrics"],
+    ),
     ("acme", &["acme"]),
     ("dns", &["dns"]),
     ("oidc", &["oidc", "config", "types", "fetch"]),
-    ("db", &["db", "types", "config"]),
+    ("db", &["db", "types", "config", "metrics"]),
     (
         "state",
-        &["state", "db", "policy", "types", "config", "tasks"],
+        &[
+            "state", "db", "policy", "types", "config", "tasks", "metrics",
+        ],
     ),
     (
         "control",
@@ -97,6 +103,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "websocket",
             "limits",
             "tasks",
+            "metrics",
         ],
     ),
     (
@@ -114,12 +121,16 @@ const LAYERS: &[(&str, &[&str])] = &[
             "types",
         ],
     ),
-    ("grpc", &["grpc", "state", "types", "limits", "tasks"]),
+    (
+        "grpc",
+        &["grpc", "state", "types", "limits", "tasks", "metrics"],
+    ),
     ("api", &["api", "grpc", "state", "types", "limits"]),
     (
         "http",
         &[
             "http", "control", "state", "types", "config", "tailcfg", "limits", "tasks", "oidc",
+            "metrics",
         ],
     ),
     (
