@@ -113,9 +113,7 @@ impl SessionGuard {
             end: SessionEnd::Done,
         }
     }
-}
 
-impl SessionGuard {
     fn ends_because(&mut self, why: SessionEnd) {
         self.end = why;
     }

@@ -1275,6 +1275,7 @@ mod protocol {
         assert_eq!(value(&during, authkey_success), 1.0);
         assert_eq!(value(&during, authkey_rejected), 1.0);
         assert_eq!(value(&during, "headway_connected_nodes"), 1.0);
+        assert_eq!(value(&during, "headscale_nodestore_nodes"), 1.0);
         assert_eq!(value(&during, "headway_map_sessions_open"), 1.0);
         assert!(
             value(

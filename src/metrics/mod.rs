@@ -172,6 +172,8 @@ pub enum SessionEnd {
 /// Map sessions and what they send.
 #[derive(Clone, Debug)]
 pub struct MapMetrics {
+    /// Nodes this server knows (its snapshot), online or not.
+    pub nodes: Gauge,
     /// Nodes with at least one open map session on this server.
     pub connected_nodes: Gauge,
     /// Open streaming map sessions (a node reconnecting briefly has two).
@@ -219,6 +221,7 @@ impl Default for MapMetrics {
         let ended_done = ended.get_or_create_owned(&ReasonLabel { reason: "done" });
         let ended_removed = ended.get_or_create_owned(&ReasonLabel { reason: "removed" });
         MapMetrics {
+            nodes: Gauge::default(),
             connected_nodes: Gauge::default(),
             sessions_open: Gauge::default(),
             sent,
@@ -242,6 +245,11 @@ impl Default for MapMetrics {
 
 impl MapMetrics {
     fn register_headscale(&self, registry: &mut Registry) {
+        registry.register(
+            "nodestore_nodes",
+            "Number of nodes in the NodeStore (every node this server knows, online or not)",
+            self.nodes.clone(),
+        );
         registry.register(
             "mapresponse_sent",
             "Map responses written to clients, by type (full, delta, keepalive)",

@@ -24,6 +24,7 @@ fn a_new_registry_holds_build_info_and_zeroed_series() {
     );
     assert_eq!(sample(&text, &version), Some(1.0), "{text}");
     assert_eq!(sample(&text, "headway_connected_nodes"), Some(0.0));
+    assert_eq!(sample(&text, "headscale_nodestore_nodes"), Some(0.0));
     assert_eq!(
         sample(
             &text,

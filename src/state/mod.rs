@@ -240,6 +240,11 @@ impl State {
             alloc.reserve(node.ipv4, node.ipv6);
         }
         let policy = policy::PolicyStore::new(settings.policy.clone(), settings.server_url.clone());
+        settings
+            .metrics
+            .map
+            .nodes
+            .set(i64::try_from(nodes.len()).unwrap_or(i64::MAX));
         Ok(State {
             db,
             policy,

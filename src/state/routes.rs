@@ -105,6 +105,10 @@ impl State {
             Some(next)
         });
         let moved = primaries_moved(&before, &after);
+        self.metrics()
+            .map
+            .nodes
+            .set(i64::try_from(after.len()).unwrap_or(i64::MAX));
         (after, moved)
     }
 
