@@ -59,7 +59,14 @@ struct TestRelay {
 }
 
 async fn spawn_relay(admission: Arc<dyn Admission>) -> TestRelay {
-    let relay = Relay::new(PrivateKey::generate(), admission);
+    spawn_relay_with(admission, crate::metrics::RelayMetrics::default()).await
+}
+
+async fn spawn_relay_with(
+    admission: Arc<dyn Admission>,
+    metrics: crate::metrics::RelayMetrics,
+) -> TestRelay {
+    let relay = Relay::with_metrics(PrivateKey::generate(), admission, metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = routes(Arc::clone(&relay), crate::tasks::Tasks::new())
@@ -403,6 +410,53 @@ async fn a_packet_from_a_reaches_b_with_a_key() {
     let largest = vec![0xAB; MAX_PACKET];
     b.send_packet(&a.key, &largest).await;
     assert_eq!(a.recv_packet().await, (b.key, largest));
+}
+
+#[tokio::test]
+async fn clients_and_forwarded_and_dropped_packets_are_counted() {
+    let metrics = crate::metrics::Metrics::new();
+    let relay = spawn_relay_with(Arc::new(AdmitAll), metrics.relay.clone()).await;
+    let mut a = TestClient::connect(&relay).await;
+    let mut b = TestClient::connect(&relay).await;
+    relay.wait_for_clients(2).await;
+    a.send_packet(&b.key, b"hello b").await;
+    assert_eq!(b.recv_packet().await, (a.key, b"hello b".to_vec()));
+    a.send_packet(&node_key(&new_secret()), b"wireguard bytes")
+        .await;
+    // Frames are read in order: once the pong is back, the relay has dealt
+    // with the packet to nobody.
+    a.ping_pong([3; 8]).await;
+
+    let sample = |text: &str, series: &str| crate::metrics::tests::sample(text, series);
+    let text = metrics.encode().unwrap();
+    assert_eq!(sample(&text, "headway_relay_clients"), Some(2.0), "{text}");
+    assert_eq!(
+        sample(&text, "headway_relay_packets_forwarded_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, "headway_relay_bytes_forwarded_total"),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "headway_relay_packets_dropped_total{reason=\"unknown_dest\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "headway_relay_packets_dropped_total{reason=\"queue_full\"}"
+        ),
+        Some(0.0)
+    );
+
+    drop(b);
+    relay.wait_for_clients(1).await;
+    let text = metrics.encode().unwrap();
+    assert_eq!(sample(&text, "headway_relay_clients"), Some(1.0), "{text}");
 }
 
 #[tokio::test]
