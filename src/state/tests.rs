@@ -52,6 +52,41 @@ fn admission(n: u8, user: Option<crate::types::UserId>, key: Option<PreAuthKey>)
     }
 }
 
+/// Rebuilding the policy view is timed, and a view reused is not counted again.
+#[tokio::test]
+async fn policy_compiles_are_timed_once_per_rebuild() {
+    let (dir, state) = state(None).await;
+    let path = dir.path().join("policy.hujson");
+    std::fs::write(
+        &path,
+        r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#,
+    )
+    .unwrap();
+    let settings = Settings {
+        policy: PolicySource {
+            mode: crate::config::PolicyMode::File,
+            path: Some(path),
+        },
+        metrics: crate::metrics::Metrics::new(),
+        ..state.settings().clone()
+    };
+    let metrics = settings.metrics.clone();
+    drop(state);
+    let db = Db::open(&sqlite(dir.path())).await.unwrap();
+    let state = State::load(db, settings).await.unwrap();
+    state.start_policy().await.unwrap();
+    let compiles = || {
+        crate::metrics::tests::sample(
+            &metrics.encode().unwrap(),
+            "headway_policy_compile_duration_seconds_count",
+        )
+    };
+    assert_eq!(compiles(), Some(0.0));
+    assert!(state.policy_view().is_some());
+    assert!(state.policy_view().is_some());
+    assert_eq!(compiles(), Some(1.0));
+}
+
 /// An interactive registration request from machine key `[machine; 32]` with
 /// node key `[node; 32]`.
 fn request(machine: u8, node: u8, hostname: &str) -> RegistrationRequest {
