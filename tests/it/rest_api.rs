@@ -108,15 +108,6 @@ pub fn http_client() -> reqwest::Client {
     .unwrap()
 }
 
-fn api_key(server: &TestServer) -> String {
-    server
-        .cli(&["apikeys", "create", "-e", "1h"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned()
-}
-
 fn registration_id(n: usize) -> String {
     format!("hskey-authreq-{:0>24}", format!("rest{n}"))
 }
@@ -136,7 +127,7 @@ async fn every_route_does_what_its_grpc_twin_does() {
         extra_config: "policy:\n  mode: database\n".into(),
         ..Spawn::default()
     });
-    let rest = Rest::new(&server, &api_key(&server)).await;
+    let rest = Rest::new(&server, &server.api_key()).await;
     let mut grpc = server.grpc().await;
 
     // Users.
@@ -697,12 +688,12 @@ async fn every_route_does_what_its_grpc_twin_does() {
 #[tokio::test]
 async fn nothing_answers_without_a_current_api_key() {
     let server = TestServer::spawn();
-    let key = api_key(&server);
+    let key = server.api_key();
     let rest = Rest::new(&server, &key).await;
     assert!(rest.documented.len() >= 34, "{:?}", rest.documented);
 
     // An expired key.
-    let expired = api_key(&server);
+    let expired = server.api_key();
     let prefix = expired.split('-').nth(2).unwrap();
     server.cli(&["apikeys", "expire", "--prefix", prefix]).ok();
 

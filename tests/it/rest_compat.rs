@@ -77,7 +77,19 @@ async fn same(
     path: &str,
     body: Option<Value>,
 ) -> (Value, Value) {
-    let (hs_status, hs) = headscale.call(method, path, body.as_ref()).await;
+    same_at(headscale, headway, method, [path, path], body).await
+}
+
+/// `same`, with a path for each server (`[Headscale's, headway's]`) where ids
+/// may differ: PostgreSQL spends a sequence number on a refused insert.
+async fn same_at(
+    headscale: &Api,
+    headway: &Api,
+    method: &str,
+    [hs_path, path]: [&str; 2],
+    body: Option<Value>,
+) -> (Value, Value) {
+    let (hs_status, hs) = headscale.call(method, hs_path, body.as_ref()).await;
     let (hw_status, hw) = headway.call(method, path, body.as_ref()).await;
     assert_eq!(
         hw_status, hs_status,
@@ -151,18 +163,8 @@ async fn rest_answers_match_headscale_v0_29_2() {
         ..Spawn::default()
     });
     hs_server.cli(&["users", "create", "setup"]).ok();
-    let hs_key = hs_server
-        .cli(&["apikeys", "create"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
-    let hw_key = hw_server
-        .cli(&["apikeys", "create"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let hs_key = hs_server.api_key();
+    let hw_key = hw_server.api_key();
     hw_server.cli(&["users", "create", "setup"]).ok();
     let http = http_client();
     let headscale = Api {
@@ -207,7 +209,7 @@ async fn rest_answers_match_headscale_v0_29_2() {
         (409, 6),
     )
     .await;
-    same(
+    let (hs_bob, hw_bob) = same(
         &headscale,
         &headway,
         "POST",
@@ -215,7 +217,15 @@ async fn rest_answers_match_headscale_v0_29_2() {
         Some(json!({"name": "bob", "unknownField": 1})),
     )
     .await;
-    same(&headscale, &headway, "DELETE", "/api/v1/user/3", None).await;
+    let delete = |bob: &Value| format!("/api/v1/user/{}", bob["user"]["id"].as_str().unwrap());
+    same_at(
+        &headscale,
+        &headway,
+        "DELETE",
+        [&delete(&hs_bob), &delete(&hw_bob)],
+        None,
+    )
+    .await;
 
     // Pre-auth keys: one per server, which its client then uses.
     let (hs, hw) = same(
@@ -431,12 +441,7 @@ fn a_python_client_for_headscales_rest_api_works_against_headway() {
         ..Spawn::default()
     });
     server.cli(&["users", "create", "alice"]).ok();
-    let key = server
-        .cli(&["apikeys", "create"])
-        .ok()
-        .stdout
-        .trim()
-        .to_owned();
+    let key = server.api_key();
 
     // A node registered by an admin (`nodes register`), with an expiry.
     let client = Client::start(&tailscale::versions()[0], "laptop");

@@ -87,6 +87,15 @@ impl Headscale {
         )
     }
 
+    /// A new API key (`apikeys create`).
+    pub fn api_key(&self) -> String {
+        self.cli(&["apikeys", "create"])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("headscale.log")).unwrap_or_default()
     }

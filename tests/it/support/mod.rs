@@ -433,6 +433,15 @@ impl TestServer {
         self.cli(&args).ok().stdout.trim().to_owned()
     }
 
+    /// A new one-hour API key (`apikeys create`).
+    pub fn api_key(&self) -> String {
+        self.cli(&["apikeys", "create", "-e", "1h"])
+            .ok()
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
     /// Runs `headway [-c config] args…` with the server's environment.
     pub fn cli(&self, args: &[&str]) -> Run {
         self.cli_as(&headway_bin(), args)
