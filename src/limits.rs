@@ -785,6 +785,20 @@ fn is_trusted(trusted: &[IpNet], ip: IpAddr) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
+/// The client of a request the listener served: its peer address, or behind one
+/// of `trusted_proxies` the address the forwarding headers name; `None` when the
+/// listener recorded no peer (in-process requests).
+pub fn request_client<B>(request: &axum::http::Request<B>) -> Option<SocketAddr> {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()?
+        .0;
+    Some(match request.extensions().get::<Conn>() {
+        Some(conn) => conn.client_addr(peer, request.headers()),
+        None => peer,
+    })
+}
+
 /// The client's address: `peer`, or, when `peer` is one of `trusted`, the
 /// nearest address in `X-Forwarded-For` that is not a trusted proxy itself
 /// (then `X-Real-IP`, `True-Client-IP`), with `peer`'s port.

@@ -10,7 +10,7 @@ use crate::grpc::pb::headscale_service_server::HeadscaleServiceServer;
 use crate::state::State;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, RawPathParams, Request};
+use axum::extract::{DefaultBodyLimit, RawPathParams, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,6 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use prost::Message;
 use prost_reflect::DynamicMessage;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tonic::Code;
 
@@ -64,7 +63,8 @@ async fn authenticate(
     match crate::grpc::auth::check(&state, header).await {
         Ok(()) => next.run(request).await,
         Err(status) => {
-            let source = client(&request);
+            let source = crate::limits::request_client(&request)
+                .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
             tracing::warn!(%source, path = %request.uri().path(), "refused a REST API call: {}", status.message());
             let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
             response
@@ -72,19 +72,6 @@ async fn authenticate(
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             response
         }
-    }
-}
-
-/// The client's address, through `trusted_proxies`, for the log.
-fn client(request: &Request) -> String {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
-    match (request.extensions().get::<crate::limits::Conn>(), peer) {
-        (Some(conn), Some(peer)) => conn.client_addr(peer, request.headers()).ip().to_string(),
-        (None, Some(peer)) => peer.ip().to_string(),
-        _ => "unknown".to_owned(),
     }
 }
 

@@ -79,17 +79,10 @@ struct Link {
 
 impl Link {
     fn of(request: &Request) -> Link {
-        let conn = request.extensions().get::<Conn>().cloned();
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0);
-        let client = match (&conn, peer) {
-            (Some(conn), Some(peer)) => Some(conn.client_addr(peer, request.headers())),
-            (None, peer) => peer,
-            (Some(_), None) => None,
-        };
-        Link { conn, client }
+        Link {
+            conn: request.extensions().get::<Conn>().cloned(),
+            client: crate::limits::request_client(request),
+        }
     }
 }
 

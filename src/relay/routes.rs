@@ -15,7 +15,7 @@ use crate::tasks::Tasks;
 use crate::websocket::{self, ByteStream};
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -181,14 +181,7 @@ fn logged_in(conn: Option<Conn>) {
 /// recorded, or behind one of `trusted_proxies` the address its forwarding
 /// headers name (else every client behind a reverse proxy is the proxy).
 fn remote_addr(request: &Request) -> SocketAddr {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)), |info| info.0);
-    match request.extensions().get::<Conn>() {
-        Some(conn) => conn.client_addr(peer, request.headers()),
-        None => peer,
-    }
+    crate::limits::request_client(request).unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))
 }
 
 /// `GET|HEAD /derp/probe` and `/derp/latency-check`: an empty 200 that clients
