@@ -68,6 +68,8 @@ pub struct Server {
     sign_in: Option<Arc<crate::http::oidc::SignIn>>,
     /// `metrics_listen_addr`: `/metrics` and `/debug/runtime`, when set.
     metrics: Option<TcpListener>,
+    /// What `/api/v2` reports about the tailnet from the configuration.
+    tailnet: crate::api::v2::Tailnet,
     /// The connection settings the metrics listener's own table starts from.
     metrics_limits: crate::limits::Settings,
 }
@@ -287,6 +289,11 @@ impl Server {
             sign_in,
             metrics,
             metrics_limits,
+            tailnet: crate::api::v2::Tailnet {
+                base_domain: config.dns.base_domain.trim_end_matches('.').to_owned(),
+                https: config.dns.authoritative.is_some(),
+                policy_from_file: config.policy.mode == crate::config::PolicyMode::File,
+            },
         })
     }
 
@@ -417,22 +424,6 @@ impl Server {
                 Ok(())
             });
         }
-        let router = crate::http::router(
-            self.state.clone(),
-            &self.server_url,
-            control_routes.merge(crate::api::router(self.state.clone())),
-            self.sign_in.clone(),
-        );
-        let http_stop = stopped();
-        let (http, tls) = (self.http, self.tls);
-        let secure = tls.is_some();
-        let (http_limits, http_tasks) = (self.limits.clone(), owned.clone());
-        tasks.spawn(async move {
-            crate::http::listener::serve(http, router, tls, http_limits, &http_tasks, http_stop)
-                .await
-                .context("HTTP listener failed")
-        });
-        tracing::info!(addr = %self.http_addr, tls = secure, "serving HTTP");
 
         if let Some(listener) = self.metrics {
             let addr = listener.local_addr()?;
@@ -501,6 +492,25 @@ impl Server {
             });
             tracing::info!(%addr, tls = secure, "serving the admin API on TCP (API key required)");
         }
+
+        // Last, so that "serving HTTP" (what tests and scripts wait for) comes
+        // after every other listener is up and logged.
+        let router = crate::http::router(
+            self.state.clone(),
+            &self.server_url,
+            control_routes.merge(crate::api::router(self.state.clone(), self.tailnet.clone())),
+            self.sign_in.clone(),
+        );
+        let http_stop = stopped();
+        let (http, tls) = (self.http, self.tls);
+        let secure = tls.is_some();
+        let (http_limits, http_tasks) = (self.limits.clone(), owned.clone());
+        tasks.spawn(async move {
+            crate::http::listener::serve(http, router, tls, http_limits, &http_tasks, http_stop)
+                .await
+                .context("HTTP listener failed")
+        });
+        tracing::info!(addr = %self.http_addr, tls = secure, "serving HTTP");
 
         let outcome = tokio::select! {
             () = shutdown => {

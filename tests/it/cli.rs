@@ -3,7 +3,6 @@
 
 use crate::support::{Spawn, TestServer, headway_bin};
 use headway::grpc::pb;
-use std::time::Duration;
 
 /// Queues an interactive registration as a waiting client would, and returns its
 /// registration id and node key.
@@ -545,17 +544,8 @@ fn the_cli_works_remotely_with_an_api_key() {
         extra_config: "grpc_listen_addr: 127.0.0.1:0\ngrpc_allow_insecure: true\n".into(),
         ..Spawn::default()
     });
-    // The TCP listener is announced just after the socket the spawn waits for.
-    let mut tcp = None;
-    crate::support::wait_until(
-        "the TCP listener is logged",
-        Duration::from_secs(10),
-        || {
-            tcp = crate::support::field_after(&server.log(), "admin API on TCP", "addr=");
-            tcp.is_some()
-        },
-    );
-    let tcp = tcp.unwrap();
+    let tcp = crate::support::field_after(&server.log(), "admin API on TCP", "addr=")
+        .expect("TCP listener logged");
     server.cli(&["users", "create", "remote"]).ok();
     let key = server
         .cli(&["apikeys", "create", "-e", "1h"])
