@@ -63,10 +63,11 @@ pub fn run(command: DbCommand, config_flag: Option<&Path>) -> anyhow::Result<()>
             .await
             .with_context(|| format!("copying into {}", to.describe()))?;
         println!(
-            "copied {} users, {} pre-auth keys, {} API keys, {} nodes, {} routes and {} saved policies from {} to {}",
+            "copied {} users, {} pre-auth keys, {} API keys, {} OAuth clients, {} nodes, {} routes and {} saved policies from {} to {}",
             copied.users,
             copied.pre_auth_keys,
             copied.api_keys,
+            copied.oauth_clients,
             copied.nodes,
             copied.routes,
             copied.policies,

@@ -3,7 +3,7 @@
 
 use super::exec::Tx;
 use super::policy::Policies;
-use super::{Db, Error, Result, api_keys, nodes, preauth_keys, routes, rows, users};
+use super::{Db, Error, Result, api_keys, nodes, oauth, preauth_keys, routes, rows, users};
 use sea_query::{Expr, ExprTrait, Func, Iden, Query};
 
 /// How many rows of each table were copied.
@@ -12,6 +12,7 @@ pub struct Copied {
     pub users: usize,
     pub pre_auth_keys: usize,
     pub api_keys: usize,
+    pub oauth_clients: usize,
     pub nodes: usize,
     pub routes: usize,
     pub policies: usize,
@@ -19,7 +20,13 @@ pub struct Copied {
 
 impl Copied {
     pub fn total(&self) -> usize {
-        self.users + self.pre_auth_keys + self.api_keys + self.nodes + self.routes + self.policies
+        self.users
+            + self.pre_auth_keys
+            + self.api_keys
+            + self.oauth_clients
+            + self.nodes
+            + self.routes
+            + self.policies
     }
 }
 
@@ -28,10 +35,13 @@ impl Copied {
 const BATCH: usize = 1000;
 
 /// Tables in the order their references allow inserting them; deleting goes backwards.
-const TABLES: [&str; 6] = [
+/// OAuth access tokens live an hour and are not copied; deleting their clients
+/// deletes them.
+const TABLES: [&str; 7] = [
     "users",
     "pre_auth_keys",
     "api_keys",
+    "oauth_clients",
     "nodes",
     "routes",
     "policies",
@@ -56,6 +66,7 @@ impl Db {
         let users = self.list_users().await?;
         let keys = self.list_preauth_keys().await?;
         let api_keys = self.list_api_keys().await?;
+        let oauth_clients = self.list_oauth_clients().await?;
         let nodes = self.list_nodes().await?;
         let routes = self.list_routes().await?;
         let policies = super::policy::list(self).await?;
@@ -93,6 +104,14 @@ impl Db {
                 api_keys::ApiKeys::Id,
                 &api_keys,
                 |k| (k.id.0, api_keys::to_values(k)),
+            )
+            .await?,
+            oauth_clients: insert_all(
+                &mut tx,
+                oauth::OauthClients::Table,
+                oauth::OauthClients::Id,
+                &oauth_clients,
+                |c| (c.id.0, oauth::client_values(c)),
             )
             .await?,
             nodes: insert_all(

@@ -5,8 +5,8 @@
 
 use crate::config;
 use crate::types::{
-    ApiKey, ApiKeyId, Node, NodeId, PreAuthKey, PreAuthKeyId, Route, RouteId, Timestamp, User,
-    UserId, UserName,
+    ApiKey, ApiKeyId, Node, NodeId, OAuthClient, OAuthClientId, OAuthToken, PreAuthKey,
+    PreAuthKeyId, Route, RouteId, Timestamp, User, UserId, UserName,
 };
 use ipnet::IpNet;
 
@@ -15,6 +15,7 @@ mod copy;
 mod exec;
 mod feed;
 mod nodes;
+mod oauth;
 mod policy;
 mod postgres;
 mod preauth_keys;
@@ -276,6 +277,33 @@ impl Db {
     /// Records a successful authentication (sets `last_seen`). NotFound("API key").
     pub async fn touch_api_key(&self, id: ApiKeyId, now: Timestamp) -> Result<()> {
         api_keys::touch(self, id, now).await
+    }
+
+    // ---- OAuth clients and their tokens (`/api/v2`)
+
+    /// Inserts a client (its `id` is ignored). Conflict("oauth_clients.prefix").
+    pub async fn insert_oauth_client(&self, client: &OAuthClient) -> Result<OAuthClient> {
+        oauth::insert_client(self, client).await
+    }
+    pub async fn list_oauth_clients(&self) -> Result<Vec<OAuthClient>> {
+        oauth::list_clients(self).await
+    }
+    pub async fn find_oauth_client(&self, prefix: &str) -> Result<Option<OAuthClient>> {
+        oauth::find_client(self, prefix).await
+    }
+    pub async fn get_oauth_client(&self, id: OAuthClientId) -> Result<Option<OAuthClient>> {
+        oauth::get_client(self, id).await
+    }
+    /// Deletes a client and its tokens. NotFound("OAuth client").
+    pub async fn delete_oauth_client(&self, id: OAuthClientId) -> Result<()> {
+        oauth::delete_client(self, id).await
+    }
+    /// Stores a token; tokens that expired before `now` are dropped.
+    pub async fn insert_oauth_token(&self, token: &OAuthToken, now: Timestamp) -> Result<()> {
+        oauth::insert_token(self, token, now).await
+    }
+    pub async fn find_oauth_token(&self, prefix: &str) -> Result<Option<OAuthToken>> {
+        oauth::find_token(self, prefix).await
     }
 
     // ---- routes

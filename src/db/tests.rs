@@ -1184,6 +1184,18 @@ async fn filled_source() -> (TempDir, Db) {
     db.touch_api_key(ApiKeyId(1), at(1_800_000_000, 3))
         .await
         .unwrap();
+    let client = db.insert_oauth_client(&oauth_client("c1")).await.unwrap();
+    // A live token is not copied; its client is.
+    let token = crate::types::OAuthToken {
+        prefix: "t1".into(),
+        hash: "h".into(),
+        client_id: client.id,
+        scopes: client.scopes.clone(),
+        expires_at: at(1_900_000_000, 0),
+    };
+    db.insert_oauth_token(&token, at(1_800_000_000, 0))
+        .await
+        .unwrap();
     let first = db
         .insert_node(&full_node(1, Some(alice.id), Some(key.id)), Some(key.id))
         .await
@@ -1225,6 +1237,7 @@ async fn everything(
     Vec<User>,
     Vec<PreAuthKey>,
     Vec<ApiKey>,
+    Vec<crate::types::OAuthClient>,
     Vec<Node>,
     Vec<Route>,
 ) {
@@ -1232,9 +1245,22 @@ async fn everything(
         db.list_users().await.unwrap(),
         db.list_preauth_keys().await.unwrap(),
         db.list_api_keys().await.unwrap(),
+        db.list_oauth_clients().await.unwrap(),
         db.list_nodes().await.unwrap(),
         db.list_routes().await.unwrap(),
     )
+}
+
+fn oauth_client(prefix: &str) -> crate::types::OAuthClient {
+    crate::types::OAuthClient {
+        id: crate::types::OAuthClientId(0),
+        prefix: prefix.into(),
+        hash: format!("hash-{prefix}"),
+        scopes: crate::types::oauth::parse_scopes(["devices:core:read", "auth_keys"]).unwrap(),
+        tags: vec!["tag:ci".into()],
+        description: "ci".into(),
+        created_at: at(1_800_000_000, 5),
+    }
 }
 
 /// `db copy` into `target`: every row arrives with its id and every field; new rows
@@ -1250,6 +1276,7 @@ async fn copy_keeps_every_row_and_id(target: Backend) {
             users: 2,
             pre_auth_keys: 2,
             api_keys: 1,
+            oauth_clients: 1,
             nodes: 2,
             routes: 3,
             policies: 2,

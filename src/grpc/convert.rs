@@ -158,6 +158,7 @@ pub fn status(err: state::Error) -> Status {
         E::FailedPrecondition(m) => Status::failed_precondition(m),
         E::ResourceExhausted(m) => Status::resource_exhausted(m),
         E::Unauthenticated(m) => Status::unauthenticated(m),
+        E::PermissionDenied(m) => Status::permission_denied(m),
         E::Unimplemented(m) => Status::unimplemented(m),
         E::Internal(cause) => {
             tracing::error!(error = %cause, "admin request failed");

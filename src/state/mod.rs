@@ -14,6 +14,7 @@ pub mod policy;
 mod keys;
 mod login;
 mod nodes;
+pub mod oauth;
 mod presence;
 mod register;
 mod routes;
@@ -61,6 +62,8 @@ pub enum Error {
     ResourceExhausted(String),
     #[error("{0}")]
     Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     Unimplemented(String),
     /// A storage failure; logged in full, reported vaguely.

@@ -45,3 +45,7 @@ id_type!(
     /// Primary key of a route (one advertised or approved prefix of one node).
     RouteId
 );
+id_type!(
+    /// Primary key of an OAuth client of `/api/v2`.
+    OAuthClientId
+);

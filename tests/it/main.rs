@@ -19,6 +19,7 @@ mod metrics;
 mod pages;
 mod persistence;
 mod rest_api;
+mod rest_api_v2;
 mod tidy;
 
 #[cfg(feature = "full-suite")]

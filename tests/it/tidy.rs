@@ -125,7 +125,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "grpc",
         &["grpc", "state", "types", "limits", "tasks", "metrics"],
     ),
-    ("api", &["api", "grpc", "state", "types", "limits"]),
+    (
+        "api",
+        &["api", "grpc", "state", "policy", "types", "limits"],
+    ),
     (
         "http",
         &[
