@@ -25,6 +25,8 @@ mod tidy;
 #[cfg(feature = "full-suite")]
 mod acme;
 #[cfg(feature = "full-suite")]
+mod api_v2_client;
+#[cfg(feature = "full-suite")]
 mod clients;
 #[cfg(feature = "full-suite")]
 mod dns;

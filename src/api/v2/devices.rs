@@ -1,7 +1,7 @@
 //! `/api/v2/device…` and `/api/v2/tailnet/-/devices`: devices as Tailscale's API
 //! shows them, and the changes it allows (name, tags, key expiry, routes, delete).
 
-use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, check_tailnet, json_body, time};
+use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, json_body, time};
 use crate::grpc::pb;
 use crate::grpc::pb::headscale_service_server::HeadscaleService;
 use crate::state::NodeView;
@@ -101,6 +101,18 @@ fn device(ctx: &Ctx, view: &NodeView, all: bool) -> Value {
     out
 }
 
+/// A change to one device: the caller may make it, and the id and the JSON
+/// body parse.
+fn change<T: serde::de::DeserializeOwned>(
+    caller: &Caller,
+    resource: Resource,
+    id: &str,
+    body: &[u8],
+) -> Result<(NodeId, T), ApiError> {
+    caller.require(resource, Access::Write)?;
+    Ok((device_id(id)?, json_body(body)?))
+}
+
 fn all_fields(query: &HashMap<String, String>) -> bool {
     query.get("fields").is_some_and(|f| f == "all")
 }
@@ -108,10 +120,8 @@ fn all_fields(query: &HashMap<String, String>) -> bool {
 pub(super) async fn list(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::DevicesCore, Access::Read)?;
     let views = ctx.state.list_nodes(None).await?;
     let all = all_fields(&query);
@@ -156,9 +166,8 @@ pub(super) async fn authorize(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    caller.require(Resource::DevicesCore, Access::Write)?;
-    let request: Authorized = json_body(&body)?;
-    ctx.state.node_view(device_id(&id)?).await?;
+    let (id, request): (_, Authorized) = change(&caller, Resource::DevicesCore, &id, &body)?;
+    ctx.state.node_view(id).await?;
     if request.authorized {
         Ok(StatusCode::OK)
     } else {
@@ -180,8 +189,7 @@ pub(super) async fn set_name(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    caller.require(Resource::DevicesCore, Access::Write)?;
-    let request: Name = json_body(&body)?;
+    let (id, request): (_, Name) = change(&caller, Resource::DevicesCore, &id, &body)?;
     let mut name = request.name.trim().trim_end_matches('.');
     let base = ctx.tailnet.base_domain.as_str();
     if !base.is_empty()
@@ -191,10 +199,9 @@ pub(super) async fn set_name(
     {
         name = label;
     }
-    let node_id = device_id(&id)?.0;
     ctx.admin
         .rename_node(tonic::Request::new(pb::RenameNodeRequest {
-            node_id,
+            node_id: id.0,
             new_name: name.to_owned(),
         }))
         .await?;
@@ -214,13 +221,11 @@ pub(super) async fn set_tags(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    caller.require(Resource::DevicesCore, Access::Write)?;
-    let request: Tags = json_body(&body)?;
+    let (id, request): (_, Tags) = change(&caller, Resource::DevicesCore, &id, &body)?;
     super::keys::check_token_tags(&caller, &request.tags)?;
-    let node_id = device_id(&id)?.0;
     ctx.admin
         .set_tags(tonic::Request::new(pb::SetTagsRequest {
-            node_id,
+            node_id: id.0,
             tags: request.tags,
         }))
         .await?;
@@ -241,9 +246,7 @@ pub(super) async fn set_key(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    caller.require(Resource::DevicesCore, Access::Write)?;
-    let request: Key = json_body(&body)?;
-    let id = device_id(&id)?;
+    let (id, request): (_, Key) = change(&caller, Resource::DevicesCore, &id, &body)?;
     let view = ctx.state.node_view(id).await?;
     let expiry = if request.key_expiry_disabled {
         None
@@ -320,9 +323,7 @@ pub(super) async fn set_routes(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Answer<Json<Value>> {
-    caller.require(Resource::DevicesRoutes, Access::Write)?;
-    let request: Routes = json_body(&body)?;
-    let id = device_id(&id)?;
+    let (id, request): (_, Routes) = change(&caller, Resource::DevicesRoutes, &id, &body)?;
     ctx.admin
         .set_approved_routes(tonic::Request::new(pb::SetApprovedRoutesRequest {
             node_id: id.0,

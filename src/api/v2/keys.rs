@@ -2,7 +2,7 @@
 //! the same operation as `preauthkeys create`) and OAuth clients (`keyType`
 //! `client`), in Tailscale's JSON.
 
-use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, check_tailnet, json_body, time};
+use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, json_body, time};
 use crate::grpc::pb;
 use crate::grpc::pb::headscale_service_server::HeadscaleService;
 use crate::types::OAuthClient;
@@ -97,9 +97,7 @@ async fn auth_keys(ctx: &Ctx) -> Answer<Vec<pb::PreAuthKey>> {
 pub(super) async fn list(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     if !may(&caller, Resource::AuthKeys) && !may(&caller, Resource::OAuthKeys) {
         caller.require(Resource::AuthKeys, Access::Read)?;
     }
@@ -130,9 +128,8 @@ fn key_id(text: &str) -> KeyId {
 pub(super) async fn get(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((tailnet, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     match key_id(&id) {
         KeyId::Auth(id) => {
             caller.require(Resource::AuthKeys, Access::Read)?;
@@ -190,10 +187,8 @@ struct CreateCapabilities {
 pub(super) async fn create(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     body: Bytes,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     let request: Create = json_body(&body)?;
     match request.key_type.as_str() {
         "" | "auth" => create_auth_key(&ctx, &caller, request).await,
@@ -278,9 +273,8 @@ async fn owner(ctx: &Ctx, text: &str) -> Answer<u64> {
 pub(super) async fn delete(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path((tailnet, id)): Path<(String, String)>,
+    Path((_, id)): Path<(String, String)>,
 ) -> Answer<StatusCode> {
-    check_tailnet(&ctx, &tailnet)?;
     match key_id(&id) {
         KeyId::Auth(id) => {
             caller.require(Resource::AuthKeys, Access::Write)?;

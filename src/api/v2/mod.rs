@@ -60,21 +60,9 @@ pub fn router(state: Arc<State>, admin: AdminApi, tailnet: Tailnet) -> Router {
         admin,
         tailnet: Arc::new(tailnet),
     };
-    let api = Router::new()
+    // Routes under `/api/v2/tailnet/{tailnet}`: the tailnet is checked once, here.
+    let tailnet_routes = Router::new()
         .route("/api/v2/tailnet/{tailnet}/devices", get(devices::list))
-        .route(
-            "/api/v2/device/{id}",
-            get(devices::get).delete(devices::delete),
-        )
-        .route("/api/v2/device/{id}/authorized", post(devices::authorize))
-        .route("/api/v2/device/{id}/name", post(devices::set_name))
-        .route("/api/v2/device/{id}/tags", post(devices::set_tags))
-        .route("/api/v2/device/{id}/key", post(devices::set_key))
-        .route("/api/v2/device/{id}/expire", post(devices::expire))
-        .route(
-            "/api/v2/device/{id}/routes",
-            get(devices::routes).post(devices::set_routes),
-        )
         .route(
             "/api/v2/tailnet/{tailnet}/keys",
             get(keys::list).post(keys::create),
@@ -92,11 +80,30 @@ pub fn router(state: Arc<State>, admin: AdminApi, tailnet: Tailnet) -> Router {
             post(policy::validate),
         )
         .route("/api/v2/tailnet/{tailnet}/users", get(tailnet::users))
-        .route("/api/v2/users/{id}", get(tailnet::user_by_id))
         .route(
             "/api/v2/tailnet/{tailnet}/settings",
             get(tailnet::settings).patch(tailnet::update_settings),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            check_tailnet,
+        ));
+    let api = Router::new()
+        .route(
+            "/api/v2/device/{id}",
+            get(devices::get).delete(devices::delete),
+        )
+        .route("/api/v2/device/{id}/authorized", post(devices::authorize))
+        .route("/api/v2/device/{id}/name", post(devices::set_name))
+        .route("/api/v2/device/{id}/tags", post(devices::set_tags))
+        .route("/api/v2/device/{id}/key", post(devices::set_key))
+        .route("/api/v2/device/{id}/expire", post(devices::expire))
+        .route(
+            "/api/v2/device/{id}/routes",
+            get(devices::routes).post(devices::set_routes),
+        )
+        .route("/api/v2/users/{id}", get(tailnet::user_by_id))
+        .merge(tailnet_routes)
         .route("/api/v2/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -265,15 +272,25 @@ type Answer<T> = Result<T, ApiError>;
 
 /// `{tailnet}` must be `-` (the tailnet of the credential) or the server's
 /// own name for it; headway serves one tailnet.
-fn check_tailnet(ctx: &Ctx, tailnet: &str) -> Result<(), ApiError> {
-    if tailnet == "-" || (!ctx.tailnet.base_domain.is_empty() && tailnet == ctx.tailnet.base_domain)
-    {
-        Ok(())
+async fn check_tailnet(
+    axum::extract::State(ctx): axum::extract::State<Ctx>,
+    params: axum::extract::RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let tailnet = params
+        .iter()
+        .find(|(name, _)| *name == "tailnet")
+        .map_or("-", |(_, value)| value);
+    let base = ctx.tailnet.base_domain.as_str();
+    if tailnet == "-" || (!base.is_empty() && tailnet == base) {
+        next.run(request).await
     } else {
-        Err(ApiError::new(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             format!("tailnet {tailnet:?} not found: headway serves one tailnet, named \"-\""),
-        ))
+        )
+        .into_response()
     }
 }
 

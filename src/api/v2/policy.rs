@@ -2,13 +2,13 @@
 //! operations as `policy get` and `policy set`, as HuJSON or JSON, with an ETag
 //! so that two editors do not overwrite each other; and `acl/validate`.
 
-use super::{Answer, ApiError, Caller, Ctx, check_tailnet};
+use super::{Answer, ApiError, Caller, Ctx};
 use crate::grpc::pb;
 use crate::grpc::pb::headscale_service_server::HeadscaleService;
 use crate::types::oauth::{Access, Resource};
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
@@ -61,10 +61,8 @@ async fn current(ctx: &Ctx) -> Answer<String> {
 pub(super) async fn get(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::PolicyFile, Access::Read)?;
     let text = current(&ctx).await?;
     answer(&text, wants_hujson(&headers, header::ACCEPT))
@@ -79,11 +77,9 @@ fn body_text(body: &Bytes) -> Answer<String> {
 pub(super) async fn set(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Answer<Response> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::PolicyFile, Access::Write)?;
     let text = body_text(&body)?;
     if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
@@ -118,10 +114,8 @@ pub(super) async fn set(
 pub(super) async fn validate(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::PolicyFile, Access::Read)?;
     let text = body_text(&body)?;
     if text.trim_start().starts_with('[') {

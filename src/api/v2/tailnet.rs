@@ -2,7 +2,7 @@
 //! the tailnet's people and the settings Tailscale's API reports, each taken
 //! from what headway really does.
 
-use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, check_tailnet, json_body, time};
+use super::{Answer, ApiError, Caller, Ctx, ZERO_TIME, json_body, time};
 use crate::state::{NodeView, UserFilter};
 use crate::types::oauth::{Access, Resource};
 use crate::types::{User, UserId};
@@ -42,10 +42,8 @@ fn user(u: &User, nodes: &[NodeView]) -> Value {
 pub(super) async fn users(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::Users, Access::Read)?;
     let matches = |key: &str| query.get(key).is_none_or(|v| v.is_empty() || v == "member");
     let mut users = Vec::new();
@@ -152,9 +150,7 @@ fn current_settings(ctx: &Ctx) -> Vec<(&'static str, Value, &'static str)> {
 pub(super) async fn settings(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
 ) -> Answer<Json<Value>> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::FeatureSettings, Access::Read)?;
     let map: Map<String, Value> = current_settings(&ctx)
         .into_iter()
@@ -169,10 +165,8 @@ pub(super) async fn settings(
 pub(super) async fn update_settings(
     State(ctx): State<Ctx>,
     Extension(caller): Extension<Caller>,
-    Path(tailnet): Path<String>,
     body: Bytes,
 ) -> Answer<StatusCode> {
-    check_tailnet(&ctx, &tailnet)?;
     caller.require(Resource::FeatureSettings, Access::Write)?;
     let request: Map<String, Value> = json_body(&body)?;
     let current = current_settings(&ctx);
