@@ -402,7 +402,7 @@ fn an_install_copied_from_sqlite_to_postgres_keeps_its_clients() {
             String::from_utf8_lossy(&copy.stderr)
         );
         assert!(
-            said.contains("copied 1 users, 1 pre-auth keys, 0 API keys, 2 nodes"),
+            said.contains("copied 1 users, 1 pre-auth keys, 0 API keys, 0 OAuth clients, 2 nodes"),
             "{said}"
         );
 
