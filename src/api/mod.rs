@@ -18,6 +18,14 @@ use crate::state::State;
 use axum::Router;
 use std::sync::Arc;
 
+/// Logs a refused call with its path and client address (through
+/// `trusted_proxies`), one line each, for tools such as fail2ban.
+fn log_refused(request: &axum::extract::Request, why: &str) {
+    let source = crate::limits::request_client(request)
+        .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
+    tracing::warn!(%source, path = %request.uri().path(), "refused a REST API call: {why}");
+}
+
 /// Every API route: the operations behind a key, their description without one.
 pub fn router(state: Arc<State>, tailnet: v2::Tailnet) -> Router {
     let admin = AdminApi::new(state.clone());

@@ -63,9 +63,7 @@ async fn authenticate(
     match crate::grpc::auth::check(&state, header).await {
         Ok(()) => next.run(request).await,
         Err(status) => {
-            let source = crate::limits::request_client(&request)
-                .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
-            tracing::warn!(%source, path = %request.uri().path(), "refused a REST API call: {}", status.message());
+            super::log_refused(&request, status.message());
             let mut response = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
             response
                 .headers_mut()

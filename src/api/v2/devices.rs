@@ -53,9 +53,6 @@ fn device(ctx: &Ctx, view: &NodeView, all: bool) -> Value {
     } else {
         node.last_seen
     };
-    let strings = |items: Vec<ipnet::IpNet>| -> Vec<String> {
-        items.iter().map(ToString::to_string).collect()
-    };
     let mut out = json!({
         "addresses": node.ip_addresses().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "id": node.id.to_string(),
@@ -80,8 +77,8 @@ fn device(ctx: &Ctx, view: &NodeView, all: bool) -> Value {
         "tailnetLockError": "",
         "tags": node.tags,
         "connectedToControl": view.online,
-        "advertisedRoutes": strings(view.advertised_routes()),
-        "enabledRoutes": strings(view.approved_routes()),
+        "advertisedRoutes": texts(view.advertised_routes()),
+        "enabledRoutes": texts(view.approved_routes()),
     });
     if all {
         out["clientConnectivity"] = json!({
@@ -291,13 +288,15 @@ pub(super) async fn expire(
     Ok(StatusCode::OK)
 }
 
+/// Prefixes as Tailscale's API writes them.
+fn texts(prefixes: Vec<ipnet::IpNet>) -> Vec<String> {
+    prefixes.iter().map(ToString::to_string).collect()
+}
+
 fn routes_of(view: &NodeView) -> Value {
-    let strings = |items: Vec<ipnet::IpNet>| -> Vec<String> {
-        items.iter().map(ToString::to_string).collect()
-    };
     json!({
-        "advertisedRoutes": strings(view.advertised_routes()),
-        "enabledRoutes": strings(view.approved_routes()),
+        "advertisedRoutes": texts(view.advertised_routes()),
+        "enabledRoutes": texts(view.approved_routes()),
     })
 }
 

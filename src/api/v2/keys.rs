@@ -36,7 +36,7 @@ pub(super) fn check_token_tags(caller: &Caller, tags: &[String]) -> Result<(), A
 }
 
 fn pb_time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+    t.and_then(|t| crate::grpc::convert::from_timestamp("time", t).ok())
         .map_or_else(|| ZERO_TIME.to_owned(), time)
 }
 

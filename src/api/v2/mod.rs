@@ -56,7 +56,7 @@ struct Ctx {
 /// other route an API key or an access token.
 pub fn router(state: Arc<State>, admin: AdminApi, tailnet: Tailnet) -> Router {
     let ctx = Ctx {
-        state: state.clone(),
+        state,
         admin,
         tailnet: Arc::new(tailnet),
     };
@@ -107,7 +107,7 @@ pub fn router(state: Arc<State>, admin: AdminApi, tailnet: Tailnet) -> Router {
         .route("/api/v2/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            ctx.clone(),
             authenticate,
         ))
         .with_state(ctx.clone());
@@ -146,41 +146,52 @@ impl Caller {
     }
 }
 
+/// The decoded `user:password` text of an HTTP Basic `authorization` header;
+/// `None` when the header is absent or of another scheme.
+fn basic(headers: &HeaderMap) -> Option<Result<String, &'static str>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim());
+    Some(
+        decoded
+            .map_err(|_| "Basic credentials are not base64")
+            .and_then(|bytes| {
+                String::from_utf8(bytes).map_err(|_| "Basic credentials are not text")
+            }),
+    )
+}
+
 /// The credential of a request: `Bearer <key or token>`, or `Basic` with the
 /// key as user name (Tailscale's API clients send that), password empty.
 fn credential(headers: &HeaderMap) -> Result<String, String> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or("missing authorization: send an API key (Bearer, or Basic as the user name) or an OAuth access token")?
-        .to_str()
-        .map_err(|_| "authorization header is not text")?
-        .trim();
-    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
-    let rest = rest.trim();
-    if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
-        return Ok(rest.to_owned());
-    }
-    if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .map_err(|_| "Basic credentials are not base64")?;
-        let text = String::from_utf8(decoded).map_err(|_| "Basic credentials are not text")?;
+    let value = headers.get(header::AUTHORIZATION).ok_or(
+        "missing authorization: send an API key (Bearer, or Basic as the user name) or an OAuth access token",
+    )?;
+    if let Some(text) = basic(headers) {
+        let text = text?;
         let (user, password) = text.split_once(':').unwrap_or((&text, ""));
         let key = if user.is_empty() { password } else { user };
         if !key.is_empty() {
             return Ok(key.to_owned());
         }
+        return Err("Basic credentials must carry the key as user name".into());
     }
-    Err("authorization must be `Bearer <key>` or Basic with the key as user name".into())
+    crate::grpc::auth::bearer(Some(value))
+        .map(str::to_owned)
+        .map_err(|status| status.message().to_owned())
 }
 
 /// Admits a request with a current API key or access token, and hands the
 /// routes who called; refusals are logged with the client's address.
 async fn authenticate(
-    axum::extract::State(state): axum::extract::State<Arc<State>>,
+    axum::extract::State(ctx): axum::extract::State<Ctx>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let state = &ctx.state;
     let caller = match credential(request.headers()) {
         Err(why) => Err(why),
         Ok(text) if crate::state::oauth::is_oauth_token(&text) => state
@@ -200,9 +211,7 @@ async fn authenticate(
             next.run(request).await
         }
         Err(why) => {
-            let source = crate::limits::request_client(&request)
-                .map_or_else(|| "unknown".to_owned(), |addr| addr.ip().to_string());
-            tracing::warn!(%source, path = %request.uri().path(), "refused a REST API call: {why}");
+            super::log_refused(&request, &why);
             let mut response = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -61,18 +61,12 @@ pub(super) async fn user_by_id(
     Path(id): Path<String>,
 ) -> Answer<Json<Value>> {
     caller.require(Resource::Users, Access::Read)?;
-    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("user {id:?} not found"));
-    let id: UserId = id.parse().map_err(|_| not_found())?;
-    let found = ctx
-        .state
-        .list_users(&UserFilter {
-            id: Some(id),
-            ..UserFilter::default()
-        })
-        .await?;
-    let found = found.first().ok_or_else(not_found)?;
+    let id: UserId = id
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, format!("user {id:?} not found")))?;
+    let found = ctx.state.get_user(id).await?;
     let nodes = ctx.state.list_nodes(None).await?;
-    Ok(Json(user(found, &nodes)))
+    Ok(Json(user(&found, &nodes)))
 }
 
 /// The settings as headway has them, with where each comes from when the API

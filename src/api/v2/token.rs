@@ -8,9 +8,8 @@ use crate::types::oauth::scopes_text;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::json;
 
 /// An error as OAuth 2.0 writes it (RFC 6749 §5.2).
@@ -24,15 +23,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 
 /// Client id and secret from HTTP Basic (each form-url-encoded, RFC 6749 §2.3.1).
 fn basic(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, rest) = value.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(rest.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
+    let text = super::basic(headers)?.ok()?;
     let (id, secret) = text.split_once(':')?;
     let unescape = |s: &str| {
         url::form_urlencoded::parse(format!("x={s}").as_bytes())
