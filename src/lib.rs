@@ -48,6 +48,7 @@ pub mod acme;
 pub mod config;
 pub mod db;
 pub mod derp;
+pub mod import;
 pub mod oidc;
 pub mod relay;
 pub mod state;

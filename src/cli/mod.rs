@@ -11,6 +11,7 @@ mod bench;
 mod client;
 pub mod compat;
 mod db;
+mod import;
 mod nodes;
 pub mod output;
 mod policy;
@@ -103,6 +104,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
         Command::BenchCompile(args) => bench::run_compile(args),
         Command::PolicyConformance(args) => policy::conformance(&args),
         Command::Db(command) => db::run(command, config_flag),
+        Command::Import(command) => import::run(command, config_flag),
         admin => {
             // Config warnings belong to `serve` and `configtest`, not to every admin command.
             let loaded = load(config_flag)?;
@@ -152,7 +154,8 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         | Command::BenchRelay(_)
         | Command::BenchCompile(_)
         | Command::PolicyConformance(_)
-        | Command::Db(_) => {
+        | Command::Db(_)
+        | Command::Import(_) => {
             unreachable!("handled before connecting")
         }
     }
@@ -262,6 +265,9 @@ pub enum Command {
     /// The database itself, with the server stopped (copy to PostgreSQL).
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Move another control server's installation into headway (Headscale's).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
     /// Run the load generator against a control server (headway or Headscale).
     Bench(bench::BenchArgs),
     /// Measure a DERP relay (headway's or Tailscale's derper): packets and bytes

@@ -3,7 +3,7 @@
 use super::output;
 use super::{Ctx, PreauthkeysCommand, non_empty, rpc, users};
 use crate::grpc::pb;
-use crate::types::secret::PrefixedSecret;
+use crate::types::secret::{PrefixedSecret, Presented};
 
 pub async fn run(command: PreauthkeysCommand, ctx: &mut Ctx) -> anyhow::Result<()> {
     match command {
@@ -89,17 +89,15 @@ async fn list(ctx: &mut Ctx) -> anyhow::Result<Vec<pb::PreAuthKey>> {
 }
 
 /// The id of the key a full `hskey-auth-<prefix>-<secret>` (or an old plain key) names.
-/// Listings only show `hskey-auth-<prefix>-***`, so new-style keys match by prefix.
+/// Listings only show `hskey-auth-<prefix>-***` (an imported plain key: its first
+/// characters and `***`), so keys match by prefix, or by the whole text shown.
 fn find_by_key(keys: &[pb::PreAuthKey], typed: &str, owner: Option<u64>) -> Option<u64> {
     let typed = typed.trim();
-    let wanted = PrefixedSecret::parse(PrefixedSecret::AUTH, typed)
-        .map(|s| PrefixedSecret::masked(PrefixedSecret::AUTH, &s.prefix));
+    let wanted =
+        Presented::auth_key(typed).map(|s| PrefixedSecret::masked(PrefixedSecret::AUTH, &s.prefix));
     keys.iter()
         .filter(|k| owner.is_none_or(|id| k.user.as_ref().is_some_and(|u| u.id == id)))
-        .find(|k| match &wanted {
-            Some(masked) => &k.key == masked,
-            None => k.key == typed,
-        })
+        .find(|k| k.key == typed || wanted.as_ref().is_some_and(|masked| &k.key == masked))
         .map(|k| k.id)
 }
 
@@ -125,6 +123,7 @@ mod tests {
             key(1, "hskey-auth-AAAAAAAAAAAA-***", 1),
             key(2, "hskey-auth-BBBBBBBBBBBB-***", 2),
             key(3, "0123456789abcdef0123456789abcdef0123456789abcdef", 1),
+            key(4, "fedcba9876543210***", 2),
         ];
         let full = format!("hskey-auth-BBBBBBBBBBBB-{}", "s".repeat(64));
         assert_eq!(find_by_key(&keys, &full, None), Some(2));
@@ -137,6 +136,15 @@ mod tests {
                 None
             ),
             Some(3)
+        );
+        // A plain key imported from Headscale, listed by its first characters.
+        assert_eq!(
+            find_by_key(
+                &keys,
+                "fedcba98765432100123456789abcdef0123456789abcdef",
+                None
+            ),
+            Some(4)
         );
         assert_eq!(find_by_key(&keys, "nope", None), None);
     }

@@ -106,6 +106,16 @@ pub(super) async fn touch(db: &Db, id: ApiKeyId, now: Timestamp) -> Result<()> {
     set_time(db, id, ApiKeys::LastSeen, now).await
 }
 
+/// Replaces the stored hash (an imported bcrypt hash, once its key was checked).
+pub(super) async fn set_hash(db: &Db, id: ApiKeyId, hash: &str) -> Result<()> {
+    let stmt = Query::update()
+        .table(ApiKeys::Table)
+        .value(ApiKeys::Hash, hash)
+        .and_where(by_id(id))
+        .to_owned();
+    rows::execute_on_one(db.write(), &stmt, "API key").await
+}
+
 pub(super) async fn delete(db: &Db, id: ApiKeyId) -> Result<()> {
     let stmt = Query::delete()
         .from_table(ApiKeys::Table)

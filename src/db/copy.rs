@@ -1,10 +1,28 @@
-//! `headway db copy`: every row of one database into another (SQLite to
-//! PostgreSQL, or back), ids kept, in one transaction on the target.
+//! `headway db copy` and `headway import headscale`: every row headway keeps read
+//! as a [`Dump`], and a dump written into a database (SQLite or PostgreSQL), ids
+//! kept, in one transaction.
 
 use super::exec::Tx;
 use super::policy::Policies;
 use super::{Db, Error, Result, api_keys, nodes, oauth, preauth_keys, routes, rows, users};
+use crate::types::{ApiKey, Node, OAuthClient, PreAuthKey, Route, Timestamp, User};
 use sea_query::{Expr, ExprTrait, Func, Iden, Query};
+
+/// A saved policy: id, the text, created and updated.
+pub type SavedPolicy = (u64, String, Timestamp, Timestamp);
+
+/// Every row of the tables headway keeps (OAuth access tokens, which live an hour,
+/// aside), each with its id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dump {
+    pub users: Vec<User>,
+    pub pre_auth_keys: Vec<PreAuthKey>,
+    pub api_keys: Vec<ApiKey>,
+    pub oauth_clients: Vec<OAuthClient>,
+    pub nodes: Vec<Node>,
+    pub routes: Vec<Route>,
+    pub policies: Vec<SavedPolicy>,
+}
 
 /// How many rows of each table were copied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -63,14 +81,36 @@ impl Db {
     /// which deletes its rows first. Every source row must read back (a corrupt
     /// row stops the copy before anything is written).
     pub async fn copy_to(&self, target: &Db, replace: bool) -> Result<Copied> {
-        let users = self.list_users().await?;
-        let keys = self.list_preauth_keys().await?;
-        let api_keys = self.list_api_keys().await?;
-        let oauth_clients = self.list_oauth_clients().await?;
-        let nodes = self.list_nodes().await?;
-        let routes = self.list_routes().await?;
-        let policies = super::policy::list(self).await?;
+        target.restore(&self.dump().await?, replace).await
+    }
 
+    /// Every row, read back into `types`.
+    pub async fn dump(&self) -> Result<Dump> {
+        Ok(Dump {
+            users: self.list_users().await?,
+            pre_auth_keys: self.list_preauth_keys().await?,
+            api_keys: self.list_api_keys().await?,
+            oauth_clients: self.list_oauth_clients().await?,
+            nodes: self.list_nodes().await?,
+            routes: self.list_routes().await?,
+            policies: super::policy::list(self).await?,
+        })
+    }
+
+    /// Writes `dump` into this database with its ids, in one transaction. A
+    /// database that holds any row is refused (`Error::NotEmpty`) unless `replace`
+    /// is given, which deletes its rows first.
+    pub async fn restore(&self, dump: &Dump, replace: bool) -> Result<Copied> {
+        let Dump {
+            users,
+            pre_auth_keys: keys,
+            api_keys,
+            oauth_clients,
+            nodes,
+            routes,
+            policies,
+        } = dump;
+        let target = self;
         let mut tx = target.begin_write().await?;
         let present = target.count_rows().await?;
         if present > 0 && !replace {
@@ -82,19 +122,15 @@ impl Db {
         }
 
         let copied = Copied {
-            users: insert_all(
-                &mut tx,
-                users::Users::Table,
-                users::Users::Id,
-                &users,
-                |u| (u.id.0, users::to_values(u)),
-            )
+            users: insert_all(&mut tx, users::Users::Table, users::Users::Id, users, |u| {
+                (u.id.0, users::to_values(u))
+            })
             .await?,
             pre_auth_keys: insert_all(
                 &mut tx,
                 preauth_keys::PreAuthKeys::Table,
                 preauth_keys::PreAuthKeys::Id,
-                &keys,
+                keys,
                 |k| (k.id.0, preauth_keys::to_values(k)),
             )
             .await?,
@@ -102,7 +138,7 @@ impl Db {
                 &mut tx,
                 api_keys::ApiKeys::Table,
                 api_keys::ApiKeys::Id,
-                &api_keys,
+                api_keys,
                 |k| (k.id.0, api_keys::to_values(k)),
             )
             .await?,
@@ -110,23 +146,19 @@ impl Db {
                 &mut tx,
                 oauth::OauthClients::Table,
                 oauth::OauthClients::Id,
-                &oauth_clients,
+                oauth_clients,
                 |c| (c.id.0, oauth::client_values(c)),
             )
             .await?,
-            nodes: insert_all(
-                &mut tx,
-                nodes::Nodes::Table,
-                nodes::Nodes::Id,
-                &nodes,
-                |n| (n.id.0, nodes::to_values(n)),
-            )
+            nodes: insert_all(&mut tx, nodes::Nodes::Table, nodes::Nodes::Id, nodes, |n| {
+                (n.id.0, nodes::to_values(n))
+            })
             .await?,
             routes: insert_all(
                 &mut tx,
                 routes::Routes::Table,
                 routes::Routes::Id,
-                &routes,
+                routes,
                 |r| (r.id.0, routes::to_values(r)),
             )
             .await?,
@@ -134,7 +166,7 @@ impl Db {
                 &mut tx,
                 Policies::Table,
                 Policies::Id,
-                &policies,
+                policies,
                 super::policy::to_values,
             )
             .await?,

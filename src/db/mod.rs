@@ -14,6 +14,7 @@ mod api_keys;
 mod copy;
 mod exec;
 mod feed;
+pub mod headscale;
 mod nodes;
 mod oauth;
 mod policy;
@@ -31,7 +32,7 @@ mod waiting;
 #[cfg(test)]
 mod tests;
 
-pub use copy::Copied;
+pub use copy::{Copied, Dump, SavedPolicy};
 pub use feed::{Fed, FeedEntry, FeedListener};
 pub use presence::Leadership;
 pub use waiting::{Verdict, WaitingKey, WaitingRegistration};
@@ -58,6 +59,13 @@ pub enum Error {
     /// A stored value could not be read back (corrupt row).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },
+    /// The configured database is Headscale's: headway keeps its own.
+    #[error(
+        "{0} is a Headscale database: headway keeps its own and never writes Headscale's. \
+         Set database.* (database.sqlite.path) to a new location and import this one into it \
+         with `headway import headscale` (README: Moving from Headscale)"
+    )]
+    HeadscaleDatabase(String),
     /// `db copy` was asked to write into a database that already holds rows.
     #[error(
         "the target database is not empty ({0} rows); copy into an empty database, or pass --replace to delete its rows first"
@@ -245,6 +253,10 @@ impl Db {
     pub async fn find_preauth_key_by_prefix(&self, prefix: &str) -> Result<Option<PreAuthKey>> {
         preauth_keys::find_by_prefix(self, prefix).await
     }
+    /// Stores headway's digest in place of an imported bcrypt hash. NotFound("pre-auth key").
+    pub async fn set_preauth_key_hash(&self, id: PreAuthKeyId, hash: &str) -> Result<()> {
+        preauth_keys::set_hash(self, id, hash).await
+    }
     /// Sets `expiration` to `now`. NotFound("pre-auth key").
     pub async fn expire_preauth_key(&self, id: PreAuthKeyId, now: Timestamp) -> Result<()> {
         preauth_keys::expire(self, id, now).await
@@ -273,6 +285,10 @@ impl Db {
     /// NotFound("API key").
     pub async fn delete_api_key(&self, id: ApiKeyId) -> Result<()> {
         api_keys::delete(self, id).await
+    }
+    /// Stores headway's digest in place of an imported bcrypt hash. NotFound("API key").
+    pub async fn set_api_key_hash(&self, id: ApiKeyId, hash: &str) -> Result<()> {
+        api_keys::set_hash(self, id, hash).await
     }
     /// Records a successful authentication (sets `last_seen`). NotFound("API key").
     pub async fn touch_api_key(&self, id: ApiKeyId, now: Timestamp) -> Result<()> {

@@ -26,7 +26,7 @@ fn ssl_mode(ssl: config::PgSsl) -> PgSslMode {
     }
 }
 
-fn connect_options(pg: &config::Postgres) -> PgConnectOptions {
+pub(super) fn connect_options(pg: &config::Postgres) -> PgConnectOptions {
     // `new` starts from libpq's environment (PGSSLROOTCERT and the like); the
     // configuration's keys win.
     let mut options = PgConnectOptions::new()
@@ -85,6 +85,9 @@ pub(super) async fn open(pg: &config::Postgres) -> Result<Db> {
         .map_err(open_error)?;
     // sqlx holds an advisory lock while it migrates, so replicas that start
     // together apply each migration once.
+    if super::headscale::is_headscale_postgres(&pool).await {
+        return Err(Error::HeadscaleDatabase(pg.address()));
+    }
     MIGRATOR.run(&pool).await?;
     Ok(Db {
         pools: Pools::Postgres(pool),

@@ -122,6 +122,16 @@ pub(super) async fn expire(db: &Db, id: PreAuthKeyId, now: Timestamp) -> Result<
     rows::execute_on_one(db.write(), &stmt, "pre-auth key").await
 }
 
+/// Replaces the stored hash (an imported bcrypt hash, once its key was checked).
+pub(super) async fn set_hash(db: &Db, id: PreAuthKeyId, hash: &str) -> Result<()> {
+    let stmt = Query::update()
+        .table(PreAuthKeys::Table)
+        .value(PreAuthKeys::Hash, hash)
+        .and_where(by_id(id))
+        .to_owned();
+    rows::execute_on_one(db.write(), &stmt, "pre-auth key").await
+}
+
 pub(super) async fn delete(db: &Db, id: PreAuthKeyId) -> Result<()> {
     // Nodes admitted with this key stay; their `auth_key_id` becomes NULL (ON DELETE SET NULL).
     let stmt = Query::delete()

@@ -35,6 +35,7 @@ pub(super) async fn open(
         source,
     };
 
+    refuse_headscale_database(path).await?;
     restrict_files(path).map_err(|e| open_error(sqlx::Error::Io(e)))?;
 
     // Per-connection settings; the journal mode is the database's and is set once, by the writer.
@@ -104,6 +105,32 @@ pub(super) async fn open(
         replica: super::new_replica_name(),
         metrics: crate::metrics::DbMetrics::default(),
     })
+}
+
+/// Refuses Headscale's own database (the path of a Headscale config read as is),
+/// looked at read-only before anything could write to it.
+async fn refuse_headscale_database(path: &Path) -> Result<()> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return Ok(());
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(BUSY_TIMEOUT);
+    let Ok(pool) = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+    else {
+        // Not readable as SQLite: the writer's open says why.
+        return Ok(());
+    };
+    let headscale = super::headscale::is_headscale_sqlite(&pool).await;
+    pool.close().await;
+    if headscale {
+        return Err(Error::HeadscaleDatabase(path.display().to_string()));
+    }
+    Ok(())
 }
 
 /// The database holds node keys, endpoints and hashed secrets: a directory made

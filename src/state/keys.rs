@@ -3,7 +3,7 @@
 
 use super::{Error, Result, State, storage};
 use crate::db::{NewApiKey, NewPreAuthKey};
-use crate::types::secret::{PrefixedSecret, digests_match};
+use crate::types::secret::{Match, PrefixedSecret, Presented};
 use crate::types::{ApiKey, ApiKeyId, PreAuthKey, PreAuthKeyId, Timestamp, UserId};
 
 /// A freshly created credential: the stored record and the full secret text,
@@ -41,9 +41,15 @@ pub(crate) fn validate_tags(tags: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Accepts `hskey-api-<prefix>-***`, `hskey-api-<prefix>`, a full key, or the bare prefix.
+/// Accepts `hskey-api-<prefix>-***`, `hskey-api-<prefix>`, a full key, or the bare
+/// prefix; and an older Headscale key, `<prefix>.<secret>` or `<prefix>.***`.
 fn api_prefix(text: &str) -> &str {
     let text = text.trim();
+    if let Some((prefix, _)) = text.split_once('.')
+        && !text.starts_with("hskey-")
+    {
+        return prefix;
+    }
     let rest = text.strip_prefix("hskey-api-").unwrap_or(text);
     let rest = rest.strip_suffix("-***").unwrap_or(rest);
     let len = crate::types::secret::PREFIX_LEN;
@@ -127,14 +133,20 @@ impl State {
         let invalid = || {
             Error::Unauthenticated("invalid pre-auth key: it is not known to this server".into())
         };
-        let secret = PrefixedSecret::parse(PrefixedSecret::AUTH, text).ok_or_else(invalid)?;
+        let presented = Presented::auth_key(text).ok_or_else(invalid)?;
         let key = self
             .db
-            .find_preauth_key_by_prefix(&secret.prefix)
+            .find_preauth_key_by_prefix(&presented.prefix)
             .await?
             .ok_or_else(invalid)?;
-        if !digests_match(&key.hash, &secret.digest()) {
-            return Err(invalid());
+        match check(&presented, &key.hash).await {
+            Match::No => return Err(invalid()),
+            Match::Yes => {}
+            Match::YesRehash => {
+                self.db
+                    .set_preauth_key_hash(key.id, &presented.digest())
+                    .await?
+            }
         }
         key.check_usable(Self::now()).map_err(|refusal| {
             Error::Unauthenticated(format!("pre-auth key refused: {refusal}"))
@@ -216,22 +228,41 @@ impl State {
     /// The valid, unexpired API key that `text` is, recording its use.
     pub async fn authenticate_api_key(&self, text: &str) -> Result<ApiKey> {
         let invalid = || Error::Unauthenticated("invalid API key".into());
-        let secret = PrefixedSecret::parse(PrefixedSecret::API, text).ok_or_else(invalid)?;
+        let presented = Presented::api_key(text).ok_or_else(invalid)?;
         let key = self
             .db
-            .find_api_key_by_prefix(&secret.prefix)
+            .find_api_key_by_prefix(&presented.prefix)
             .await?
             .ok_or_else(invalid)?;
-        if !digests_match(&key.hash, &secret.digest()) {
-            return Err(invalid());
-        }
+        let rehash = match check(&presented, &key.hash).await {
+            Match::No => return Err(invalid()),
+            Match::Yes => false,
+            Match::YesRehash => true,
+        };
         let now = Self::now();
         if key.is_expired(now) {
             return Err(Error::Unauthenticated("API key expired".into()));
         }
+        if rehash {
+            self.db
+                .set_api_key_hash(key.id, &presented.digest())
+                .await?;
+        }
         self.db.touch_api_key(key.id, now).await?;
         Ok(key)
     }
+}
+
+/// Checks a presented key against its stored hash; an imported bcrypt hash (tens
+/// of milliseconds of CPU) is checked on the blocking pool, off the async workers.
+async fn check(presented: &Presented, stored: &str) -> Match {
+    if !Presented::is_slow(stored) {
+        return presented.check(stored);
+    }
+    let (presented, stored) = (presented.clone(), stored.to_owned());
+    tokio::task::spawn_blocking(move || presented.check(&stored))
+        .await
+        .unwrap_or(Match::No)
 }
 
 #[cfg(test)]
@@ -257,5 +288,7 @@ mod tests {
             api_prefix("hskey-api-abcdefghijkl-SECRETsecret"),
             "abcdefghijkl"
         );
+        assert_eq!(api_prefix("abcdefg.***"), "abcdefg");
+        assert_eq!(api_prefix("abcdefg.SECRETsecret"), "abcdefg");
     }
 }

@@ -83,6 +83,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("dns", &["dns"]),
     ("oidc", &["oidc", "config", "types", "fetch"]),
     ("db", &["db", "types", "config", "metrics"]),
+    ("import", &["import", "db", "policy", "tailcfg", "types"]),
     (
         "state",
         &[
@@ -142,6 +143,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "cli",
             "grpc",
             "db",
+            "import",
             "config",
             "types",
             "policy",
