@@ -87,7 +87,7 @@ pub fn run(command: ImportCommand, config_flag: Option<&Path>) -> anyhow::Result
         Some(text) => Database::from_location(text).map_err(anyhow::Error::msg)?,
         None => headway.config.database.clone(),
     };
-    if target == source.database {
+    if same_database(&target, &source.database) {
         bail!(
             "headway's database is Headscale's own ({}): headway keeps its own and never \
              writes Headscale's. Name a new one with --to (a SQLite path or a postgres:// URL) \
@@ -110,6 +110,12 @@ pub fn run(command: ImportCommand, config_flag: Option<&Path>) -> anyhow::Result
         let running = headscale_running(&source);
         describe_source(&mut out, &source_path, &source, &schema, running);
         let policy = policy_outcome(&mut plan, &source, &headway.config);
+        if headway.config.server_url != source.server_url {
+            plan.report.changed.push(format!(
+                "headway's server_url is {}, Headscale's {}: clients keep using {}, so serve that URL",
+                headway.config.server_url, source.server_url, source.server_url
+            ));
+        }
         let keys = key_files(&source, &headway.config);
         describe(&mut out, &plan, &policy, &keys);
         let conflicts: Vec<&KeyFile> = keys
@@ -175,6 +181,21 @@ pub fn run(command: ImportCommand, config_flag: Option<&Path>) -> anyhow::Result
     })
 }
 
+/// Whether two locations are one database: the same SQLite file (however the path
+/// is spelled) or the same PostgreSQL server and database.
+fn same_database(a: &Database, b: &Database) -> bool {
+    match (a, b) {
+        (Database::Sqlite { path: a, .. }, Database::Sqlite { path: b, .. }) => {
+            let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            canonical(a) == canonical(b)
+        }
+        (Database::Postgres(a), Database::Postgres(b)) => {
+            (&a.host, a.port, &a.name) == (&b.host, b.port, &b.name)
+        }
+        _ => false,
+    }
+}
+
 /// Whether Headscale's admin socket answers: a running Headscale may still write.
 fn headscale_running(source: &Config) -> bool {
     std::os::unix::net::UnixStream::connect(&source.unix_socket).is_ok()
@@ -221,6 +242,21 @@ fn policy_outcome(plan: &mut Plan, source: &Config, headway: &Config) -> String 
             plan.dump.policies.clear();
             plan.report.policy_error = None;
             let path = source.policy.path.as_ref();
+            if let Some(path) = path {
+                let parsed = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| {
+                        crate::policy::Policy::parse(&text)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = parsed {
+                    plan.report.left_behind.push(format!(
+                        "the policy file {} does not work in headway ({e}): headway will not start with it until it is fixed",
+                        path.display()
+                    ));
+                }
+            }
             if headway.policy != source.policy {
                 plan.report.changed.push(format!(
                     "headway's config must name the same policy: policy.mode: file, policy.path: {}",
