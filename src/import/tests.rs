@@ -325,3 +325,87 @@ async fn a_v0_29_database_keeps_bcrypt_keys_tags_and_approved_routes() {
     // A policy that headway cannot parse is reported, not silently dropped.
     assert!(planned.report.policy_error.is_some());
 }
+
+/// Headscale on PostgreSQL: `bytea` hashes, `boolean` flags and `timestamptz`
+/// times read as text come back as SQLite's do.
+#[cfg(feature = "full-suite")]
+#[tokio::test]
+async fn a_postgres_database_reads_like_a_sqlite_one() {
+    let cluster = crate::db::testing::cluster();
+    let name = cluster.create_database();
+    let pg = crate::config::Postgres {
+        host: "127.0.0.1".into(),
+        port: cluster.port(),
+        name: name.clone(),
+        user: "postgres".into(),
+        pass: String::new(),
+        ssl: crate::config::PgSsl::Disable,
+        max_open_conns: 2,
+        max_idle_conns: 2,
+        conn_max_idle_time_secs: 60,
+    };
+    let pool = sqlx::PgPool::connect(&cluster.url(&name)).await.unwrap();
+    let hash = bcrypt::hash_with_salt("pg-secret", 4, [3u8; 16])
+        .unwrap()
+        .to_string();
+    let mut statements: Vec<String> = vec![
+        "CREATE TABLE migrations (id text PRIMARY KEY)".into(),
+        "CREATE TABLE users (id bigserial PRIMARY KEY, name text, display_name text, email text, \
+         provider_identifier text, provider text, profile_pic_url text, created_at timestamptz, \
+         updated_at timestamptz, deleted_at timestamptz)"
+            .into(),
+        "INSERT INTO users VALUES (4, 'dora', '', '', NULL, '', '', now(), now(), NULL)".into(),
+        "CREATE TABLE pre_auth_keys (id bigserial PRIMARY KEY, key text, prefix text, hash bytea, \
+         user_id bigint, reusable boolean, ephemeral boolean, used boolean, tags text, \
+         expiration timestamptz, created_at timestamptz)"
+            .into(),
+        format!(
+            "INSERT INTO pre_auth_keys VALUES (9, '', 'abcdefghijkl', convert_to('{hash}', 'UTF8'), 4, \
+             true, true, false, '[]', '2030-01-01 00:00:00+00', '2026-12-07 12:14:49.904061+00')"
+        ),
+        "CREATE TABLE api_keys (id bigserial PRIMARY KEY, prefix text, hash bytea, expiration \
+         timestamptz, last_seen timestamptz, created_at timestamptz)"
+            .into(),
+        "CREATE TABLE nodes (id bigserial PRIMARY KEY, machine_key text, node_key text, disco_key \
+         text, endpoints text, host_info text, ipv4 text, ipv6 text, hostname text, given_name \
+         varchar(63), user_id bigint, register_method text, tags text, auth_key_id bigint, expiry \
+         timestamptz, last_seen timestamptz, approved_routes text, created_at timestamptz, \
+         updated_at timestamptz, deleted_at timestamptz)"
+            .into(),
+        "CREATE TABLE policies (id bigserial PRIMARY KEY, data text, created_at timestamptz, \
+         updated_at timestamptz, deleted_at timestamptz)"
+            .into(),
+    ];
+    for (_, ids) in crate::db::headscale::RELEASES {
+        for id in ids {
+            statements.push(format!("INSERT INTO migrations VALUES ('{id}')"));
+        }
+    }
+    for sql in &statements {
+        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    pool.close().await;
+
+    let database = Database::Postgres(pg);
+    let hs = HeadscaleDb::open(&database).await.unwrap();
+    assert_eq!(hs.schema().await.unwrap().layout, "v0.29");
+    let planned = plan(&hs.read().await.unwrap());
+    hs.close().await;
+    let key = &planned.dump.pre_auth_keys[0];
+    assert_eq!((key.reusable, key.ephemeral, key.used), (true, true, false));
+    assert_eq!(key.user_id, Some(UserId(4)));
+    assert_eq!(
+        key.created_at.to_rfc3339(),
+        "2026-12-07T12:14:49.904061+00:00"
+    );
+    let presented = Presented::auth_key("hskey-auth-abcdefghijkl-pg-secret").unwrap();
+    assert_eq!(presented.check(&key.hash), Match::YesRehash);
+
+    // headway will not run on it either.
+    let refused = Db::open(&database).await.err().unwrap().to_string();
+    assert!(refused.contains("is a Headscale database"), "{refused}");
+    cluster.drop_database(&name);
+}
