@@ -43,6 +43,14 @@ fn key(prefix: &str, byte: u8) -> String {
     format!("{prefix}:{}", hex::encode([byte; 32]))
 }
 
+/// Each route as (prefix, advertised, approved).
+fn route_table(dump: &crate::db::Dump) -> Vec<(String, bool, bool)> {
+    dump.routes
+        .iter()
+        .map(|r| (r.prefix.to_string(), r.advertised, r.approved))
+        .collect()
+}
+
 const PLAIN_KEY: &str = "3b20f26d67cd7f1efdd91f3aed8a332b49e56bf396392245";
 const T: &str = "2026-12-07 12:14:49.90406174+00:00";
 
@@ -179,13 +187,8 @@ async fn a_v0_23_database_comes_over_with_its_routes_keys_and_policy() {
     );
 
     // The routes table: approved subnet, advertised exit routes, a deleted row left out.
-    let routes: Vec<(String, bool, bool)> = dump
-        .routes
-        .iter()
-        .map(|r| (r.prefix.to_string(), r.advertised, r.approved))
-        .collect();
     assert_eq!(
-        routes,
+        route_table(dump),
         [
             ("0.0.0.0/0".to_owned(), true, false),
             ("192.168.100.0/24".to_owned(), true, true),
@@ -308,13 +311,8 @@ async fn a_v0_29_database_keeps_bcrypt_keys_tags_and_approved_routes() {
     assert_eq!(presented.check(&key.hash), Match::YesRehash);
 
     // Advertised routes come from Hostinfo, approvals from the node.
-    let routes: Vec<(String, bool, bool)> = dump
-        .routes
-        .iter()
-        .map(|r| (r.prefix.to_string(), r.advertised, r.approved))
-        .collect();
     assert_eq!(
-        routes,
+        route_table(dump),
         [
             ("10.1.0.0/16".to_owned(), true, false),
             ("192.168.100.0/24".to_owned(), true, true),
