@@ -35,6 +35,8 @@ mod faults;
 #[cfg(feature = "full-suite")]
 mod headscale_cli;
 #[cfg(feature = "full-suite")]
+mod import;
+#[cfg(feature = "full-suite")]
 mod oidc;
 #[cfg(feature = "full-suite")]
 mod policy;
