@@ -5,7 +5,7 @@
 use crate::config::{self, Config, Database, PolicyMode};
 use crate::db::headscale::{HeadscaleDb, Schema};
 use crate::db::{Db, Dump};
-use crate::import::{Plan, Report};
+use crate::import::{Plan, PolicySource, Report};
 use crate::types::PrivateKey;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -105,7 +105,13 @@ pub fn run(command: ImportCommand, config_flag: Option<&Path>) -> anyhow::Result
         let schema = hs.schema().await?;
         let rows = hs.read().await?;
         hs.close().await;
-        let mut plan = crate::import::plan(&rows);
+        let (policy_file, unreadable) = policy_file(&source);
+        let source_policy = match source.policy.mode {
+            PolicyMode::Database => PolicySource::Database,
+            PolicyMode::File => PolicySource::File(policy_file.as_deref()),
+        };
+        let mut plan = crate::import::plan(&rows, source_policy);
+        plan.report.left_behind.extend(unreadable);
         let mut out = String::new();
         let running = headscale_running(&source);
         describe_source(&mut out, &source_path, &source, &schema, running);
@@ -238,25 +244,7 @@ fn policy_outcome(plan: &mut Plan, source: &Config, headway: &Config) -> String 
             format!("database mode: {line}")
         }
         PolicyMode::File => {
-            // Old rows of the database are not in force in file mode: they stay behind.
-            plan.dump.policies.clear();
-            plan.report.policy_error = None;
             let path = source.policy.path.as_ref();
-            if let Some(path) = path {
-                let parsed = std::fs::read_to_string(path)
-                    .map_err(|e| e.to_string())
-                    .and_then(|text| {
-                        crate::policy::Policy::parse(&text)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    });
-                if let Err(e) = parsed {
-                    plan.report.left_behind.push(format!(
-                        "the policy file {} does not work in headway ({e}): headway will not start with it until it is fixed",
-                        path.display()
-                    ));
-                }
-            }
             if headway.policy != source.policy {
                 plan.report.changed.push(format!(
                     "headway's config must name the same policy: policy.mode: file, policy.path: {}",
@@ -269,6 +257,23 @@ fn policy_outcome(plan: &mut Plan, source: &Config, headway: &Config) -> String 
                     .unwrap_or_else(|| "no file (every node may reach every other)".into())
             )
         }
+    }
+}
+
+/// The text of Headscale's policy file in file mode, or why it cannot be read.
+fn policy_file(source: &Config) -> (Option<String>, Option<String>) {
+    match (&source.policy.mode, &source.policy.path) {
+        (PolicyMode::File, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => (Some(text), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "Headscale's policy file {} cannot be read: {e}",
+                    path.display()
+                )),
+            ),
+        },
+        _ => (None, None),
     }
 }
 

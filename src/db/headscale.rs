@@ -232,6 +232,9 @@ impl HeadscaleDb {
                 ],
             )
             .await?;
+        let node_columns = self.columns("nodes").await?;
+        let tags_requested_by_clients = node_columns.iter().any(|c| c == "forced_tags")
+            && !node_columns.iter().any(|c| c == "tags");
         let nodes = self
             .rows(
                 "nodes",
@@ -279,6 +282,7 @@ impl HeadscaleDb {
             Vec::new()
         };
         Ok(HeadscaleRows {
+            tags_requested_by_clients,
             users: users.iter().map(HsUser::from_row).collect::<Result<_>>()?,
             pre_auth_keys: keys
                 .iter()
@@ -577,6 +581,10 @@ fn parse_time(text: &str) -> Option<Timestamp> {
 /// Every row headway imports, as Headscale stored it.
 #[derive(Debug, Default)]
 pub struct HeadscaleRows {
+    /// Before v0.28 a node's tags were its `forced_tags` plus those it asked for
+    /// (`Hostinfo.RequestTags`, `--advertise-tags`) that the policy's `tagOwners`
+    /// granted, decided anew at each connection; since, they are stored.
+    pub tags_requested_by_clients: bool,
     pub users: Vec<HsUser>,
     pub pre_auth_keys: Vec<HsPreAuthKey>,
     pub api_keys: Vec<HsApiKey>,

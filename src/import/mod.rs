@@ -7,7 +7,7 @@
 
 use crate::db::Dump;
 use crate::db::headscale::{HeadscaleRows, HsNode, HsPreAuthKey};
-use crate::policy::Policy;
+use crate::policy::{Approvals, Policy, Tailnet};
 use crate::tailcfg::Hostinfo;
 use crate::types::secret::Presented;
 use crate::types::{
@@ -37,17 +37,46 @@ pub struct Plan {
     pub report: Report,
 }
 
+/// Where Headscale's policy in force was (`policy.mode`).
+#[derive(Clone, Copy, Debug)]
+pub enum PolicySource<'a> {
+    /// Its database's newest saved policy, which the import carries over.
+    Database,
+    /// A file both servers read (its text, when there is one); nothing to carry.
+    File(Option<&'a str>),
+}
+
 /// Turns Headscale's rows into headway's.
-pub fn plan(rows: &HeadscaleRows) -> Plan {
+pub fn plan(rows: &HeadscaleRows, policy: PolicySource) -> Plan {
     let mut report = Report::default();
     let users = users(rows, &mut report);
     let user_ids: HashSet<u64> = users.iter().map(|u| u.id.0).collect();
     let pre_auth_keys = pre_auth_keys(rows, &user_ids, &mut report);
     let api_keys = api_keys(rows, &mut report);
     let keys_by_id: HashMap<u64, &PreAuthKey> = pre_auth_keys.iter().map(|k| (k.id.0, k)).collect();
-    let nodes = nodes(rows, &user_ids, &keys_by_id, &mut report);
+    let (policies, in_force) = match policy {
+        PolicySource::Database => {
+            let saved = policies(rows, &mut report);
+            let text = saved.last().map(|p| p.1.clone());
+            (saved, text)
+        }
+        PolicySource::File(text) => (Vec::new(), text.map(str::to_owned)),
+    };
+    let parsed = match in_force.as_deref().map(Policy::parse) {
+        Some(Ok(parsed)) => Some(parsed),
+        Some(Err(e)) => {
+            if matches!(policy, PolicySource::File(_)) {
+                report.left_behind.push(format!(
+                    "Headscale's policy file does not work in headway ({e}): headway will not \
+                     start with it until it is fixed"
+                ));
+            }
+            None
+        }
+        None => None,
+    };
+    let nodes = nodes(rows, &users, &keys_by_id, parsed.as_ref(), &mut report);
     let routes = routes(rows, &nodes, &mut report);
-    let policies = policies(rows, &mut report);
     Plan {
         dump: Dump {
             users,
@@ -211,10 +240,21 @@ fn api_keys(rows: &HeadscaleRows, report: &mut Report) -> Vec<ApiKey> {
 
 fn nodes(
     rows: &HeadscaleRows,
-    users: &HashSet<u64>,
+    users: &[User],
     keys: &HashMap<u64, &PreAuthKey>,
+    policy: Option<&Policy>,
     report: &mut Report,
 ) -> Vec<Node> {
+    let user_ids: HashSet<u64> = users.iter().map(|u| u.id.0).collect();
+    let approvals = policy.filter(|_| rows.tags_requested_by_clients).map(|p| {
+        Approvals::new(
+            p,
+            Tailnet {
+                users,
+                devices: &[],
+            },
+        )
+    });
     let mut names: HashSet<String> = HashSet::new();
     let mut node_keys: HashSet<String> = HashSet::new();
     let mut addresses: HashSet<String> = HashSet::new();
@@ -244,7 +284,10 @@ fn nodes(
                 .push(format!("{label}: another node has the same node key"));
             continue;
         }
-        let tags = clean_tags(&n.tags);
+        let mut tags = clean_tags(&n.tags);
+        if let Some(approvals) = &approvals {
+            granted_tags(n, users, approvals, &mut tags, report);
+        }
         let user_id = match n.user_id {
             _ if !tags.is_empty() => {
                 if n.user_id.is_some() {
@@ -252,7 +295,7 @@ fn nodes(
                 }
                 None
             }
-            Some(id) if users.contains(&id) => Some(UserId(id)),
+            Some(id) if user_ids.contains(&id) => Some(UserId(id)),
             _ => {
                 report
                     .left_behind
@@ -308,6 +351,56 @@ fn nodes(
         ));
     }
     out
+}
+
+/// Adds the tags a node asked for (`--advertise-tags`) that the policy's
+/// `tagOwners` grant its user, as Headscale before 0.28 granted them at each
+/// connection (and 0.28 stored them when it upgraded a database).
+fn granted_tags(
+    n: &HsNode,
+    users: &[User],
+    approvals: &Approvals,
+    tags: &mut Vec<String>,
+    report: &mut Report,
+) {
+    let Some(hostinfo) = n
+        .hostinfo
+        .as_deref()
+        .and_then(|h| Hostinfo::from_json(h).ok())
+    else {
+        return;
+    };
+    let owner = users.iter().find(|u| Some(u.id.0) == n.user_id);
+    let forced = tags.clone();
+    let (mut granted, mut refused) = (Vec::new(), Vec::new());
+    for tag in hostinfo.request_tags() {
+        if tags.contains(tag) || granted.contains(tag) {
+            continue;
+        }
+        if owner.is_some() && approvals.may_tag(tag, owner, &forced) {
+            granted.push(tag.clone());
+        } else {
+            refused.push(tag.clone());
+        }
+    }
+    if !granted.is_empty() {
+        report.changed.push(format!(
+            "node {} ({}) is tagged {}: it asked for it and tagOwners grants it",
+            n.id,
+            n.given_name,
+            granted.join(", ")
+        ));
+        tags.extend(granted);
+        *tags = clean_tags(tags);
+    }
+    if !refused.is_empty() {
+        report.changed.push(format!(
+            "node {} ({}) asked for {}, which tagOwners does not grant: left out",
+            n.id,
+            n.given_name,
+            refused.join(", ")
+        ));
+    }
 }
 
 /// The node's MagicDNS name: Headscale's, or its hostname made a DNS label, with a

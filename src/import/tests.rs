@@ -3,7 +3,7 @@
 //! bcrypt keys, `tags` and `approved_routes` on the node), read through
 //! `db::headscale`, planned, written into headway's database and read back.
 
-use super::plan;
+use super::{PolicySource, plan};
 use crate::config::Database;
 use crate::db::headscale::HeadscaleDb;
 use crate::db::{Db, Error};
@@ -115,7 +115,9 @@ fn v023_statements() -> Vec<String> {
          (2, '{m2}', '{n2}', '', NULL, NULL, '100.64.0.2', NULL, 'My Laptop', 'My Laptop', 2, 'cli', \
           '[\"tag:server\"]', 2, NULL, '2030-01-01 00:00:00+00:00', '{T}', '{T}', NULL), \
          (3, '{m3}', '{n3}', '', NULL, NULL, '100.64.0.3', NULL, 'gone', 'gone', 1, 'cli', '[]', NULL, \
-          NULL, NULL, '{T}', '{T}', '{T}')",
+          NULL, NULL, '{T}', '{T}', '{T}'), \
+         (4, '{m4}', '{n4}', '', NULL, '{{\"RequestTags\":[\"tag:web\",\"tag:db\"]}}', '100.64.0.4', \
+          NULL, 'db', 'db', 1, 'cli', '[]', NULL, NULL, NULL, '{T}', '{T}', NULL)",
         m1 = key("mkey", 1),
         n1 = key("nodekey", 2),
         d1 = key("discokey", 3),
@@ -123,6 +125,8 @@ fn v023_statements() -> Vec<String> {
         n2 = key("nodekey", 5),
         m3 = key("mkey", 6),
         n3 = key("nodekey", 7),
+        m4 = key("mkey", 8),
+        n4 = key("nodekey", 11),
     ));
     s.push(format!(
         "INSERT INTO routes VALUES (1, '{T}', '{T}', NULL, 1, '192.168.100.0/24', 1, 1, 1), \
@@ -131,7 +135,7 @@ fn v023_statements() -> Vec<String> {
     ));
     s.push(format!(
         "INSERT INTO policies VALUES (1, '{T}', '{T}', NULL, '{{\"acls\": []}}'), \
-         (2, '{T}', '{T}', NULL, '// newest\n{{\"acls\": [{{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}}]}}')"
+         (2, '{T}', '{T}', NULL, '// newest\n{{\"tagOwners\": {{\"tag:web\": [\"bob@\"], \"tag:db\": [\"alice@\"]}}, \"acls\": [{{\"action\": \"accept\", \"src\": [\"*\"], \"dst\": [\"*:*\"]}}]}}')"
     ));
     s
 }
@@ -154,7 +158,7 @@ async fn a_v0_23_database_comes_over_with_its_routes_keys_and_policy() {
     assert_eq!(schema.written_by, None);
     let rows = hs.read().await.unwrap();
     hs.close().await;
-    let planned = plan(&rows);
+    let planned = plan(&rows, PolicySource::Database);
     let dump = &planned.dump;
 
     // carol and node 3 were deleted in Headscale.
@@ -182,6 +186,20 @@ async fn a_v0_23_database_comes_over_with_its_routes_keys_and_policy() {
             .changed
             .iter()
             .any(|c| c.contains("my-laptop")),
+        "{:?}",
+        planned.report.changed
+    );
+    // Before v0.28, tags a node asked for were granted by tagOwners at each
+    // connection: the granted one is kept (its owner now the tag), the other is not.
+    let db = &dump.nodes[2];
+    assert_eq!(db.tags, ["tag:db"]);
+    assert_eq!(db.user_id, None);
+    assert!(
+        planned
+            .report
+            .changed
+            .iter()
+            .any(|c| c.contains("asked for tag:web")),
         "{:?}",
         planned.report.changed
     );
@@ -218,7 +236,7 @@ async fn a_v0_23_database_comes_over_with_its_routes_keys_and_policy() {
         .await
         .unwrap();
     let copied = target.restore(dump, false).await.unwrap();
-    assert_eq!((copied.nodes, copied.routes), (2, 3));
+    assert_eq!((copied.nodes, copied.routes), (3, 3));
     assert_eq!(&target.dump().await.unwrap(), dump);
     assert!(matches!(
         target.restore(dump, false).await,
@@ -296,7 +314,7 @@ async fn a_v0_29_database_keeps_bcrypt_keys_tags_and_approved_routes() {
         (schema.layout, schema.written_by.as_deref()),
         ("v0.29", Some("v0.29.2"))
     );
-    let planned = plan(&hs.read().await.unwrap());
+    let planned = plan(&hs.read().await.unwrap(), PolicySource::Database);
     let dump = &planned.dump;
 
     // Two users named alice (a local one and an OIDC one): the second is suffixed.
@@ -390,7 +408,7 @@ async fn a_postgres_database_reads_like_a_sqlite_one() {
     let database = Database::Postgres(pg);
     let hs = HeadscaleDb::open(&database).await.unwrap();
     assert_eq!(hs.schema().await.unwrap().layout, "v0.29");
-    let planned = plan(&hs.read().await.unwrap());
+    let planned = plan(&hs.read().await.unwrap(), PolicySource::Database);
     hs.close().await;
     let key = &planned.dump.pre_auth_keys[0];
     assert_eq!((key.reusable, key.ephemeral, key.used), (true, true, false));
