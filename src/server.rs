@@ -597,25 +597,35 @@ pub fn load_or_create_private_key(path: &Path) -> Result<PrivateKey> {
             .parse()
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-            }
             let key = PrivateKey::generate();
-            let mut options = std::fs::OpenOptions::new();
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            std::io::Write::write_all(&mut file, format!("{}\n", key.to_text()).as_bytes())?;
-            file.sync_all()?;
+            write_private_key(path, &key, false)?;
             tracing::info!(path = %path.display(), "created a new private key");
             Ok(key)
         }
         Err(err) => Err(anyhow::anyhow!("cannot read {}: {err}", path.display())),
     }
+}
+
+/// Writes a key file (mode 0600, its directory made if needed, synced to disk): a
+/// new file, or with `replace` over whatever is there.
+pub fn write_private_key(path: &Path, key: &PrivateKey, replace: bool) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    std::io::Write::write_all(&mut file, format!("{}\n", key.to_text()).as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// ACME for `tls_letsencrypt_hostname`, with the HTTP-01 listener bound now so a

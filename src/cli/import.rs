@@ -126,7 +126,7 @@ pub fn run(command: ImportCommand, config_flag: Option<&Path>) -> anyhow::Result
         describe(&mut out, &plan, &policy, &keys);
         let conflicts: Vec<&KeyFile> = keys
             .iter()
-            .filter(|k| matches!(k.action, KeyAction::Differs))
+            .filter(|k| matches!(k.action, KeyAction::Differs(_)))
             .collect();
 
         let _ = writeln!(out, "into {}: {}", target.describe(), target_state(&target));
@@ -292,8 +292,8 @@ enum KeyAction {
     Present,
     /// headway has no file there: copy it.
     Copy(PrivateKey),
-    /// headway's file holds another key.
-    Differs,
+    /// headway's file holds another key (Headscale's is kept here).
+    Differs(PrivateKey),
     /// Headscale has no such file (or it does not parse): nothing to carry.
     Missing(String),
 }
@@ -326,8 +326,8 @@ fn key_files(source: &Config, headway: &Config) -> Vec<KeyFile> {
                 Err(e) => KeyAction::Missing(e),
                 Ok(key) => match read(to) {
                     Ok(theirs) if theirs.to_text() == key.to_text() => KeyAction::Present,
-                    Ok(_) => KeyAction::Differs,
-                    Err(_) if to.exists() => KeyAction::Differs,
+                    Ok(_) => KeyAction::Differs(key),
+                    Err(_) if to.exists() => KeyAction::Differs(key),
                     Err(_) => KeyAction::Copy(key),
                 },
             };
@@ -345,27 +345,9 @@ fn key_files(source: &Config, headway: &Config) -> Vec<KeyFile> {
 /// different one (only reached with `--replace`).
 fn copy_keys(keys: &[KeyFile]) -> anyhow::Result<()> {
     for k in keys {
-        let key = match &k.action {
-            KeyAction::Copy(key) => key.clone(),
-            KeyAction::Differs => std::fs::read_to_string(&k.from)?
-                .parse::<PrivateKey>()
-                .map_err(|e| anyhow::anyhow!("{}: {e}", k.from.display()))?,
-            _ => continue,
-        };
-        if let Some(dir) = k.to.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+        if let KeyAction::Copy(key) | KeyAction::Differs(key) = &k.action {
+            crate::server::write_private_key(&k.to, key, true)?;
         }
-        let mut options = std::fs::OpenOptions::new();
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&k.to)
-            .with_context(|| format!("cannot write {}", k.to.display()))?;
-        std::io::Write::write_all(&mut file, format!("{}\n", key.to_text()).as_bytes())?;
-        file.sync_all()?;
     }
     Ok(())
 }
@@ -403,7 +385,7 @@ fn describe(out: &mut String, plan: &Plan, policy: &str, keys: &[KeyFile]) {
                 format!("{} → {}: already there", k.from.display(), k.to.display())
             }
             KeyAction::Copy(_) => format!("{} → {}: to copy", k.from.display(), k.to.display()),
-            KeyAction::Differs => format!(
+            KeyAction::Differs(_) => format!(
                 "{} → {}: headway's file holds ANOTHER key (--replace overwrites it)",
                 k.from.display(),
                 k.to.display()

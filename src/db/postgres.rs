@@ -83,11 +83,11 @@ pub(super) async fn open(pg: &config::Postgres) -> Result<Db> {
         .connect_with(options)
         .await
         .map_err(open_error)?;
-    // sqlx holds an advisory lock while it migrates, so replicas that start
-    // together apply each migration once.
     if super::headscale::is_headscale_postgres(&pool).await {
         return Err(Error::HeadscaleDatabase(pg.address()));
     }
+    // sqlx holds an advisory lock while it migrates, so replicas that start
+    // together apply each migration once.
     MIGRATOR.run(&pool).await?;
     Ok(Db {
         pools: Pools::Postgres(pool),

@@ -222,22 +222,13 @@ impl Presented {
     pub fn check(&self, stored: &str) -> Match {
         if Self::is_slow(stored) {
             match bcrypt::verify(&self.secret, stored) {
-                Ok(true) => Match::Yes.rehash(),
+                Ok(true) => Match::YesRehash,
                 _ => Match::No,
             }
         } else if digests_match(stored, &self.digest()) {
             Match::Yes
         } else {
             Match::No
-        }
-    }
-}
-
-impl Match {
-    fn rehash(self) -> Self {
-        match self {
-            Match::Yes => Match::YesRehash,
-            other => other,
         }
     }
 }
