@@ -55,6 +55,7 @@ pub mod state;
 
 pub mod control;
 
+pub mod admin;
 pub mod api;
 pub mod bench;
 pub mod conformance;

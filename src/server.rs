@@ -452,12 +452,15 @@ impl Server {
         let api = AdminApi::new(self.state.clone());
         let unix_stop = stopped();
         let unix_api = api.clone().into_service();
+        let own_api = crate::grpc::headway::HeadwayApi::new(self.state.clone());
         let (unix, unix_tasks) = (self.unix, owned.clone());
+        let unix_own_api = own_api.clone().into_service();
         let grpc_metrics = crate::grpc::metrics_layer(self.state.metrics().grpc.clone());
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .layer(grpc_metrics)
                 .add_service(unix_api)
+                .add_service(unix_own_api)
                 .serve_with_incoming_shutdown(
                     // Go gRPC clients need their `:authority` fixed before h2 sees it.
                     UnixListenerStream::new(unix).map(move |conn| {
@@ -482,7 +485,8 @@ impl Server {
                 ))
                 .layer(crate::limits::TrackRequestsLayer)
                 .layer(ApiKeyLayer::new(self.state.clone()))
-                .add_service(api.into_service());
+                .add_service(api.into_service())
+                .add_service(own_api.into_service());
             let tcp_stop = stopped();
             tasks.spawn(async move {
                 router
@@ -498,7 +502,13 @@ impl Server {
         let router = crate::http::router(
             self.state.clone(),
             &self.server_url,
-            control_routes.merge(crate::api::router(self.state.clone(), self.tailnet.clone())),
+            control_routes
+                .merge(crate::api::router(self.state.clone(), self.tailnet.clone()))
+                .merge(crate::admin::router(crate::admin::Ui::new(
+                    self.state.clone(),
+                    self.control.settings.clone(),
+                    self.control.derp.clone(),
+                ))),
             self.sign_in.clone(),
         );
         let http_stop = stopped();

@@ -4,6 +4,7 @@
 //! Knows the config's `unix_socket` and `cli.*` keys and tonic; nothing about commands.
 
 use crate::config::Config;
+use crate::grpc::headway::pb::headway_service_client::HeadwayServiceClient;
 use crate::grpc::pb::headscale_service_client::HeadscaleServiceClient;
 use std::path::{Path, PathBuf};
 use tonic::metadata::{Ascii, MetadataValue};
@@ -12,10 +13,31 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// The admin API client every command uses.
 pub type Client = HeadscaleServiceClient<InterceptedService<Channel, Bearer>>;
+/// headway's own calls (`headway.v1`), over the same connection.
+pub type OwnClient = HeadwayServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// Both clients of one connection.
+pub fn clients(channel: Channel, bearer: Bearer) -> (Client, OwnClient) {
+    (
+        HeadscaleServiceClient::with_interceptor(channel.clone(), bearer.clone()),
+        HeadwayServiceClient::with_interceptor(channel, bearer),
+    )
+}
 
 /// Adds the API key to each request when talking to a remote address.
 #[derive(Clone)]
 pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The API key itself is never printed.
+        f.write_str(if self.0.is_some() {
+            "Bearer(***)"
+        } else {
+            "Bearer(none)"
+        })
+    }
+}
 
 impl tonic::service::Interceptor for Bearer {
     fn call(
@@ -65,7 +87,7 @@ pub async fn connect(
     config: &Config,
     config_path: Option<&Path>,
     prog: &str,
-) -> Result<Client, ConnectError> {
+) -> Result<(Channel, Bearer), ConnectError> {
     match config.cli.address.as_deref().filter(|a| !a.is_empty()) {
         None => connect_socket(config, config_path, prog).await,
         Some(address) => connect_remote(config, address).await,
@@ -76,7 +98,7 @@ async fn connect_socket(
     config: &Config,
     config_path: Option<&Path>,
     prog: &str,
-) -> Result<Client, ConnectError> {
+) -> Result<(Channel, Bearer), ConnectError> {
     let path = config.unix_socket.clone();
     let timeout = config.cli.timeout;
     // The URI is required by tonic but unused: the connector below ignores it.
@@ -107,13 +129,10 @@ async fn connect_socket(
                 start,
             }
         })?;
-    Ok(HeadscaleServiceClient::with_interceptor(
-        channel,
-        Bearer(None),
-    ))
+    Ok((channel, Bearer(None)))
 }
 
-async fn connect_remote(config: &Config, address: &str) -> Result<Client, ConnectError> {
+async fn connect_remote(config: &Config, address: &str) -> Result<(Channel, Bearer), ConnectError> {
     let api_key = config
         .cli
         .api_key
@@ -165,10 +184,7 @@ async fn connect_remote(config: &Config, address: &str) -> Result<Client, Connec
             .map_err(remote_error)?,
         None => endpoint.connect().await.map_err(remote_error)?,
     };
-    Ok(HeadscaleServiceClient::with_interceptor(
-        channel,
-        Bearer(Some(bearer)),
-    ))
+    Ok((channel, Bearer(Some(bearer))))
 }
 
 /// Connects TCP, then TLS accepting any certificate (`cli.insecure`), offering h2.

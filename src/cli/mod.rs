@@ -6,6 +6,7 @@
 //! the database and never imports `state` or `db`. Nothing here prompts: `--force`
 //! is accepted for Headscale's sake and changes nothing.
 
+mod admin;
 mod api_keys;
 mod bench;
 mod client;
@@ -125,11 +126,14 @@ fn run_admin(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = client::connect(&loaded.config, loaded.path.as_deref(), prog).await?;
+        let (channel, bearer) =
+            client::connect(&loaded.config, loaded.path.as_deref(), prog).await?;
+        let (client, headway) = client::clients(channel, bearer);
         let mut ctx = Ctx {
             format,
             prog: prog.to_owned(),
             client,
+            headway,
             out,
         };
         dispatch(command, &mut ctx).await
@@ -146,6 +150,7 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         Command::Preauthkeys(c) => preauth_keys::run(c, ctx).await,
         Command::Apikeys(c) => api_keys::run(c, ctx).await,
         Command::Policy(c) => policy::run(c, ctx).await,
+        Command::Admin(c) => admin::run(c, ctx).await,
         Command::Serve
         | Command::Configtest
         | Command::Version
@@ -167,6 +172,8 @@ pub(crate) struct Ctx {
     /// `headway`, or `headscale` when installed under that name; used in hints.
     pub prog: String,
     pub client: client::Client,
+    /// headway's own calls (`headway.v1`).
+    pub headway: client::OwnClient,
     pub out: Box<dyn Write>,
 }
 
@@ -268,6 +275,9 @@ pub enum Command {
     /// Move another control server's installation into headway (Headscale's).
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// The web UI (/admin): sign-in links.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Run the load generator against a control server (headway or Headscale).
     Bench(bench::BenchArgs),
     /// Measure a DERP relay (headway's or Tailscale's derper): packets and bytes
@@ -279,6 +289,16 @@ pub enum Command {
     /// plane (scripts/policy-conformance).
     #[command(hide = true)]
     PolicyConformance(policy::ConformanceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Print a one-time link that signs a browser in to the web UI.
+    LoginLink {
+        /// How long the link works (at most 1h).
+        #[arg(short = 'e', long, default_value = "10m")]
+        expiration: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

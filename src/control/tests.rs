@@ -588,7 +588,7 @@ async fn garbage_on_one_connection_closes_only_that_connection() {
 /// The real `/machine/*` routes over a temp database, behind the real transport.
 mod protocol {
     use super::*;
-    use crate::config::{Allocation, Database};
+    use crate::config::Database;
     use crate::db::Db;
     use crate::derp::DerpMaps;
     use crate::state::{Settings, State};
@@ -611,20 +611,7 @@ mod protocol {
         })
         .await
         .unwrap();
-        let settings = Settings {
-            prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
-            prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-            allocation: Allocation::Sequential,
-            node_expiry: None,
-            registration_timeout: Duration::from_secs(60),
-            ephemeral_inactivity_timeout: Duration::from_secs(120),
-            policy: crate::state::PolicySource {
-                mode: crate::config::PolicyMode::File,
-                path: None,
-            },
-            server_url: "http://127.0.0.1:1".into(),
-            metrics: crate::metrics::Metrics::new(),
-        };
+        let settings = Settings::for_test();
         let state = Arc::new(State::load(db, settings).await.unwrap());
         let map_settings = map::MapSettings {
             base_domain: "tailnet.test".into(),

@@ -5,11 +5,12 @@
 
 use crate::config;
 use crate::types::{
-    ApiKey, ApiKeyId, Node, NodeId, OAuthClient, OAuthClientId, OAuthToken, PreAuthKey,
-    PreAuthKeyId, Route, RouteId, Timestamp, User, UserId, UserName,
+    AdminSession, AdminSessionKind, ApiKey, ApiKeyId, Node, NodeId, OAuthClient, OAuthClientId,
+    OAuthToken, PreAuthKey, PreAuthKeyId, Route, RouteId, Timestamp, User, UserId, UserName,
 };
 use ipnet::IpNet;
 
+mod admin_sessions;
 mod api_keys;
 mod copy;
 mod exec;
@@ -296,6 +297,25 @@ impl Db {
     }
 
     // ---- OAuth clients and their tokens (`/api/v2`)
+
+    /// Stores a web UI sign-in link or session (expired ones are swept).
+    pub async fn insert_admin_session(&self, session: &AdminSession, now: Timestamp) -> Result<()> {
+        admin_sessions::insert(self, session, now).await
+    }
+    pub async fn find_admin_session(
+        &self,
+        kind: AdminSessionKind,
+        prefix: &str,
+    ) -> Result<Option<AdminSession>> {
+        admin_sessions::find(self, kind, prefix).await
+    }
+    /// `NotFound` when it was already gone (a link redeemed twice).
+    pub async fn delete_admin_session(&self, kind: AdminSessionKind, prefix: &str) -> Result<()> {
+        admin_sessions::delete(self, kind, prefix).await
+    }
+    pub async fn touch_admin_session(&self, prefix: &str, now: Timestamp) -> Result<()> {
+        admin_sessions::touch(self, prefix, now).await
+    }
 
     /// Inserts a client (its `id` is ignored). Conflict("oauth_clients.prefix").
     pub async fn insert_oauth_client(&self, client: &OAuthClient) -> Result<OAuthClient> {

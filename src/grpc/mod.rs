@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod authority;
 pub mod convert;
+pub mod headway;
 pub mod tls;
 
 /// Generated protobuf types and the tonic client and server for `headscale.v1`.

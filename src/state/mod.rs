@@ -5,6 +5,7 @@
 //! it with `state.notifier().publish(change)`. Knows no wire format: the gRPC
 //! and control layers convert at their edges.
 
+pub mod admin;
 pub mod change;
 pub mod feed;
 pub mod ip_alloc;
@@ -108,6 +109,26 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// What in-process tests run with: both prefixes, sequential addresses, no
+    /// expiry, no policy file, a server URL nothing listens on.
+    #[cfg(test)]
+    pub fn for_test() -> Self {
+        Settings {
+            prefix_v4: Some("100.64.0.0/10".parse().expect("a prefix")),
+            prefix_v6: Some("fd7a:115c:a1e0::/48".parse().expect("a prefix")),
+            allocation: crate::config::Allocation::Sequential,
+            node_expiry: None,
+            registration_timeout: Duration::from_secs(60),
+            ephemeral_inactivity_timeout: Duration::from_secs(120),
+            policy: PolicySource {
+                mode: crate::config::PolicyMode::File,
+                path: None,
+            },
+            server_url: "http://127.0.0.1:1".into(),
+            metrics: crate::metrics::Metrics::new(),
+        }
+    }
+
     pub fn from_config(config: &Config) -> Self {
         Settings {
             prefix_v4: config.prefixes.v4,

@@ -2,7 +2,7 @@
 //! re-login of a known machine, expiry defaults and tagged nodes.
 
 use super::*;
-use crate::config::{Allocation, Database};
+use crate::config::Database;
 use crate::types::{MachineKey, NodeKey, RegisterMethod};
 use std::sync::Arc;
 
@@ -19,18 +19,9 @@ async fn state(node_expiry: Option<Duration>) -> (tempfile::TempDir, State) {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(&sqlite(dir.path())).await.unwrap();
     let settings = Settings {
-        prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
-        prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-        allocation: Allocation::Sequential,
         node_expiry,
-        registration_timeout: Duration::from_secs(60),
         ephemeral_inactivity_timeout: Duration::from_millis(300),
-        policy: crate::state::PolicySource {
-            mode: crate::config::PolicyMode::File,
-            path: None,
-        },
-        server_url: "http://127.0.0.1:1".into(),
-        metrics: crate::metrics::Metrics::new(),
+        ..Settings::for_test()
     };
     (dir, State::load(db, settings).await.unwrap())
 }
@@ -768,15 +759,9 @@ mod replicas {
 
     fn settings(mode: crate::config::PolicyMode) -> Settings {
         Settings {
-            prefix_v4: Some("100.64.0.0/10".parse().unwrap()),
-            prefix_v6: Some("fd7a:115c:a1e0::/48".parse().unwrap()),
-            allocation: Allocation::Sequential,
-            node_expiry: None,
-            registration_timeout: Duration::from_secs(60),
             ephemeral_inactivity_timeout: Duration::from_secs(60),
             policy: crate::state::PolicySource { mode, path: None },
-            server_url: "http://127.0.0.1:1".into(),
-            metrics: crate::metrics::Metrics::new(),
+            ..Settings::for_test()
         }
     }
 

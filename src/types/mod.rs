@@ -5,6 +5,7 @@
 //! Values are parsed once at the boundary (`NodeKey::from_str`, `UserName::parse`)
 //! and passed along as proof that they are valid.
 
+pub mod admin_session;
 pub mod api_key;
 pub mod duration;
 pub mod id;
@@ -17,6 +18,7 @@ pub mod route;
 pub mod secret;
 pub mod user;
 
+pub use admin_session::{AdminSession, AdminSessionKind};
 pub use api_key::ApiKey;
 pub use id::{ApiKeyId, NodeId, OAuthClientId, PreAuthKeyId, RouteId, UserId};
 pub use key::{DiscoKey, KeyParseError, MachineKey, NodeKey, PrivateKey};

@@ -131,6 +131,12 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["api", "grpc", "state", "policy", "types", "limits"],
     ),
     (
+        "admin",
+        &[
+            "admin", "grpc", "state", "control", "derp", "policy", "tailcfg", "types", "config",
+        ],
+    ),
+    (
         "http",
         &[
             "http", "control", "state", "types", "config", "tailcfg", "limits", "tasks", "oidc",
