@@ -70,6 +70,8 @@ pub struct Server {
     metrics: Option<TcpListener>,
     /// What `/api/v2` reports about the tailnet from the configuration.
     tailnet: crate::api::v2::Tailnet,
+    /// `web_ui.enabled`: `/admin` served and sign-in links issued.
+    web_ui: bool,
     /// The connection settings the metrics listener's own table starts from.
     metrics_limits: crate::limits::Settings,
 }
@@ -80,6 +82,7 @@ pub struct Server {
 async fn connect_oidc(
     oidc: &crate::config::Oidc,
     server_url: &str,
+    web_ui: &crate::config::WebUi,
 ) -> Result<Arc<crate::http::oidc::SignIn>> {
     let client = crate::oidc::client::Client::new(oidc.clone(), server_url)?;
     match client.discover().await {
@@ -97,7 +100,17 @@ async fn connect_oidc(
             "{err}; starting anyway (oidc.only_start_if_oidc_is_available is false): sign-ins will try it again, and nodes can still register with pre-auth keys or from the CLI"
         ),
     }
-    Ok(Arc::new(crate::http::oidc::SignIn::new(client, server_url)))
+    let admins = if web_ui.enabled {
+        crate::http::oidc::Admins {
+            users: web_ui.oidc_admin_users.clone(),
+            groups: web_ui.oidc_admin_groups.clone(),
+        }
+    } else {
+        crate::http::oidc::Admins::default()
+    };
+    Ok(Arc::new(
+        crate::http::oidc::SignIn::new(client, server_url).with_admins(admins),
+    ))
 }
 
 /// Admits relay clients that are current nodes of this server (`verify_clients`).
@@ -129,7 +142,9 @@ impl Server {
         let status = state.start_policy().await.context("policy")?;
         log_policy_status(&status);
         let sign_in = match &config.oidc {
-            Some(oidc) => Some(connect_oidc(oidc, config.server_url.as_str()).await?),
+            Some(oidc) => {
+                Some(connect_oidc(oidc, config.server_url.as_str(), &config.web_ui).await?)
+            }
             None => None,
         };
         let (host, port) = (
@@ -289,6 +304,7 @@ impl Server {
             sign_in,
             metrics,
             metrics_limits,
+            web_ui: config.web_ui.enabled,
             tailnet: crate::api::v2::Tailnet {
                 base_domain: config.dns.base_domain.trim_end_matches('.').to_owned(),
                 https: config.dns.authoritative.is_some(),
@@ -452,7 +468,7 @@ impl Server {
         let api = AdminApi::new(self.state.clone());
         let unix_stop = stopped();
         let unix_api = api.clone().into_service();
-        let own_api = crate::grpc::headway::HeadwayApi::new(self.state.clone());
+        let own_api = crate::grpc::headway::HeadwayApi::new(self.state.clone(), self.web_ui);
         let (unix, unix_tasks) = (self.unix, owned.clone());
         let unix_own_api = own_api.clone().into_service();
         let grpc_metrics = crate::grpc::metrics_layer(self.state.metrics().grpc.clone());
@@ -504,11 +520,16 @@ impl Server {
             &self.server_url,
             control_routes
                 .merge(crate::api::router(self.state.clone(), self.tailnet.clone()))
-                .merge(crate::admin::router(crate::admin::Ui::new(
-                    self.state.clone(),
-                    self.control.settings.clone(),
-                    self.control.derp.clone(),
-                ))),
+                .merge(if self.web_ui {
+                    crate::admin::router(crate::admin::Ui::new(
+                        self.state.clone(),
+                        self.control.settings.clone(),
+                        self.control.derp.clone(),
+                        self.sign_in.as_ref().is_some_and(|s| s.admits_admins()),
+                    ))
+                } else {
+                    axum::Router::new()
+                }),
             self.sign_in.clone(),
         );
         let http_stop = stopped();

@@ -97,7 +97,7 @@ fn document(title: &str, body: Markup) -> Html<String> {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    meta name="referrer" content="no-referrer";
+                    meta name="referrer" content="same-origin";
                     title { (title) " · headway" }
                     link rel="stylesheet" href="/admin/assets/style.css";
                     script src="/admin/assets/live.js" defer {}

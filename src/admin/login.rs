@@ -2,8 +2,9 @@
 //! redeemed for a session cookie, and sign-out.
 
 use super::layout;
-use super::{COOKIE, Session, Ui, session_cookie};
+use super::{Session, Ui, session_cookie};
 use crate::state::admin::SESSION_LIFETIME;
+use crate::types::session_set_cookie;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -31,10 +32,15 @@ fn after_sign_in(next: Option<&str>) -> &str {
 }
 
 /// `GET /admin/login`: how to sign in.
-pub async fn page() -> Response {
+pub async fn page(State(ui): State<Ui>) -> Response {
     layout::bare(
         "Sign in",
         html! {
+            @if ui.oidc {
+                section {
+                    a.button #sign-in-oidc href="/admin/login/oidc" { "Sign in with your identity provider" }
+                }
+            }
             section {
                 p { "Sign-in links come from the server's command line. On the server, run:" }
                 pre { code { "headway admin login-link" } }
@@ -77,12 +83,7 @@ pub async fn redeem(
         Ok(opened) => {
             tracing::info!(who = %opened.session.who, "web UI session opened");
             let mut response = Redirect::to(after_sign_in(next.next.as_deref())).into_response();
-            let cookie = format!(
-                "{COOKIE}={}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
-                opened.secret,
-                SESSION_LIFETIME.as_secs(),
-                if ui.secure { "; Secure" } else { "" }
-            );
+            let cookie = session_set_cookie(&opened.secret, SESSION_LIFETIME.as_secs(), ui.secure);
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
@@ -120,10 +121,7 @@ pub async fn logout(State(ui): State<Ui>, session: Session, headers: HeaderMap) 
         },
     )
     .into_response();
-    let cookie = format!(
-        "{COOKIE}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0{}",
-        if ui.secure { "; Secure" } else { "" }
-    );
+    let cookie = session_set_cookie("", 0, ui.secure);
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }

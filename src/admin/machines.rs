@@ -128,26 +128,28 @@ pub async fn overview(
             tbody { @for (version, count) in &versions { tr { td { (version) } td { (count) } } } }
         } }
         h2 { "Keys expiring soon" }
-        @if expiring.is_empty() { p.muted { "None." } } @else {
-            div.table { table #expiring {
-                thead { tr { th { "Machine" } th { "Owner" } th { "Key expiry" } } }
-                tbody { @for v in &expiring { tr data-node-id=(v.node.id) {
+        div.table { table #expiring {
+            thead { tr { th { "Machine" } th { "Owner" } th { "Key expiry" } } }
+            tbody {
+                @for v in &expiring { tr data-node-id=(v.node.id) {
                     td { a href=(format!("/admin/machines/{}", v.node.id)) { (v.node.given_name.as_str()) } }
                     td { (owner(v)) }
                     td { @if v.node.is_expired(now) { span.warn { "expired " } } (when(v.node.expiry)) }
-                } } }
-            } }
-        }
+                } }
+                @if expiring.is_empty() { tr { td.muted colspan="3" { "None." } } }
+            }
+        } }
         h2 { "Routes waiting for approval" }
-        @if waiting.is_empty() { p.muted { "None." } } @else {
-            div.table { table #waiting-routes {
-                thead { tr { th { "Machine" } th { "Route" } } }
-                tbody { @for (v, prefix) in &waiting { tr data-node-id=(v.node.id) {
+        div.table { table #waiting-routes {
+            thead { tr { th { "Machine" } th { "Route" } } }
+            tbody {
+                @for (v, prefix) in &waiting { tr data-node-id=(v.node.id) {
                     td { a href=(format!("/admin/machines/{}", v.node.id)) { (v.node.given_name.as_str()) } }
                     td { code { (prefix) } }
-                } } }
-            } }
-        }
+                } }
+                @if waiting.is_empty() { tr { td.muted colspan="2" { "None." } } }
+            }
+        } }
     };
     layout::page(
         &session,
@@ -383,16 +385,18 @@ pub async fn show(
 
 /// `POST /admin/machines/{id}/rename`.
 pub async fn rename(State(ui): State<Ui>, Path(id): Path<u64>, body: Bytes) -> Response {
-    let new_name = form(&body).get("name").unwrap_or_default();
-    let answer = ui
-        .admin
-        .rename_node(Request::new(pb::RenameNodeRequest {
-            node_id: id,
-            new_name: new_name.clone(),
-        }))
-        .await
-        .map(|_| format!("Renamed to {new_name}"));
-    back(&format!("/admin/machines/{id}"), answer)
+    super::renamed(
+        &body,
+        &format!("/admin/machines/{id}"),
+        |new_name| async move {
+            let request = pb::RenameNodeRequest {
+                node_id: id,
+                new_name,
+            };
+            ui.admin.rename_node(Request::new(request)).await
+        },
+    )
+    .await
 }
 
 /// `POST /admin/machines/{id}/tags`.

@@ -32,7 +32,7 @@ use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// The session cookie's name.
-pub const COOKIE: &str = "headway_session";
+pub use crate::types::SESSION_COOKIE as COOKIE;
 /// The largest form a page posts (a policy file is the largest thing sent).
 const MAX_FORM_BYTES: usize = 1 << 20;
 
@@ -48,10 +48,13 @@ pub struct Ui {
     server_url: String,
     /// Whether cookies are marked Secure (`server_url` is https).
     secure: bool,
+    /// Whether admins may also sign in through the OIDC provider
+    /// (`/admin/login/oidc`, served by `http::oidc`).
+    oidc: bool,
 }
 
 impl Ui {
-    pub fn new(state: Arc<State>, map: Arc<MapSettings>, derp: DerpMaps) -> Ui {
+    pub fn new(state: Arc<State>, map: Arc<MapSettings>, derp: DerpMaps, oidc: bool) -> Ui {
         let server_url = state.settings().server_url.trim_end_matches('/').to_owned();
         Ui {
             admin: AdminApi::new(state.clone()),
@@ -60,6 +63,7 @@ impl Ui {
             map,
             derp,
             server_url,
+            oidc,
         }
     }
 }
@@ -109,15 +113,16 @@ pub fn router(ui: Ui) -> Router {
         .layer(axum::middleware::from_fn(headers))
 }
 
-/// Every answer: never cached, never framed, no referrer (a sign-in link is in
-/// a URL), scripts and styles only from this server.
+/// Every answer: never cached, never framed, no referrer to other sites (a
+/// sign-in link is in a URL; `no-referrer` would make browsers send `Origin:
+/// null` on the UI's own forms), scripts and styles only from this server.
 async fn headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
@@ -305,6 +310,19 @@ fn unavailable(
         maud::html! {},
     );
     (StatusCode::SERVICE_UNAVAILABLE, page).into_response()
+}
+
+/// A rename form: its `name` handed to `call` (one admin API call), and back to
+/// `path` saying how it went.
+async fn renamed<T, F>(body: &Bytes, path: &str, call: impl FnOnce(String) -> F) -> Response
+where
+    F: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let new_name = form(body).get("name").unwrap_or_default();
+    let answer = call(new_name.clone())
+        .await
+        .map(|_| format!("Renamed to {new_name}"));
+    back(path, answer)
 }
 
 /// The session a guarded handler runs for.

@@ -35,6 +35,7 @@ async fn rig() -> Rig {
         state.clone(),
         Arc::new(MapSettings::default()),
         DerpMaps::fixed(crate::tailcfg::DERPMap::default()),
+        false,
     );
     Rig {
         app: router(ui),

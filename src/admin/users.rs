@@ -5,8 +5,9 @@ use super::layout::{self, Live, Notice, Section, csrf, when};
 use super::{Session, Ui, back, form};
 use crate::grpc::pb;
 use crate::grpc::pb::headscale_service_server::HeadscaleService;
+use crate::state::NodeView;
 use crate::state::UserFilter;
-use crate::types::UserId;
+use crate::types::{User, UserId};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -88,15 +89,10 @@ pub async fn show(
     Path(id): Path<u64>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let user = match ui.state.get_user(UserId(id)).await {
-        Ok(user) => user,
-        Err(err) => return back("/admin/users", Err(crate::grpc::convert::status(err))),
+    let (user, nodes) = match user_and_nodes(&ui, id).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let nodes = ui
-        .state
-        .list_nodes(Some(user.name.as_str()))
-        .await
-        .unwrap_or_default();
     let path = format!("/admin/users/{id}");
     let content = html! {
         section { dl.facts {
@@ -130,18 +126,33 @@ pub async fn show(
     .into_response()
 }
 
+/// A user and the machines it owns, or the way back to the list.
+async fn user_and_nodes(ui: &Ui, id: u64) -> Result<(User, Vec<NodeView>), Response> {
+    let user = match ui.state.get_user(UserId(id)).await {
+        Ok(user) => user,
+        Err(err) => return Err(back("/admin/users", Err(crate::grpc::convert::status(err)))),
+    };
+    let nodes = match ui.state.list_nodes(Some(user.name.as_str())).await {
+        Ok(nodes) => nodes,
+        Err(err) => return Err(back("/admin/users", Err(crate::grpc::convert::status(err)))),
+    };
+    Ok((user, nodes))
+}
+
 /// `POST /admin/users/{id}/rename`.
 pub async fn rename(State(ui): State<Ui>, Path(id): Path<u64>, body: Bytes) -> Response {
-    let new_name = form(&body).get("name").unwrap_or_default();
-    let answer = ui
-        .admin
-        .rename_user(Request::new(pb::RenameUserRequest {
-            old_id: id,
-            new_name: new_name.clone(),
-        }))
-        .await
-        .map(|_| format!("Renamed to {new_name}"));
-    back(&format!("/admin/users/{id}"), answer)
+    super::renamed(
+        &body,
+        &format!("/admin/users/{id}"),
+        |new_name| async move {
+            let request = pb::RenameUserRequest {
+                old_id: id,
+                new_name,
+            };
+            ui.admin.rename_user(Request::new(request)).await
+        },
+    )
+    .await
 }
 
 /// `GET /admin/users/{id}/delete`: the user's machines, then the button.
@@ -151,15 +162,10 @@ pub async fn confirm_delete(
     Path(id): Path<u64>,
     Query(notice): Query<Notice>,
 ) -> Response {
-    let user = match ui.state.get_user(UserId(id)).await {
-        Ok(user) => user,
-        Err(err) => return back("/admin/users", Err(crate::grpc::convert::status(err))),
+    let (user, nodes) = match user_and_nodes(&ui, id).await {
+        Ok(found) => found,
+        Err(page) => return page,
     };
-    let nodes = ui
-        .state
-        .list_nodes(Some(user.name.as_str()))
-        .await
-        .unwrap_or_default();
     let content = html! {
         @if nodes.is_empty() {
             p { "User " b { (user.name.as_str()) } " owns no machines." }

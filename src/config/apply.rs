@@ -178,6 +178,22 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Config, Co
     flag(s, "randomize_client_port", &mut c.randomize_client_port)?;
 
     c.oidc = super::oidc::build(s, warnings)?;
+    flag(s, "web_ui.enabled", &mut c.web_ui.enabled)?;
+    for (key, field) in [
+        ("web_ui.oidc_admin_users", &mut c.web_ui.oidc_admin_users),
+        ("web_ui.oidc_admin_groups", &mut c.web_ui.oidc_admin_groups),
+    ] {
+        if let Some(v) = s.get(key) {
+            *field = v.names()?;
+        }
+    }
+    if c.oidc.is_none() && c.web_ui.oidc_sign_in() {
+        warnings.push(Warning {
+            message: "web_ui.oidc_admin_users/oidc_admin_groups are set but oidc.issuer is not: \
+                      the web UI signs in only with `headway admin login-link`"
+                .to_owned(),
+        });
+    }
 
     check(&c, s, warnings)?;
     if let Some(auth) = &mut c.dns.authoritative

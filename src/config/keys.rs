@@ -162,6 +162,10 @@ pub(crate) const KEYS: &[Key] = &[
     key("oidc.allowed_groups", List, Applied),
     key("oidc.pkce.enabled", Scalar, Applied),
     key("oidc.pkce.method", Scalar, Applied),
+    // The built-in web UI (`/admin`).
+    key("web_ui.enabled", Scalar, Applied),
+    key("web_ui.oidc_admin_users", List, Applied),
+    key("web_ui.oidc_admin_groups", List, Applied),
     // Headscale's performance knobs; headway's internals differ, so they have no effect.
     key("tuning.register_cache_max_entries", Scalar, Accepted),
     key("tuning.register_cache_expiration", Scalar, Accepted),

@@ -388,6 +388,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             limits: Limits::default(),
             oidc: None,
+            web_ui: super::WebUi::default(),
         }
     }
 }

@@ -81,6 +81,37 @@ pub struct Config {
     pub limits: Limits,
     /// `oidc.*`; `None` unless `oidc.issuer` is set.
     pub oidc: Option<Oidc>,
+    pub web_ui: WebUi,
+}
+
+/// `web_ui.*`: the built-in admin pages under `/admin`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebUi {
+    /// `web_ui.enabled` (default true): off, `/admin` is not served and no
+    /// sign-in link is issued.
+    pub enabled: bool,
+    /// `web_ui.oidc_admin_users`: emails (verified) that may sign in through the
+    /// OIDC provider; the `oidc.allowed_*` rules apply first.
+    pub oidc_admin_users: Vec<String>,
+    /// `web_ui.oidc_admin_groups`: provider groups whose members may sign in.
+    pub oidc_admin_groups: Vec<String>,
+}
+
+impl Default for WebUi {
+    fn default() -> WebUi {
+        WebUi {
+            enabled: true,
+            oidc_admin_users: Vec::new(),
+            oidc_admin_groups: Vec::new(),
+        }
+    }
+}
+
+impl WebUi {
+    /// Whether anyone may sign in to the web UI through the OIDC provider.
+    pub fn oidc_sign_in(&self) -> bool {
+        self.enabled && !(self.oidc_admin_users.is_empty() && self.oidc_admin_groups.is_empty())
+    }
 }
 
 /// `limits.*`: abuse limits on client connections.

@@ -186,12 +186,7 @@ pub(crate) fn build(s: &Layer, warnings: &mut Vec<Warning>) -> Result<Option<Oid
         ("oidc.allowed_groups", &mut oidc.allowed_groups),
     ] {
         if let Some(v) = s.get(key) {
-            *field = v
-                .list()?
-                .into_iter()
-                .map(|e| e.trim().to_owned())
-                .filter(|e| !e.is_empty())
-                .collect();
+            *field = v.names()?;
         }
     }
     flag(

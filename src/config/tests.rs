@@ -1172,3 +1172,29 @@ fn oidc_settings_are_checked_with_their_lines() {
         ]
     );
 }
+
+#[test]
+fn web_ui_keys_turn_the_pages_off_and_name_oidc_admins() {
+    let loaded = load_text("server_url: http://127.0.0.1:8080\n");
+    assert!(loaded.config.web_ui.enabled, "on by default");
+    assert!(!loaded.config.web_ui.oidc_sign_in());
+    let loaded = load_text(
+        "server_url: http://127.0.0.1:8080\nweb_ui:\n  enabled: false\n  oidc_admin_groups: [admins, ' ']\n",
+    );
+    assert!(!loaded.config.web_ui.enabled);
+    assert_eq!(loaded.config.web_ui.oidc_admin_groups, ["admins"]);
+    assert!(!loaded.config.web_ui.oidc_sign_in(), "off means off");
+    // Admins named without a provider: said at start-up.
+    let loaded = load_text(
+        "server_url: http://127.0.0.1:8080\nweb_ui:\n  oidc_admin_users: [alice@example.com]\n",
+    );
+    assert!(
+        messages(&loaded)
+            .iter()
+            .any(|m| m.contains("oidc.issuer is not")),
+        "{:?}",
+        messages(&loaded)
+    );
+    let err = refusal("server_url: http://127.0.0.1:8080\nweb_ui:\n  enabled: maybe\n");
+    assert!(err.contains("web_ui.enabled"), "{err}");
+}

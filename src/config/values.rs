@@ -152,6 +152,16 @@ impl Setting {
         }
     }
 
+    /// A list of names (emails, groups, domains): entries trimmed, empty ones dropped.
+    pub(crate) fn names(&self) -> Result<Vec<String>, ConfigError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect())
+    }
+
     /// A list of scalars. A single string is split on commas and spaces, as from the environment.
     pub(crate) fn list(&self) -> Result<Vec<String>, ConfigError> {
         match &self.value {

@@ -18,11 +18,13 @@ use pb::headway_service_server::{HeadwayService, HeadwayServiceServer};
 #[derive(Clone, Debug)]
 pub struct HeadwayApi {
     state: Arc<State>,
+    /// `web_ui.enabled`: sign-in links are issued only when the UI is served.
+    web_ui: bool,
 }
 
 impl HeadwayApi {
-    pub fn new(state: Arc<State>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<State>, web_ui: bool) -> Self {
+        Self { state, web_ui }
     }
 
     pub fn into_service(self) -> HeadwayServiceServer<HeadwayApi> {
@@ -41,6 +43,11 @@ impl HeadwayService for HeadwayApi {
         &self,
         request: Request<pb::CreateLoginLinkRequest>,
     ) -> Result<Response<pb::CreateLoginLinkResponse>, Status> {
+        if !self.web_ui {
+            return Err(Status::failed_precondition(
+                "the web UI is off (web_ui.enabled: false): no sign-in link to give",
+            ));
+        }
         let seconds = request.into_inner().valid_seconds;
         let lifetime = (seconds > 0).then(|| Duration::from_secs(seconds.into()));
         let opened = self

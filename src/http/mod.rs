@@ -56,6 +56,7 @@ pub fn router(
         .route("/register/{id}", get(pages::register))
         .route("/auth/{id}", get(pages::auth))
         .route("/oidc/callback", get(oidc::callback))
+        .route("/admin/login/oidc", get(oidc::admin_start))
         .route("/register/confirm/{id}", axum::routing::post(oidc::confirm))
         .route("/apple", get(pages::apple))
         .route("/apple/{platform}", get(pages::apple_profile))

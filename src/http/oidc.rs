@@ -31,6 +31,28 @@ pub struct SignIn {
     client: Client,
     secure_cookies: bool,
     confirmations: Waiting<RegistrationId, Confirmation>,
+    /// Who may sign in to the web UI this way (`web_ui.oidc_admin_*`).
+    admins: Admins,
+}
+
+/// `web_ui.oidc_admin_users` and `oidc_admin_groups`; both empty: nobody.
+#[derive(Clone, Debug, Default)]
+pub struct Admins {
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Admins {
+    pub fn any(&self) -> bool {
+        !(self.users.is_empty() && self.groups.is_empty())
+    }
+
+    /// Whether a signed-in person is an admin: a (trusted) email listed, or a
+    /// group listed.
+    fn admit(&self, identity: &crate::types::Identity) -> bool {
+        (!identity.email.is_empty() && self.users.contains(&identity.email))
+            || identity.groups.iter().any(|g| self.groups.contains(g))
+    }
 }
 
 #[derive(Debug)]
@@ -47,7 +69,19 @@ impl SignIn {
             client,
             secure_cookies: server_url.starts_with("https://"),
             confirmations: Waiting::new(LOGIN_LIFETIME, MAX_CONFIRMATIONS),
+            admins: Admins::default(),
         }
+    }
+
+    /// Lets `admins` sign in to the web UI through the provider.
+    pub fn with_admins(mut self, admins: Admins) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Whether the web UI offers sign-in through the provider.
+    pub fn admits_admins(&self) -> bool {
+        self.admins.any()
     }
 
     fn cookie(&self, name: &str, value: &str, path: &str, same_site: &str) -> HeaderValue {
@@ -64,24 +98,31 @@ impl SignIn {
     }
 }
 
-/// What a sign-in is for: a waiting machine, or a Tailscale SSH `check`.
+/// What a sign-in is for: a waiting machine, a Tailscale SSH `check`, or the
+/// web UI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Purpose {
     Register(RegistrationId),
     SshCheck(RegistrationId),
+    Admin,
 }
 
 impl Purpose {
     const SSH: &'static str = "ssh:";
+    const ADMIN: &'static str = "admin:";
 
     fn encode(&self) -> String {
         match self {
             Purpose::Register(id) => id.to_string(),
             Purpose::SshCheck(id) => format!("{}{id}", Self::SSH),
+            Purpose::Admin => Self::ADMIN.to_owned(),
         }
     }
 
     fn decode(text: &str) -> Option<Purpose> {
+        if text == Self::ADMIN {
+            return Some(Purpose::Admin);
+        }
         match text.strip_prefix(Self::SSH) {
             Some(id) => RegistrationId::parse(id).map(Purpose::SshCheck),
             None => RegistrationId::parse(text).map(Purpose::Register),
@@ -95,7 +136,70 @@ impl Purpose {
                 format!("headway auth register --auth-id {id} --user USERNAME")
             }
             Purpose::SshCheck(id) => format!("headway auth approve --auth-id {id}"),
+            Purpose::Admin => "headway admin login-link".to_owned(),
         }
+    }
+}
+
+/// `GET /admin/login/oidc`: the web UI's sign-in through the provider.
+pub async fn admin_start(Shared(site): Shared<Site>) -> Response {
+    match site.sign_in.as_deref() {
+        Some(sign_in) if sign_in.admits_admins() => start(sign_in, Purpose::Admin).await,
+        _ => failure(
+            StatusCode::NOT_FOUND,
+            "Sign-in through a provider is off",
+            "This server signs in to its web UI only with a one-time link: run `headway admin login-link` on the server.",
+        ),
+    }
+}
+
+/// The callback of a web UI sign-in: a session for an admin, a refusal page
+/// for anyone else.
+async fn admin_signed_in(
+    site: &Site,
+    sign_in: &SignIn,
+    identity: &crate::types::Identity,
+) -> Response {
+    let who = if identity.email.is_empty() {
+        identity.preferred_username.clone()
+    } else {
+        identity.email.clone()
+    };
+    if !sign_in.admins.admit(identity) {
+        tracing::warn!(%who, "refused a web UI sign-in: not in web_ui.oidc_admin_users or oidc_admin_groups");
+        return failure(
+            StatusCode::FORBIDDEN,
+            "Not an administrator",
+            &format!(
+                "You signed in as {who}, who may not administer this server (web_ui.oidc_admin_users, web_ui.oidc_admin_groups)."
+            ),
+        );
+    }
+    match site.state.open_session(&format!("{who} (OIDC)")).await {
+        Ok(opened) => {
+            tracing::info!(%who, "web UI session opened through the identity provider");
+            let cookie = crate::types::session_set_cookie(
+                &opened.secret,
+                crate::state::admin::SESSION_LIFETIME.as_secs(),
+                sign_in.secure_cookies,
+            );
+            match HeaderValue::from_str(&cookie) {
+                Ok(cookie) => (
+                    StatusCode::SEE_OTHER,
+                    [
+                        (header::LOCATION, HeaderValue::from_static("/admin")),
+                        (header::SET_COOKIE, cookie),
+                    ],
+                )
+                    .into_response(),
+                Err(_) => failure(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Sign-in failed",
+                    "The session cookie could not be written.",
+                ),
+            }
+        }
+        Err(err) => super::pages::unavailable(&err),
     }
 }
 
@@ -220,6 +324,7 @@ pub async fn callback(
     let id = match purpose {
         Purpose::Register(id) => id,
         Purpose::SshCheck(id) => return ssh_check(&site, &id, &identity).await,
+        Purpose::Admin => return admin_signed_in(&site, &sign_in, &identity).await,
     };
     let pending = match site.state.pending_registration(&id).await {
         Ok(pending) => pending,

@@ -51,3 +51,16 @@ pub struct AdminSession {
     /// The hard end: a session ends here even when in use.
     pub expires_at: Timestamp,
 }
+
+/// The browser cookie that carries a session's secret.
+pub const SESSION_COOKIE: &str = "headway_session";
+
+/// The `Set-Cookie` value that stores a session's secret for `max_age_secs`
+/// (an empty secret and 0 clear it): only for `/admin`, never for scripts,
+/// never sent from another site, `Secure` when the server is reached over https.
+pub fn session_set_cookie(secret: &str, max_age_secs: u64, secure: bool) -> String {
+    format!(
+        "{SESSION_COOKIE}={secret}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{}",
+        if secure { "; Secure" } else { "" }
+    )
+}

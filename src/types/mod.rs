@@ -18,7 +18,7 @@ pub mod route;
 pub mod secret;
 pub mod user;
 
-pub use admin_session::{AdminSession, AdminSessionKind};
+pub use admin_session::{AdminSession, AdminSessionKind, SESSION_COOKIE, session_set_cookie};
 pub use api_key::ApiKey;
 pub use id::{ApiKeyId, NodeId, OAuthClientId, PreAuthKeyId, RouteId, UserId};
 pub use key::{DiscoKey, KeyParseError, MachineKey, NodeKey, PrivateKey};

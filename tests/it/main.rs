@@ -54,3 +54,5 @@ mod routes;
 mod rust_client;
 #[cfg(feature = "full-suite")]
 mod taildrop;
+#[cfg(feature = "full-suite")]
+mod web_ui;

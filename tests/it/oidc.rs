@@ -577,3 +577,68 @@ fn a_provider_down_at_start_up_stops_the_server_unless_told_otherwise() {
     let _ = up.kill();
     let _ = up.wait();
 }
+
+#[test]
+fn the_web_ui_signs_in_admins_through_the_provider_and_no_one_else() {
+    let alice = Person::new("alice")
+        .email("alice@example.com")
+        .groups(&["admins"]);
+    let bob = Person::new("bob")
+        .email("bob@example.com")
+        .groups(&["sales"]);
+    let carol = Person::new("carol").email("carol@example.com");
+    let sso = Sso::start(
+        &[alice.clone(), bob.clone(), carol.clone()],
+        "web_ui:\n  oidc_admin_groups: [admins]\n  oidc_admin_users: [carol@example.com]\n",
+        None,
+    );
+    let url = sso.server.url();
+    let mut browser = Browser::new();
+    let login = browser.get(&format!("{url}/admin/login"));
+    assert!(
+        login.body.contains("id=\"sign-in-oidc\""),
+        "{}",
+        login.text()
+    );
+    // Alice is in the admins group: the provider sends her back to the overview.
+    let page = browser.sign_in(
+        &format!("{url}/admin/login/oidc"),
+        &alice.login,
+        &alice.password,
+    );
+    assert_eq!(page.status, 200, "{}: {}", page.url, page.text());
+    assert_eq!(page.url.path(), "/admin");
+    assert!(page.text().contains("Overview"), "{}", page.text());
+    assert!(
+        page.body.contains("alice@example.com (OIDC)"),
+        "{}",
+        page.body
+    );
+    let machines = browser.get(&format!("{url}/admin/machines"));
+    assert_eq!(machines.status, 200);
+    // Carol is listed by email.
+    let mut browser = Browser::new();
+    let page = browser.sign_in(
+        &format!("{url}/admin/login/oidc"),
+        &carol.login,
+        &carol.password,
+    );
+    assert_eq!(page.url.path(), "/admin", "{}", page.text());
+    // Bob signs in at the provider but is no admin: a page says so, no session.
+    let mut browser = Browser::new();
+    let page = browser.sign_in(
+        &format!("{url}/admin/login/oidc"),
+        &bob.login,
+        &bob.password,
+    );
+    assert_eq!(page.status, 403, "{}", page.text());
+    assert!(
+        page.text().contains("may not administer"),
+        "{}",
+        page.text()
+    );
+    let after = browser.get(&format!("{url}/admin"));
+    assert_eq!(after.url.path(), "/admin/login", "{}", after.text());
+    // Signing in to the UI made no user and registered nothing.
+    assert!(users(&sso.server).is_empty(), "{:?}", users(&sso.server));
+}

@@ -11,6 +11,8 @@ pub mod replicas;
 pub mod tailscale;
 #[cfg(feature = "full-suite")]
 pub mod web_proxy;
+#[cfg(feature = "full-suite")]
+pub mod webdriver;
 
 use headway::grpc::pb::headscale_service_client::HeadscaleServiceClient;
 use std::io::Read;
