@@ -33,6 +33,8 @@ use std::sync::Arc;
 
 /// The session cookie's name.
 pub use crate::types::SESSION_COOKIE as COOKIE;
+/// The header `live.js` marks a page's own refresh with.
+const LIVE_HEADER: &str = "x-headway-live";
 /// The largest form a page posts (a policy file is the largest thing sent).
 const MAX_FORM_BYTES: usize = 1 << 20;
 
@@ -155,8 +157,10 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// session reaches the handler as an extension, a POST's body as it came.
 async fn guard(Shared(ui): Shared<Ui>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    // The pages' own refreshes (live.js) do not keep a session from going idle.
+    let used = !parts.headers.contains_key(LIVE_HEADER);
     let session = match session_cookie(&parts.headers) {
-        Some(text) => ui.state.admin_session(text).await.ok(),
+        Some(text) => ui.state.admin_session(text, used).await.ok(),
         None => None,
     };
     let Some(session) = session else {

@@ -113,7 +113,7 @@ impl Rig {
             .and_then(|pair| pair.split_once('='))
             .map(|(_, v)| v.to_owned())
             .unwrap();
-        let session = self.state.admin_session(&cookie).await.unwrap();
+        let session = self.state.admin_session(&cookie, true).await.unwrap();
         (cookie, session.csrf)
     }
 }

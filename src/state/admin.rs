@@ -111,8 +111,9 @@ impl State {
     }
 
     /// The session whose cookie is `text`; refused once it has been idle for
-    /// [`SESSION_IDLE`] or is past its hard end. Use is recorded.
-    pub async fn admin_session(&self, text: &str) -> Result<AdminSession> {
+    /// [`SESSION_IDLE`] or is past its hard end. Use is recorded when `used`
+    /// (a page's own refresh is not use, so an open tab still goes idle).
+    pub async fn admin_session(&self, text: &str, used: bool) -> Result<AdminSession> {
         let mut session = self
             .admin_credential(AdminSessionKind::Session, text)
             .await?;
@@ -124,7 +125,7 @@ impl State {
                 .await;
             return Err(Error::Unauthenticated("the session has expired".into()));
         }
-        if now - session.last_used_at > delta(TOUCH_EVERY) {
+        if used && now - session.last_used_at > delta(TOUCH_EVERY) {
             self.db.touch_admin_session(&session.prefix, now).await?;
             session.last_used_at = now;
         }
