@@ -325,8 +325,8 @@ fn an_admin_runs_the_tailnet_from_the_web_ui_and_forged_requests_are_refused() {
     browser.press_enter(search);
     browser.wait_until("the search shows the laptop alone", WAIT, |b| {
         b.current_url().contains("q=laptop") && {
-            let rows = b.find_all("#machines tr[data-node-id]");
-            rows.len() == 1 && b.element_text(&rows[0]).contains("laptop")
+            b.find_all("#machines tr[data-node-id]").len() == 1
+                && b.text("#machines tr[data-node-id]").contains("laptop")
         }
     });
 
@@ -497,8 +497,8 @@ fn an_admin_runs_the_tailnet_from_the_web_ui_and_forged_requests_are_refused() {
         .ok();
     let laptop_row = format!("#machines tr[data-node-id=\"{laptop_id}\"]");
     browser.wait_until("the list shows the CLI's rename by itself", WAIT, |b| {
-        b.try_find(&laptop_row)
-            .is_some_and(|row| b.element_text(&row).contains("workstation"))
+        // `text` finds the row afresh: the refresh replaces the elements it swaps.
+        b.try_find(&laptop_row).is_some() && b.text(&laptop_row).contains("workstation")
     });
     assert_eq!(path_of(&browser.current_url(), &url), "/admin/machines");
     server

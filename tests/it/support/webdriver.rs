@@ -462,15 +462,6 @@ impl WebDriver {
         text.as_str().unwrap_or_default().to_owned()
     }
 
-    /// The rendered text of `element`.
-    pub fn element_text(&self, element: &Element) -> String {
-        self.element_command("GET", element, "/text", None)
-            .unwrap_or_else(|e| panic!("WebDriver text: {e}"))
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
     /// An HTML attribute of `element` as written in the page, if present.
     pub fn attribute(&self, element: &Element, name: &str) -> Option<String> {
         let value = self
