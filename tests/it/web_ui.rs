@@ -574,6 +574,10 @@ fn an_admin_runs_the_tailnet_from_the_web_ui_and_forged_requests_are_refused() {
 
     // Signing out ends the session on the server, not just in this browser.
     browser.submit("form#logout");
+    // The click only starts the sign-out: wait for its page before leaving it.
+    browser.wait_until("the signed-out page", WAIT, |b| {
+        b.current_url().ends_with("/admin/logout") && b.try_find(".flash").is_some()
+    });
     browser.navigate(&format!("{url}/admin"));
     assert!(
         browser
