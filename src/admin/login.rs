@@ -2,7 +2,7 @@
 //! redeemed for a session cookie, and sign-out.
 
 use super::layout;
-use super::{Session, Ui, session_cookie};
+use super::{Session, Ui};
 use crate::state::admin::SESSION_LIFETIME;
 use crate::types::session_set_cookie;
 use axum::extract::{Path, Query, State};
@@ -106,10 +106,8 @@ pub async fn redeem(
 }
 
 /// `POST /admin/logout`: ends the session and forgets the cookie.
-pub async fn logout(State(ui): State<Ui>, session: Session, headers: HeaderMap) -> Response {
-    if let Some(text) = session_cookie(&headers)
-        && let Err(err) = ui.state.end_admin_session(text).await
-    {
+pub async fn logout(State(ui): State<Ui>, session: Session) -> Response {
+    if let Err(err) = ui.state.end_admin_session(&session).await {
         tracing::warn!(%err, "web UI sign-out could not delete the session");
     }
     tracing::info!(who = %session.who, "web UI session closed");
