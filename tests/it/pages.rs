@@ -95,3 +95,35 @@ async fn the_registration_page_shows_the_commands_and_escapes_the_hostname() {
         404
     );
 }
+
+#[test]
+fn with_the_web_ui_off_there_is_no_admin_page_and_no_sign_in_link() {
+    let server = TestServer::spawn_with(crate::support::Spawn {
+        extra_config: "web_ui:\n  enabled: false\n".into(),
+        ..crate::support::Spawn::default()
+    });
+    for path in ["/admin", "/admin/login", "/admin/machines"] {
+        assert_eq!(http_get(&server.http_addr, path).0, 404, "{path}");
+    }
+    let refused = server.cli(&["admin", "login-link"]).failed();
+    assert!(
+        refused.stderr.contains("web_ui.enabled: false"),
+        "{}",
+        refused.stderr
+    );
+
+    // On (the default): the sign-in page is there and a link is issued.
+    let server = TestServer::spawn();
+    assert_eq!(http_get(&server.http_addr, "/admin/login").0, 200);
+    let (status, head, _) = http_get(&server.http_addr, "/admin/machines");
+    assert_eq!(status, 303);
+    assert!(head.contains("location: /admin/login"), "{head}");
+    let link = server.cli(&["admin", "login-link"]).ok();
+    assert!(
+        // The link is on server_url, the address clients and browsers use.
+        link.stdout
+            .starts_with("http://127.0.0.1:8080/admin/login/hskey-weblink-"),
+        "{}",
+        link.stdout
+    );
+}
