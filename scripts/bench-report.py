@@ -75,6 +75,8 @@ def metrics(report):
         "bytes_per_node": steady.get("bytes_per_node"),
         "reconnects": report.get("reconnects"),
         **churn_metrics(report.get("churn")),
+        "generator_join_cpu_s": report.get("load_generator", {}).get("join_cpu_secs"),
+        "generator_cpu_s": report.get("load_generator", {}).get("cpu_secs"),
     }
 
 
@@ -199,6 +201,8 @@ ROWS = [
     ("Churn propagation p50 (ms)", "churn_propagation_p50_ms"),
     ("Churn propagation p99 (ms)", "churn_propagation_p99_ms"),
     ("Churn CPU in window (s)", "churn_cpu_s"),
+    ("Load generator CPU, join storm (s)", "generator_join_cpu_s"),
+    ("Load generator CPU, whole run (s)", "generator_cpu_s"),
 ]
 
 
@@ -242,7 +246,8 @@ def control_plane(results, docs):
         "nodes that do the TS2021 handshake, register with a reusable pre-auth key from the",
         "server's own CLI, and hold a streaming map session; like tailscaled, a node whose",
         "session the server ends opens a new one a second later). The load generator shares the",
-        "machine with the server, so absolute numbers include its cost.",
+        "machine with the server, so absolute numbers include its cost; the last rows say how",
+        "much CPU it used itself.",
         "",
     ]
     out += [f"- {line}" for line in machine]
@@ -251,7 +256,8 @@ def control_plane(results, docs):
         "Scenarios: **join storm** (all N nodes connect, 64 at a time, and register; convergence",
         "is the time from the first connection until every node's map lists all N−1 peers);",
         "**fan-out** (one node announces a new endpoint with a lite map request; latency until",
-        "each of the N−1 peers has it; the table shows the median over rounds of each round's",
+        "each of the N−1 peers has it; rounds are a second apart, so each measures one change",
+        "on its own; the table shows the median over rounds of each round's",
         "p50 and p99); **steady state** (every node connected and idle for the window; server",
         "CPU seconds, resident memory, and memory per node: the growth of the server's RSS",
         "from before the first node connected to the end of the window, divided by N);",

@@ -16,7 +16,7 @@ pub mod report;
 
 use anyhow::{Context, Result, bail};
 use node::{Node, Target, View};
-use report::{CrossReplica, Distribution, Report, RoundSplit, ServerSample};
+use report::{CrossReplica, Distribution, LoadGenerator, Report, RoundSplit, ServerSample};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -160,6 +160,8 @@ impl Options {
     }
 }
 
+/// The pause before each fan-out round.
+const FANOUT_GAP: Duration = Duration::from_secs(1);
 /// How long a node waits before opening a new map session.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How many times a node tries to register before it counts as failed.
@@ -176,7 +178,8 @@ const CHURN_GRACE: Duration = Duration::from_secs(30);
 struct Marker {
     round: usize,
     peer: u64,
-    endpoint: String,
+    /// The announcer's new endpoint list, as the nodes remember endpoints.
+    endpoints: node::Endpoints,
 }
 
 /// Runs every scenario once and returns the report.
@@ -206,6 +209,7 @@ pub async fn run(opts: Options) -> Result<Report> {
     let deadline = started + opts.deadline;
     let before = opts.sample();
     report.server_before = before.clone();
+    let generator_start = LoadGenerator::sample();
 
     // Join storm: every node connects, registers and streams.
     let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -265,6 +269,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             _ => {}
         }
     }
+    report.load_generator.join_cpu_secs = LoadGenerator::since(generator_start.as_ref()).0;
     report.join_storm.registered = registration.len();
     report.join_storm.bytes_per_node = bytes.load(Ordering::Relaxed) as f64 / opts.nodes as f64;
     report.join_storm.converged = converged;
@@ -280,6 +285,10 @@ pub async fn run(opts: Options) -> Result<Report> {
             opts.nodes
         ));
         report.server_after = opts.sample();
+        (
+            report.load_generator.cpu_secs,
+            report.load_generator.rss_kib,
+        ) = LoadGenerator::since(generator_start.as_ref());
         tasks.abort_all();
         return Ok(report);
     }
@@ -291,12 +300,16 @@ pub async fn run(opts: Options) -> Result<Report> {
     let mut announcer = first_rx.recv().await.context("node 0 did not start")?;
     let first_id = ids[0].context("node 0 never learned its id")?;
     for round in 1..=opts.fanout_rounds {
+        // Each round measures one change on its own: a server may merge changes
+        // that come close together (headway paces batches under load), which a
+        // back-to-back round would measure instead.
+        tokio::time::sleep(FANOUT_GAP).await;
         let port = 20000 + u16::try_from(round % 40000).unwrap_or(0);
         let endpoint = SocketAddr::new(announcer.source, port).to_string();
         marker_tx.send_replace(Marker {
             round,
             peer: first_id,
-            endpoint,
+            endpoints: node::Endpoints::of(&[endpoint]),
         });
         let sent = Instant::now();
         announcer.announce_endpoint(port).await?;
@@ -388,6 +401,10 @@ pub async fn run(opts: Options) -> Result<Report> {
         report.server_after = opts.sample();
     }
     report.total_secs = started.elapsed().as_secs_f64();
+    (
+        report.load_generator.cpu_secs,
+        report.load_generator.rss_kib,
+    ) = LoadGenerator::since(generator_start.as_ref());
     tasks.abort_all();
     Ok(report)
 }
@@ -797,7 +814,8 @@ impl Sim {
             let port = view
                 .peers
                 .get(peer)
-                .and_then(|endpoints| churn_port(endpoints));
+                .and_then(|endpoints| endpoints.highest_port)
+                .filter(|port| *port >= CHURN_PORTS);
             if let Some(port) = port {
                 let _ = self.events.send(Event::SawRejoin {
                     observer: self.index,
@@ -819,7 +837,7 @@ impl Sim {
             && view
                 .peers
                 .get(&marker.peer)
-                .is_some_and(|e| e.contains(&marker.endpoint))
+                .is_some_and(|e| *e == marker.endpoints)
         {
             progress.seen_round = marker.round;
             let _ = self.events.send(Event::Saw {
@@ -829,14 +847,6 @@ impl Sim {
             });
         }
     }
-}
-
-/// The churn port among a peer's endpoints, if it announced one.
-fn churn_port(endpoints: &[String]) -> Option<u16> {
-    endpoints.iter().find_map(|endpoint| {
-        let port: u16 = endpoint.rsplit_once(':')?.1.parse().ok()?;
-        (port >= CHURN_PORTS).then_some(port)
-    })
 }
 
 /// What one node has reported so far.

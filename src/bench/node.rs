@@ -50,8 +50,9 @@ pub struct Node {
 pub struct View {
     /// This node's id, from the first full map.
     pub self_id: Option<u64>,
-    /// Peer id → its endpoints.
-    pub peers: HashMap<u64, Vec<String>>,
+    /// Peer id → what the load generator keeps of its endpoints (a few bytes per
+    /// peer, so 10,000 nodes that each see every other fit in memory).
+    pub peers: HashMap<u64, Endpoints>,
     /// Bytes received on the stream (framed, compressed).
     pub bytes: u64,
     pub messages: u64,
@@ -59,6 +60,39 @@ pub struct View {
     pub changed: Vec<u64>,
     /// When the last message carrying a packet filter arrived.
     pub last_filter: Option<std::time::Instant>,
+}
+
+/// A peer's endpoints as the load generator remembers them: a digest of the
+/// whole list (a fan-out round waits for one exact list) and the highest port in
+/// it (churned nodes announce ports from a known base).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints {
+    digest: u64,
+    pub highest_port: Option<u16>,
+}
+
+impl Endpoints {
+    pub fn of<S: AsRef<str>>(list: &[S]) -> Endpoints {
+        use std::hash::{Hash, Hasher};
+        // A fixed-key hasher, so every node's digest of one list is the same.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for endpoint in list {
+            endpoint.as_ref().hash(&mut hasher);
+        }
+        let highest_port = list
+            .iter()
+            .filter_map(|e| e.as_ref().rsplit_once(':')?.1.parse::<u16>().ok())
+            .max();
+        Endpoints {
+            digest: hasher.finish(),
+            highest_port,
+        }
+    }
+
+    /// Whether these are exactly `list`.
+    pub fn are<S: AsRef<str>>(&self, list: &[S]) -> bool {
+        *self == Endpoints::of(list)
+    }
 }
 
 /// The parts of a `MapResponse` the load generator reads; the rest is skipped.
@@ -120,13 +154,13 @@ impl View {
             self.changed.extend(peers.iter().map(|p| p.id));
             self.peers = peers
                 .into_iter()
-                .map(|p| (p.id, p.endpoints.unwrap_or_default()))
+                .map(|p| (p.id, Endpoints::of(&p.endpoints.unwrap_or_default())))
                 .collect();
         }
         for peer in message.peers_changed.into_iter().flatten() {
             self.changed.push(peer.id);
             self.peers
-                .insert(peer.id, peer.endpoints.unwrap_or_default());
+                .insert(peer.id, Endpoints::of(&peer.endpoints.unwrap_or_default()));
         }
         for id in message.peers_removed.into_iter().flatten() {
             self.peers.remove(&id);
@@ -135,7 +169,7 @@ impl View {
             if let (Some(endpoints), Some(known)) =
                 (patch.endpoints, self.peers.get_mut(&patch.node_id))
             {
-                *known = endpoints;
+                *known = Endpoints::of(&endpoints);
                 self.changed.push(patch.node_id);
             }
         }
@@ -384,20 +418,47 @@ pub async fn read_messages(
 ) -> Result<()> {
     let mut pending = Vec::new();
     loop {
-        while let Some(json) = take_frame(&mut pending)? {
-            view.apply(&json)?;
-            if !on_message(view) {
-                return Ok(());
-            }
-        }
         let Some(frame) = body.frame().await else {
             return Ok(());
         };
-        if let Ok(data) = frame?.into_data() {
-            view.bytes += data.len() as u64;
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        view.bytes += data.len() as u64;
+        // Several messages may come in one chunk, and one message across several.
+        let rest = if pending.is_empty() {
+            // The common case: the chunk starts with a whole message; no copy.
+            let (used, go_on) = apply_all(&data, view, &mut on_message)?;
+            pending.extend_from_slice(&data[used..]);
+            go_on
+        } else {
             pending.extend_from_slice(&data);
+            let (used, go_on) = apply_all(&pending, view, &mut on_message)?;
+            pending.drain(..used);
+            go_on
+        };
+        if !rest {
+            return Ok(());
         }
     }
+}
+
+/// Applies every complete message at the start of `buf`; returns how many bytes
+/// they used and whether `on_message` wants more.
+fn apply_all(
+    buf: &[u8],
+    view: &mut View,
+    on_message: &mut impl FnMut(&View) -> bool,
+) -> Result<(usize, bool)> {
+    let mut used = 0;
+    while let Some((json, n)) = frame::decode(&buf[used..])? {
+        used += n;
+        view.apply(&json)?;
+        if !on_message(view) {
+            return Ok((used, false));
+        }
+    }
+    Ok((used, true))
 }
 
 #[cfg(test)]
@@ -433,8 +494,10 @@ mod tests {
         }
         assert_eq!(view.self_id, Some(1));
         assert_eq!(view.peers.len(), 2);
-        assert_eq!(view.peers[&2], ["2.2.2.2:2"]);
-        assert_eq!(view.peers[&4], ["4.4.4.4:4"]);
+        assert!(view.peers[&2].are(&["2.2.2.2:2"]));
+        assert!(view.peers[&4].are(&["4.4.4.4:4"]));
+        assert!(!view.peers[&4].are(&["4.4.4.4:5"]));
+        assert_eq!(view.peers[&4].highest_port, Some(4));
         assert!(view.changed.is_empty(), "a keep-alive changes no peer");
         view.apply(br#"{"PeersChangedPatch":[{"NodeID":4,"Online":false},{"NodeID":2,"Endpoints":["2.2.2.2:3"]}]}"#)
             .unwrap();

@@ -25,6 +25,10 @@ pub struct Report {
     pub churn: Churn,
     pub server_before: Option<ServerSample>,
     pub server_after: Option<ServerSample>,
+    /// What the load generator itself spent: it shares the machine with the
+    /// server, so a run whose generator needs more CPU than the server says as
+    /// much about the generator as about the server.
+    pub load_generator: LoadGenerator,
     /// Nodes that failed (connect, register, or a new session after one ended).
     pub failed: usize,
     /// Map sessions the server ended, each followed by a new one (as tailscaled does).
@@ -33,6 +37,33 @@ pub struct Report {
     pub failures: Vec<String>,
     pub notes: Vec<String>,
     pub total_secs: f64,
+}
+
+/// The load generator's own CPU seconds (user + system) and memory.
+#[derive(Debug, Default, Serialize)]
+pub struct LoadGenerator {
+    /// During the join storm (from the first connection until every node
+    /// converged or the run gave up).
+    pub join_cpu_secs: Option<f64>,
+    /// During the whole run.
+    pub cpu_secs: Option<f64>,
+    /// Resident memory at the end of the run.
+    pub rss_kib: Option<u64>,
+}
+
+impl LoadGenerator {
+    /// A sample of this process.
+    pub fn sample() -> Option<ServerSample> {
+        ServerSample::take(std::process::id())
+    }
+
+    /// The cost from `start` until now.
+    pub fn since(start: Option<&ServerSample>) -> (Option<f64>, Option<u64>) {
+        match (start, Self::sample()) {
+            (Some(a), Some(b)) => (Some(b.cpu_secs - a.cpu_secs), Some(b.rss_kib)),
+            _ => (None, None),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]

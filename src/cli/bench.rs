@@ -45,7 +45,7 @@ pub struct BenchArgs {
     /// Source addresses 127.0.0.2… to spread connections over (loopback servers; 0 = any).
     #[arg(long, default_value_t = 16)]
     pub sources: u8,
-    /// Fan-out rounds.
+    /// Fan-out rounds (a second apart).
     #[arg(long, default_value_t = 5)]
     pub fanout_rounds: usize,
     /// Steady-state window (Go or Prometheus duration, e.g. 30s).
@@ -193,6 +193,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             "incomplete (see failures and notes in the report)"
         }
     );
+    if let Some(cpu) = report.load_generator.cpu_secs {
+        eprintln!("the load generator used {cpu:.1} CPU seconds");
+    }
     // The runtime's tasks are aborted; do not wait for sockets to drain.
     runtime.shutdown_background();
     Ok(())

@@ -8,7 +8,7 @@
 use crate::types::NodeId;
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -38,6 +38,8 @@ pub struct Hub {
     // std Mutex: held to clone senders or edit the table, never across an await.
     outlets: Mutex<HashMap<NodeId, Vec<Outlet>>>,
     next_session: AtomicU64,
+    /// Open sessions, kept beside the table so counting takes no lock.
+    sessions: AtomicUsize,
 }
 
 impl Hub {
@@ -55,6 +57,7 @@ impl Hub {
             tx,
             resync: resync.clone(),
         });
+        self.sessions.fetch_add(1, Ordering::Relaxed);
         Inlet {
             node,
             session,
@@ -67,7 +70,10 @@ impl Hub {
     pub fn close(&self, node: NodeId, session: u64) {
         let mut outlets = self.lock();
         if let Some(list) = outlets.get_mut(&node) {
+            let before = list.len();
             list.retain(|o| o.session != session);
+            self.sessions
+                .fetch_sub(before - list.len(), Ordering::Relaxed);
             if list.is_empty() {
                 outlets.remove(&node);
             }
@@ -80,7 +86,7 @@ impl Hub {
     }
 
     pub fn session_count(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
+        self.sessions.load(Ordering::Relaxed)
     }
 
     /// Queues `frame` for every session of `node`.
@@ -116,7 +122,9 @@ impl Hub {
 
     /// Ends every session of `node` (it was deleted or logged out).
     pub fn disconnect(&self, node: NodeId) {
-        self.lock().remove(&node);
+        if let Some(list) = self.lock().remove(&node) {
+            self.sessions.fetch_sub(list.len(), Ordering::Relaxed);
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Vec<Outlet>>> {
@@ -149,6 +157,10 @@ mod tests {
         assert!(a1.rx.try_recv().is_err());
         hub.close(NodeId(1), a1.session);
         assert_eq!(hub.session_count(), 2);
+        hub.close(NodeId(1), a1.session);
+        assert_eq!(hub.session_count(), 2, "closing twice counts once");
+        hub.disconnect(NodeId(1));
+        assert_eq!(hub.session_count(), 1);
     }
 
     #[tokio::test]

@@ -15,12 +15,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Keep-alives every 50 s plus up to 9 s of jitter (the client gives up after 120 s),
-/// so that thousands of sessions do not wake in lockstep.
-fn next_keep_alive() -> Instant {
-    let jitter = u64::from(crate::types::secret::random_bytes::<1>()[0]) * 9000 / 255;
-    Instant::now() + Duration::from_secs(50) + Duration::from_millis(jitter)
-}
+/// Keep-alives follow 50 s plus up to 9 s of jitter after the last frame (the client
+/// gives up after 120 s), so that thousands of sessions do not wake in lockstep.
+const KEEP_ALIVE: Duration = Duration::from_secs(50);
+const KEEP_ALIVE_JITTER_MS: u64 = 9000;
+
+/// Queued deltas are written together (one HTTP/2 DATA frame, one Noise record
+/// when they fit) up to this many bytes.
+const COALESCE_BYTES: usize = 32 * 1024;
 
 /// `POST /machine/map`.
 pub async fn map(
@@ -143,7 +145,13 @@ struct Session {
     /// The client asked for zstd; otherwise frames go out as plain JSON.
     zstd: bool,
     first: Option<Bytes>,
-    keep_alive_at: Instant,
+    /// When the last frame was written.
+    last_sent: Instant,
+    /// Wakes the session for a keep-alive. Re-armed only when it fires, not on
+    /// every frame: a busy session costs no timer work per delta.
+    keep_alive: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The state of the keep-alive jitter (splitmix64, seeded once per session).
+    jitter: u64,
     guard: SessionGuard,
 }
 
@@ -155,63 +163,118 @@ async fn stream(ctl: Control, node: NodeId, capver: u32, zstd: bool) -> Response
     let Some(first) = ctl.full_map(node, capver) else {
         return refuse(StatusCode::NOT_FOUND, "node not found");
     };
-    let session = Session {
+    let mut session = Session {
         ctl,
         inlet,
         capver,
         zstd,
         first: Some(first),
-        keep_alive_at: next_keep_alive(),
+        last_sent: Instant::now(),
+        keep_alive: Box::pin(tokio::time::sleep(KEEP_ALIVE)),
+        jitter: u64::from_le_bytes(crate::types::secret::random_bytes::<8>()),
         guard,
     };
+    let due = session.keep_alive_due();
+    session.keep_alive.as_mut().reset(due);
     let frames = futures_util::stream::unfold(session, |mut s| async move {
-        let Some((kind, mut frame)) = s.next_frame().await else {
+        let Some(frame) = s.next_frame().await else {
             // Dropping the session now counts it as removed.
             s.guard.ends_because(SessionEnd::Removed);
             return None;
         };
-        if !s.zstd {
-            // Shared frames are compressed once for everyone; the rare client
-            // that cannot read zstd gets its copy decompressed.
-            frame = frame::to_plain(&frame)?;
-        }
-        s.ctl.state.metrics().map.sent(kind, frame.len());
+        s.last_sent = Instant::now();
         Some((Ok::<Bytes, std::convert::Infallible>(frame), s))
     });
     Body::from_stream(frames).into_response()
 }
 
 impl Session {
-    /// The next frame to write: the first map, a queued delta, a full map after an
-    /// overflow, or a keep-alive. `None` ends the stream (the node was removed).
-    async fn next_frame(&mut self) -> Option<(MapFrame, Bytes)> {
+    /// The next bytes to write: the first map, queued deltas (several at once
+    /// when they piled up), a full map after an overflow, or a keep-alive.
+    /// `None` ends the stream (the node was removed).
+    async fn next_frame(&mut self) -> Option<Bytes> {
         if let Some(first) = self.first.take() {
-            return Some((MapFrame::Full, first));
+            return self.out(MapFrame::Full, first);
         }
         loop {
             if self.inlet.resync.swap(false, Ordering::AcqRel) {
                 while self.inlet.rx.try_recv().is_ok() {}
-                self.keep_alive_at = next_keep_alive();
-                return self
-                    .ctl
-                    .full_map(self.inlet.node, self.capver)
-                    .map(|full| (MapFrame::Full, full));
+                let full = self.ctl.full_map(self.inlet.node, self.capver)?;
+                return self.out(MapFrame::Full, full);
             }
             tokio::select! {
                 frame = self.inlet.rx.recv() => match frame {
                     // An empty frame only wakes the session to look at the resync flag.
                     Some(frame) if frame.is_empty() => continue,
-                    Some(frame) => {
-                        self.keep_alive_at = next_keep_alive();
-                        return Some((MapFrame::Delta, frame));
-                    }
+                    Some(frame) => return self.deltas(frame),
                     None => return None,
                 },
-                () = tokio::time::sleep_until(self.keep_alive_at) => {
-                    self.keep_alive_at = next_keep_alive();
-                    return Some((MapFrame::KeepAlive, frame::keep_alive()));
+                () = self.keep_alive.as_mut() => {
+                    // Quiet since the timer was set: a keep-alive now. Otherwise a
+                    // frame went out meanwhile, and the wait counts from that one.
+                    let now = Instant::now();
+                    let quiet = now.saturating_duration_since(self.last_sent) >= KEEP_ALIVE;
+                    if quiet {
+                        self.last_sent = now;
+                    }
+                    let due = self.keep_alive_due();
+                    self.keep_alive.as_mut().reset(due);
+                    if quiet {
+                        return self.out(MapFrame::KeepAlive, frame::keep_alive());
+                    }
                 }
             }
         }
+    }
+
+    /// `first` and whatever else is queued behind it, up to [`COALESCE_BYTES`],
+    /// as one write: the map stream is a sequence of length-prefixed messages, so
+    /// the client reads several from one chunk as it reads them from several.
+    fn deltas(&mut self, first: Bytes) -> Option<Bytes> {
+        let first = self.out(MapFrame::Delta, first)?;
+        if first.len() >= COALESCE_BYTES || self.inlet.rx.is_empty() {
+            return Some(first);
+        }
+        let mut chunk = bytes::BytesMut::from(&first[..]);
+        while chunk.len() < COALESCE_BYTES {
+            match self.inlet.rx.try_recv() {
+                // A resync wake-up: what is already here goes out, the full map next.
+                Ok(frame) if frame.is_empty() => {
+                    self.inlet.resync.store(true, Ordering::Release);
+                    break;
+                }
+                Ok(frame) => {
+                    if let Some(frame) = self.out(MapFrame::Delta, frame) {
+                        chunk.extend_from_slice(&frame);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        Some(chunk.freeze())
+    }
+
+    /// A frame as this client reads it, counted as sent.
+    fn out(&self, kind: MapFrame, frame: Bytes) -> Option<Bytes> {
+        // Shared frames are compressed once for everyone; the rare client that
+        // cannot read zstd gets its copy decompressed.
+        let frame = if self.zstd {
+            frame
+        } else {
+            frame::to_plain(&frame)?
+        };
+        self.ctl.state.metrics().map.sent(kind, frame.len());
+        Some(frame)
+    }
+
+    /// When the next keep-alive is due: [`KEEP_ALIVE`] plus jitter after the
+    /// last frame written.
+    fn keep_alive_due(&mut self) -> Instant {
+        self.jitter = self.jitter.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.jitter;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        self.last_sent + KEEP_ALIVE + Duration::from_millis(z % (KEEP_ALIVE_JITTER_MS + 1))
     }
 }

@@ -911,6 +911,69 @@ mod protocol {
     }
 
     #[tokio::test]
+    async fn a_burst_of_joins_reaches_a_session_in_few_batches_and_none_is_lost() {
+        let rig = rig().await;
+        let key = rig.preauth_key(true).await.secret;
+        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let node_key = NodeKey::from_bytes([7; 32]);
+        send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, &key, "watcher"),
+        )
+        .await;
+        let (mut body, mut pending, _) = open_stream(&mut sender, &node_key).await;
+
+        // Fifteen machines join back to back, each its own change (under the
+        // registration limit of one source address).
+        const JOINS: usize = 15;
+        for n in 0..JOINS {
+            let mut machine = connect(&rig.server, &PrivateKey::generate(), 142).await;
+            let (status, _) = send_post(
+                &mut machine,
+                "/machine/register",
+                register_body(
+                    &NodeKey::from_bytes([100 + n as u8; 32]),
+                    &key,
+                    &format!("joiner{n}"),
+                ),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut deltas = 0;
+        while seen.len() < JOINS {
+            let message = next_message(&mut body, &mut pending).await;
+            if let Some(peers) = message["PeersChanged"].as_array() {
+                deltas += 1;
+                for peer in peers {
+                    seen.insert(peer["Name"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+        for n in 0..JOINS {
+            assert!(
+                seen.contains(&format!("joiner{n}.tailnet.test.")),
+                "{seen:?}"
+            );
+        }
+        assert!(
+            deltas < JOINS,
+            "joins that come while a batch is paced are merged: {deltas} deltas for {JOINS} joins"
+        );
+    }
+
+    #[test]
+    fn batches_are_paced_more_slowly_as_sessions_grow_within_bounds() {
+        use crate::control::dispatch::batch_interval;
+        assert_eq!(batch_interval(0), std::time::Duration::from_millis(50));
+        assert_eq!(batch_interval(5000), std::time::Duration::from_millis(500));
+        assert_eq!(batch_interval(1 << 40), std::time::Duration::from_secs(1));
+        assert!(batch_interval(2000) < batch_interval(3000));
+    }
+
+    #[tokio::test]
     async fn bad_requests_get_clear_answers_and_valid_ones_a_map() {
         let rig = rig().await;
         let key = rig.preauth_key(true).await.secret;
