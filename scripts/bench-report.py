@@ -134,26 +134,30 @@ set key left top
 plot '{data}' using 1:2 with linespoints title 'headway', \\
      '{data}' using 1:3 with linespoints title 'Headscale v0.29.2'
 """
+    gnuplot(script, docs, png)
+    os.remove(data)
+
+
+def gnuplot(script, docs, png):
+    """Runs a gnuplot script that draws docs/bench/PNG.png."""
     for terminal in ("pngcairo", "png"):
         # A minimal gnuplot may lack pngcairo; the plain png terminal always exists.
         done = subprocess.run(
             ["gnuplot"], input=script.replace("pngcairo", terminal), text=True
         )
         if done.returncode == 0:
-            break
-    else:
-        print(f"bench-report: no plot {png}.png (no data to draw)", file=sys.stderr)
-        # gnuplot opens its output before it finds nothing to draw.
-        target = os.path.join(docs, "bench", png + ".png")
-        if os.path.exists(target) and os.path.getsize(target) == 0:
-            os.remove(target)
-    os.remove(data)
+            return
+    print(f"bench-report: no plot {png}.png (no data to draw)", file=sys.stderr)
+    # gnuplot opens its output before it finds nothing to draw.
+    target = os.path.join(docs, "bench", png + ".png")
+    if os.path.exists(target) and os.path.getsize(target) == 0:
+        os.remove(target)
 
 
 TITLE = "# Benchmarks: headway against Headscale and Tailscale's derper"
 # Sections in the order they appear; each is delimited by HTML comments that
 # Markdown does not show.
-SECTIONS = ["control-plane", "postgres", "policy", "relay"]
+SECTIONS = ["control-plane", "scaling", "postgres", "policy", "relay"]
 
 
 def begin(name):
@@ -215,6 +219,7 @@ def control_plane(results, docs):
     # A run without Headscale (headway against headway-pg and headway-pg2, say)
     # leaves the comparison with Headscale as it was.
     runs = {k: v for k, v in runs.items() if k[0] in SERVERS}
+    scaling(results, docs, runs, machine)
     if not any(server == "headscale" for (server, _) in runs):
         return
     machine = [line for line in machine if not line.startswith("postgresql: ")]
@@ -289,6 +294,106 @@ def control_plane(results, docs):
         out.append(f"![{title}](bench/{png}.png)")
         out.append("")
     write_section(docs, "control-plane", out)
+
+
+# How each cost grows with N: label, key of metrics() (or "server_cpu_s", the
+# server's CPU over the whole load-generator run).
+GROWTH = [
+    ("Join storm convergence", "convergence_s"),
+    ("Registration p99", "register_p99_ms"),
+    ("Fan-out p99", "fanout_p99_ms"),
+    ("Churn propagation p99", "churn_propagation_p99_ms"),
+    ("Server RSS", "rss_mib"),
+    ("Server CPU, whole run", "server_cpu_s"),
+    ("Load generator CPU, whole run", "generator_cpu_s"),
+]
+
+
+def fit_exponent(points):
+    """The least-squares slope of log(value) against log(N): value ≈ a·N^slope.
+    None with fewer than two positive points."""
+    import math
+
+    pts = [(math.log(n), math.log(v)) for n, v in points if v is not None and v > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def growth_values(results, runs, server):
+    """Per size of `server`'s complete runs: the GROWTH values."""
+    out = {}
+    for (name, n), report in sorted(runs.items()):
+        if name != server or status(report) != "complete":
+            continue
+        values = metrics(report)
+        values["server_cpu_s"] = load_cpu(results, server, n)[0]
+        out[n] = values
+    return out
+
+
+def scaling(results, docs, runs, machine):
+    """The scaling section: how headway's (and Headscale's) costs grow with N, on a
+    log-log plot, with the fitted exponent. Needs three sizes of headway."""
+    series = {server: growth_values(results, runs, server) for server in SERVERS}
+    sizes = sorted(series["headway"])
+    if len(sizes) < 3:
+        return
+    os.makedirs(os.path.join(docs, "bench"), exist_ok=True)
+    out = ["## How cost grows with the number of nodes", ""]
+    out += [
+        "Written by `scripts/bench-vs-headscale` from its complete runs (headway alone at large",
+        "N: `BENCH_SERVERS=headway BENCH_NODES=\"100 300 1000 2000 5000 10000\" BENCH_PROCESSES=2",
+        "scripts/bench-vs-headscale`). Each exponent is the least-squares slope of log(value)",
+        "against log(N): 1 means the cost grows in proportion to N, 2 with N². A join storm",
+        "must deliver N² peer entries, so its floor is 2; fan-out to N peers is 1 at best.",
+        "",
+    ]
+    out += [f"- {line}" for line in machine]
+    out += ["", "| | " + " | ".join(str(n) for n in sizes) + " | exponent (headway) | exponent (Headscale) |"]
+    out.append("|---" * (len(sizes) + 3) + "|")
+    data = os.path.join(docs, "bench", "growth.dat")
+    with open(data, "w") as f:
+        for label, key in GROWTH:
+            hw = [(n, series["headway"][n].get(key)) for n in sizes]
+            hs = [(n, v.get(key)) for n, v in sorted(series["headscale"].items())]
+            e_hw, e_hs = fit_exponent(hw), fit_exponent(hs)
+            cells = " | ".join(fmt(v) for _, v in hw)
+            out.append(
+                f"| {label} | {cells} | {'—' if e_hw is None else f'{e_hw:.2f}'} | {'—' if e_hs is None else f'{e_hs:.2f}'} |"
+            )
+            # gnuplot: one block per series, each relative to its first value.
+            base = next((v for _, v in hw if v), None)
+            if base:
+                f.write(f'"{label} ({e_hw:.2f})"\n' if e_hw is not None else f'"{label}"\n')
+                for n, v in hw:
+                    if v:
+                        f.write(f"{n} {v / base}\n")
+                f.write("\n\n")
+    blocks = sum(1 for label, key in GROWTH if any(series["headway"][n].get(key) for n in sizes))
+    script = f"""
+set terminal pngcairo size 900,600 noenhanced
+set output '{os.path.join(docs, "bench", "growth.png")}'
+set title 'headway: each cost relative to its value at {sizes[0]} nodes (log-log; fitted exponent in brackets)'
+set xlabel 'nodes'
+set ylabel 'relative to {sizes[0]} nodes'
+set logscale xy
+set xrange [{sizes[0]}:{sizes[-1]}]
+set grid
+set key left top
+plot for [i=0:{blocks - 1}] '{data}' index i using 1:2 with linespoints title columnheader(1), \\
+     (x/{sizes[0]}) with lines dashtype 2 title 'N', \\
+     (x/{sizes[0]})**2 with lines dashtype 3 title 'N²'
+"""
+    gnuplot(script, docs, "growth")
+    os.remove(data)
+    out += ["", "![How each cost grows with N](bench/growth.png)", ""]
+    write_section(docs, "scaling", out)
 
 
 # headway on PostgreSQL: one replica, and two replicas on one database.

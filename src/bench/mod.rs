@@ -13,10 +13,11 @@ pub mod derp_client;
 pub mod node;
 pub mod relay;
 pub mod report;
+pub mod worker;
 
 use anyhow::{Context, Result, bail};
 use node::{Node, Target, View};
-use report::{CrossReplica, Distribution, LoadGenerator, Report, RoundSplit, ServerSample};
+use report::{CrossReplica, Distribution, Report, RoundSplit, ServerSample};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 /// What to run.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Options {
     /// The control server URLs (`http://127.0.0.1:8080`): one server, or several
     /// replicas serving one tailnet. Node `i` uses server `i % servers.len()`.
@@ -63,9 +64,13 @@ pub struct Options {
     pub server_pids: Vec<u32>,
     /// The whole run ends after this, finished or not.
     pub deadline: Duration,
+    /// Load-generator processes sharing the nodes (this one and `processes − 1`
+    /// workers): node `i` runs in process `i % processes`.
+    pub processes: usize,
 }
 
-/// What the per-node tasks tell the coordinator.
+/// What the per-node tasks tell the coordinator (across processes, too).
+#[derive(serde::Serialize, serde::Deserialize)]
 enum Event {
     Registered {
         latency: Duration,
@@ -79,11 +84,13 @@ enum Event {
         id: u64,
     },
     Converged {
+        #[serde(with = "worker::stamp")]
         at: Instant,
     },
     Saw {
         index: usize,
         round: usize,
+        #[serde(with = "worker::stamp")]
         at: Instant,
     },
     /// A node's registration failed; it tries again a second later.
@@ -101,6 +108,7 @@ enum Event {
     Rejoining {
         index: usize,
         port: u16,
+        #[serde(with = "worker::stamp")]
         at: Instant,
     },
     /// A churned node's new map lists all its peers again.
@@ -113,10 +121,12 @@ enum Event {
         observer: usize,
         peer: u64,
         port: u16,
+        #[serde(with = "worker::stamp")]
         at: Instant,
     },
     /// A node got a packet filter after the policy change began.
     NewFilter {
+        #[serde(with = "worker::stamp")]
         at: Instant,
     },
 }
@@ -174,7 +184,7 @@ const CHURN_PORTS: u16 = 30000;
 const CHURN_GRACE: Duration = Duration::from_secs(30);
 
 /// The change fan-out rounds wait for: this peer id with this endpoint.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Marker {
     round: usize,
     peer: u64,
@@ -200,47 +210,56 @@ pub async fn run(opts: Options) -> Result<Report> {
     if opts.servers.is_empty() {
         bail!("--server is required");
     }
-    let mut targets = Vec::with_capacity(opts.servers.len());
-    for server in &opts.servers {
-        targets.push(Arc::new(target(server).await?));
+    if opts.processes == 0 || opts.processes > opts.nodes {
+        bail!("--processes must be at least 1 and at most --nodes");
     }
+    let targets = targets(&opts).await?;
     let mut report = Report::new(&opts);
     let started = Instant::now();
     let deadline = started + opts.deadline;
     let before = opts.sample();
     report.server_before = before.clone();
-    let generator_start = LoadGenerator::sample();
 
-    // Join storm: every node connects, registers and streams.
+    // Join storm: every node connects, registers and streams, in this process
+    // and in the workers.
     let (events_tx, mut events) = mpsc::unbounded_channel();
     let (marker_tx, marker_rx) = watch::channel(Marker::default());
     let (policy_tx, policy_rx) = watch::channel(None::<Instant>);
     let (first_tx, mut first_rx) = mpsc::channel::<Node>(1);
     let bytes = Arc::new(AtomicU64::new(0));
-    let gate = Arc::new(Semaphore::new(opts.concurrency.max(1)));
-    let mut tasks = JoinSet::new();
-    let mut churn_commands = Vec::with_capacity(opts.nodes);
-    for index in 0..opts.nodes {
-        let (command, commands) = mpsc::unbounded_channel();
-        churn_commands.push(command);
-        let target = &targets[opts.server_of(index)];
-        let sim = Sim {
-            index,
-            expected_peers: opts.expected_peers(index),
-            target: target.clone(),
-            source: source_address(&target.addr, opts.sources, index),
-            auth_key: opts.auth_keys[index % opts.auth_keys.len()].clone(),
-            events: events_tx.clone(),
-            marker: marker_rx.clone(),
-            policy_change: policy_rx.clone(),
-            bytes: bytes.clone(),
-            first: (index == 0).then(|| first_tx.clone()),
-        };
-        let gate = gate.clone();
-        tasks.spawn(async move { sim.run(gate, commands).await });
+    let mut workers = Vec::new();
+    for shard in 1..opts.processes {
+        workers.push(worker::Worker::start(
+            &opts,
+            shard,
+            opts.processes,
+            events_tx.clone(),
+            bytes.clone(),
+        )?);
     }
-    drop(events_tx);
-    drop(first_tx);
+    let generator = Generator::new(&workers);
+    let generator_start = generator.sample();
+    let (mut tasks, local) = Nodes {
+        options: &opts,
+        targets: &targets,
+        shard: 0,
+        processes: opts.processes,
+        links: Links {
+            events: events_tx,
+            marker: marker_rx,
+            policy_change: policy_rx,
+            bytes: bytes.clone(),
+        },
+        first: Some(first_tx),
+    }
+    .spawn();
+    let schedule = Schedule {
+        marker: marker_tx,
+        policy: policy_tx,
+        local: local.into_iter().collect(),
+        workers: workers.iter().map(|w| w.orders.clone()).collect(),
+        processes: opts.processes,
+    };
 
     let mut registration = Vec::new();
     let mut converged = 0usize;
@@ -269,7 +288,7 @@ pub async fn run(opts: Options) -> Result<Report> {
             _ => {}
         }
     }
-    report.load_generator.join_cpu_secs = LoadGenerator::since(generator_start.as_ref()).0;
+    report.load_generator.join_cpu_secs = generator.since(generator_start.as_ref()).0;
     report.join_storm.registered = registration.len();
     report.join_storm.bytes_per_node = bytes.load(Ordering::Relaxed) as f64 / opts.nodes as f64;
     report.join_storm.converged = converged;
@@ -288,7 +307,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         (
             report.load_generator.cpu_secs,
             report.load_generator.rss_kib,
-        ) = LoadGenerator::since(generator_start.as_ref());
+        ) = generator.since(generator_start.as_ref());
         tasks.abort_all();
         return Ok(report);
     }
@@ -306,7 +325,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         tokio::time::sleep(FANOUT_GAP).await;
         let port = 20000 + u16::try_from(round % 40000).unwrap_or(0);
         let endpoint = SocketAddr::new(announcer.source, port).to_string();
-        marker_tx.send_replace(Marker {
+        schedule.set_marker(Marker {
             round,
             peer: first_id,
             endpoints: node::Endpoints::of(&[endpoint]),
@@ -355,7 +374,11 @@ pub async fn run(opts: Options) -> Result<Report> {
         report.cross_replica = Some(CrossReplica::of_rounds(opts.servers.len(), splits));
     }
 
-    // Steady state: everyone connected and idle.
+    // Steady state: everyone connected and idle. Workers report their byte
+    // counts periodically: let the last round's bytes arrive first.
+    if opts.processes > 1 {
+        tokio::time::sleep(worker::BYTES_EVERY * 2).await;
+    }
     let idle_start = opts.sample();
     let bytes_start = bytes.load(Ordering::Relaxed);
     let window = opts
@@ -380,7 +403,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         policy_change(
             &opts,
             command,
-            &policy_tx,
+            &schedule,
             &mut events,
             &mut report,
             deadline,
@@ -392,7 +415,7 @@ pub async fn run(opts: Options) -> Result<Report> {
         let mut churn = Churn {
             opts: &opts,
             events: &mut events,
-            commands: &churn_commands,
+            schedule: &schedule,
             ids: &mut ids,
             report: &mut report,
             deadline,
@@ -404,7 +427,7 @@ pub async fn run(opts: Options) -> Result<Report> {
     (
         report.load_generator.cpu_secs,
         report.load_generator.rss_kib,
-    ) = LoadGenerator::since(generator_start.as_ref());
+    ) = generator.since(generator_start.as_ref());
     tasks.abort_all();
     Ok(report)
 }
@@ -415,7 +438,7 @@ pub async fn run(opts: Options) -> Result<Report> {
 struct Churn<'a> {
     opts: &'a Options,
     events: &'a mut mpsc::UnboundedReceiver<Event>,
-    commands: &'a [mpsc::UnboundedSender<u16>],
+    schedule: &'a Schedule,
     ids: &'a mut [Option<u64>],
     report: &'a mut Report,
     deadline: Instant,
@@ -477,7 +500,7 @@ impl Churn<'_> {
             let event = tokio::select! {
                 _ = ticker.tick(), if now < window_end => {
                     let port = CHURN_PORTS.saturating_add(u16::try_from(ordered).unwrap_or(u16::MAX));
-                    if self.commands[next].send(port).is_ok() {
+                    if self.schedule.rejoin(next, port) {
                         ordered += 1;
                         away.insert(next);
                         // Cycles it has not seen yet reach it through its own new
@@ -560,14 +583,14 @@ impl Churn<'_> {
 async fn policy_change(
     opts: &Options,
     command: &str,
-    started: &watch::Sender<Option<Instant>>,
+    schedule: &Schedule,
     events: &mut mpsc::UnboundedReceiver<Event>,
     report: &mut Report,
     deadline: Instant,
 ) {
     let before = opts.sample();
     let t0 = Instant::now();
-    started.send_replace(Some(t0));
+    schedule.policy_began(t0);
     let command_line = command.to_owned();
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new("sh")
@@ -614,6 +637,134 @@ async fn policy_change(
 }
 
 /// Where `server` (an `http://` URL) is, and its Noise key from `GET /key`.
+/// Every server of the run, with its Noise key.
+async fn targets(opts: &Options) -> Result<Vec<Arc<Target>>> {
+    let mut targets = Vec::with_capacity(opts.servers.len());
+    for server in &opts.servers {
+        targets.push(Arc::new(target(server).await?));
+    }
+    Ok(targets)
+}
+
+/// The nodes one process runs: `i % processes == shard`.
+struct Nodes<'a> {
+    options: &'a Options,
+    targets: &'a [Arc<Target>],
+    shard: usize,
+    processes: usize,
+    links: Links,
+    /// Where node 0 hands its handle (the coordinator's fan-out announcer).
+    first: Option<mpsc::Sender<Node>>,
+}
+
+/// What every node of a process shares with whoever runs the schedule there.
+#[derive(Clone)]
+struct Links {
+    events: mpsc::UnboundedSender<Event>,
+    marker: watch::Receiver<Marker>,
+    /// When the policy change began (`None`: not yet).
+    policy_change: watch::Receiver<Option<Instant>>,
+    bytes: Arc<AtomicU64>,
+}
+
+impl Nodes<'_> {
+    /// Starts every node of this share, at most `concurrency / processes`
+    /// connecting at once; returns their tasks and, per node, where to order it
+    /// to leave and rejoin.
+    fn spawn(self) -> (JoinSet<()>, Vec<(usize, mpsc::UnboundedSender<u16>)>) {
+        let opts = self.options;
+        let gate = Arc::new(Semaphore::new(
+            (opts.concurrency / self.processes.max(1)).max(1),
+        ));
+        let mut tasks = JoinSet::new();
+        let mut rejoin = Vec::new();
+        for index in (self.shard..opts.nodes).step_by(self.processes.max(1)) {
+            let (command, commands) = mpsc::unbounded_channel();
+            rejoin.push((index, command));
+            let target = &self.targets[opts.server_of(index)];
+            let sim = Sim {
+                index,
+                expected_peers: opts.expected_peers(index),
+                target: target.clone(),
+                source: source_address(&target.addr, opts.sources, index),
+                auth_key: opts.auth_keys[index % opts.auth_keys.len()].clone(),
+                links: self.links.clone(),
+                first: if index == 0 { self.first.clone() } else { None },
+            };
+            let gate = gate.clone();
+            tasks.spawn(async move { sim.run(gate, commands).await });
+        }
+        (tasks, rejoin)
+    }
+}
+
+/// The run's schedule as the coordinator sends it: to this process's nodes
+/// through channels, to the workers' as orders.
+struct Schedule {
+    marker: watch::Sender<Marker>,
+    policy: watch::Sender<Option<Instant>>,
+    local: HashMap<usize, mpsc::UnboundedSender<u16>>,
+    workers: Vec<mpsc::UnboundedSender<worker::ToWorker>>,
+    processes: usize,
+}
+
+impl Schedule {
+    fn set_marker(&self, marker: Marker) {
+        for orders in &self.workers {
+            let _ = orders.send(worker::ToWorker::Marker(marker.clone()));
+        }
+        self.marker.send_replace(marker);
+    }
+
+    fn policy_began(&self, at: Instant) {
+        for orders in &self.workers {
+            let _ = orders.send(worker::ToWorker::PolicyBegan(at));
+        }
+        self.policy.send_replace(Some(at));
+    }
+
+    /// Orders node `index` to leave and rejoin announcing `port`; false if it
+    /// cannot take orders any more.
+    fn rejoin(&self, index: usize, port: u16) -> bool {
+        match self.local.get(&index) {
+            Some(node) => node.send(port).is_ok(),
+            None => self
+                .workers
+                .get((index % self.processes).wrapping_sub(1))
+                .is_some_and(|orders| {
+                    orders
+                        .send(worker::ToWorker::Rejoin { index, port })
+                        .is_ok()
+                }),
+        }
+    }
+}
+
+/// The load generator's processes, for their CPU time and memory.
+struct Generator {
+    pids: Vec<u32>,
+}
+
+impl Generator {
+    fn new(workers: &[worker::Worker]) -> Generator {
+        let mut pids = vec![std::process::id()];
+        pids.extend(workers.iter().filter_map(|w| w.child.id()));
+        Generator { pids }
+    }
+
+    fn sample(&self) -> Option<ServerSample> {
+        ServerSample::take_all(&self.pids)
+    }
+
+    /// CPU seconds since `start` and resident memory now, summed over the processes.
+    fn since(&self, start: Option<&ServerSample>) -> (Option<f64>, Option<u64>) {
+        match (start, self.sample()) {
+            (Some(a), Some(b)) => (Some(b.cpu_secs - a.cpu_secs), Some(b.rss_kib)),
+            _ => (None, None),
+        }
+    }
+}
+
 async fn target(server: &str) -> Result<Target> {
     let url = url::Url::parse(server).with_context(|| format!("--server {server}"))?;
     let host = url
@@ -667,11 +818,7 @@ struct Sim {
     target: Arc<Target>,
     source: Option<IpAddr>,
     auth_key: String,
-    events: mpsc::UnboundedSender<Event>,
-    marker: watch::Receiver<Marker>,
-    /// When the policy change began (`None`: not yet).
-    policy_change: watch::Receiver<Option<Instant>>,
-    bytes: Arc<AtomicU64>,
+    links: Links,
     /// Node 0 hands a handle to the coordinator for the fan-out rounds.
     first: Option<mpsc::Sender<Node>>,
 }
@@ -687,7 +834,7 @@ enum Next {
 impl Sim {
     async fn run(self, gate: Arc<Semaphore>, churn: mpsc::UnboundedReceiver<u16>) {
         if let Err(error) = self.session(gate, churn).await {
-            let _ = self.events.send(Event::Failed {
+            let _ = self.links.events.send(Event::Failed {
                 index: self.index,
                 error: format!("{error:#}"),
             });
@@ -708,7 +855,7 @@ impl Sim {
                 Ok(joined) => break joined,
                 // As tailscaled: a broken login is tried again a second later.
                 Err(error) if tries < REGISTER_TRIES => {
-                    let _ = self.events.send(Event::RegisterRetry {
+                    let _ = self.links.events.send(Event::RegisterRetry {
                         index: self.index,
                         error: format!("{error:#}"),
                     });
@@ -717,7 +864,7 @@ impl Sim {
                 Err(error) => return Err(error),
             }
         };
-        let _ = self.events.send(Event::Registered {
+        let _ = self.links.events.send(Event::Registered {
             latency: registered - began,
         });
         drop(permit);
@@ -742,7 +889,7 @@ impl Sim {
                     node = node.reconnect(&self.target, CHURN_OFFLINE).await?;
                     progress.rejoining = Some(Instant::now());
                     node.register(&self.auth_key).await?;
-                    let _ = self.events.send(Event::Rejoining {
+                    let _ = self.links.events.send(Event::Rejoining {
                         index: self.index,
                         port,
                         at: Instant::now(),
@@ -756,7 +903,7 @@ impl Sim {
                         Ok(()) => "the server ended the map stream".to_owned(),
                         Err(err) => format!("{err:#}"),
                     };
-                    let _ = self.events.send(Event::Reconnect {
+                    let _ = self.links.events.send(Event::Reconnect {
                         index: self.index,
                         reason,
                     });
@@ -788,12 +935,13 @@ impl Sim {
     /// Reports what a new map message changed: convergence, fan-out markers seen.
     fn observe(&self, view: &View, progress: &mut Progress) {
         let now = Instant::now();
-        self.bytes
+        self.links
+            .bytes
             .fetch_add(view.bytes - progress.last_bytes, Ordering::Relaxed);
         progress.last_bytes = view.bytes;
         if let (false, Some(id)) = (progress.announced_id, view.self_id) {
             progress.announced_id = true;
-            let _ = self.events.send(Event::SelfId {
+            let _ = self.links.events.send(Event::SelfId {
                 index: self.index,
                 id,
             });
@@ -801,10 +949,10 @@ impl Sim {
         if view.peers.len() >= self.expected_peers {
             if !progress.converged {
                 progress.converged = true;
-                let _ = self.events.send(Event::Converged { at: now });
+                let _ = self.links.events.send(Event::Converged { at: now });
             }
             if let Some(since) = progress.rejoining.take() {
-                let _ = self.events.send(Event::Rejoined {
+                let _ = self.links.events.send(Event::Rejoined {
                     index: self.index,
                     latency: now - since,
                 });
@@ -817,7 +965,7 @@ impl Sim {
                 .and_then(|endpoints| endpoints.highest_port)
                 .filter(|port| *port >= CHURN_PORTS);
             if let Some(port) = port {
-                let _ = self.events.send(Event::SawRejoin {
+                let _ = self.links.events.send(Event::SawRejoin {
                     observer: self.index,
                     peer: *peer,
                     port,
@@ -826,13 +974,13 @@ impl Sim {
             }
         }
         if !progress.new_filter
-            && let (Some(t0), Some(at)) = (*self.policy_change.borrow(), view.last_filter)
+            && let (Some(t0), Some(at)) = (*self.links.policy_change.borrow(), view.last_filter)
             && at > t0
         {
             progress.new_filter = true;
-            let _ = self.events.send(Event::NewFilter { at });
+            let _ = self.links.events.send(Event::NewFilter { at });
         }
-        let marker = self.marker.borrow();
+        let marker = self.links.marker.borrow();
         if marker.round > progress.seen_round
             && view
                 .peers
@@ -840,7 +988,7 @@ impl Sim {
                 .is_some_and(|e| *e == marker.endpoints)
         {
             progress.seen_round = marker.round;
-            let _ = self.events.send(Event::Saw {
+            let _ = self.links.events.send(Event::Saw {
                 index: self.index,
                 round: marker.round,
                 at: now,
@@ -881,6 +1029,7 @@ mod tests {
             churn_rate: 1.0,
             server_pids: Vec::new(),
             deadline: Duration::ZERO,
+            processes: 1,
         }
     }
 

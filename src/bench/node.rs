@@ -65,7 +65,7 @@ pub struct View {
 /// A peer's endpoints as the load generator remembers them: a digest of the
 /// whole list (a fan-out round waits for one exact list) and the highest port in
 /// it (churned nodes announce ports from a known base).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Endpoints {
     digest: u64,
     pub highest_port: Option<u16>,

@@ -39,7 +39,8 @@ pub struct Report {
     pub total_secs: f64,
 }
 
-/// The load generator's own CPU seconds (user + system) and memory.
+/// The load generator's own CPU seconds (user + system) and memory, summed over
+/// its processes.
 #[derive(Debug, Default, Serialize)]
 pub struct LoadGenerator {
     /// During the join storm (from the first connection until every node
@@ -49,21 +50,6 @@ pub struct LoadGenerator {
     pub cpu_secs: Option<f64>,
     /// Resident memory at the end of the run.
     pub rss_kib: Option<u64>,
-}
-
-impl LoadGenerator {
-    /// A sample of this process.
-    pub fn sample() -> Option<ServerSample> {
-        ServerSample::take(std::process::id())
-    }
-
-    /// The cost from `start` until now.
-    pub fn since(start: Option<&ServerSample>) -> (Option<f64>, Option<u64>) {
-        match (start, Self::sample()) {
-            (Some(a), Some(b)) => (Some(b.cpu_secs - a.cpu_secs), Some(b.rss_kib)),
-            _ => (None, None),
-        }
-    }
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Give up after this long, finished or not.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub deadline: Duration,
+    /// Load-generator processes sharing the nodes (this one and workers it
+    /// starts): for many thousands of nodes, beyond one process's open files.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
     /// Write the JSON report here (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -150,6 +154,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parse(text).map_err(|e| e.to_string())
 }
 
+/// Runs one worker process of a multi-process `bench` (started by it, never by hand).
+pub fn run_worker() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(bench::worker::serve());
+    runtime.shutdown_background();
+    outcome
+}
+
 /// Runs the scenarios; the report says how far a server got, so an incomplete run
 /// is not an error. Failing to reach the server at all is.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -167,6 +181,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         churn_rate: args.churn_rate,
         server_pids: args.server_pid,
         deadline: args.deadline,
+        processes: args.processes,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -103,6 +103,7 @@ fn execute(cli: Cli, prog: &str, load: &Loader, out: Box<dyn Write>) -> anyhow::
         Command::Bench(args) => bench::run(args),
         Command::BenchRelay(args) => bench::run_relay(args),
         Command::BenchCompile(args) => bench::run_compile(args),
+        Command::BenchWorker => bench::run_worker(),
         Command::PolicyConformance(args) => policy::conformance(&args),
         Command::Db(command) => db::run(command, config_flag),
         Command::Import(command) => import::run(command, config_flag),
@@ -158,6 +159,7 @@ async fn dispatch(command: Command, ctx: &mut Ctx) -> anyhow::Result<()> {
         | Command::Bench(_)
         | Command::BenchRelay(_)
         | Command::BenchCompile(_)
+        | Command::BenchWorker
         | Command::PolicyConformance(_)
         | Command::Db(_)
         | Command::Import(_) => {
@@ -285,6 +287,9 @@ pub enum Command {
     BenchRelay(bench::BenchRelayArgs),
     /// Time applying a policy to a synthetic tailnet of N nodes (in process).
     BenchCompile(bench::BenchCompileArgs),
+    /// One worker of a multi-process `bench --processes` (started by it).
+    #[command(hide = true)]
+    BenchWorker,
     /// Compare the policy engine with cases recorded from Tailscale's control
     /// plane (scripts/policy-conformance).
     #[command(hide = true)]

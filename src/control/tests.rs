@@ -680,6 +680,25 @@ mod protocol {
         .to_string()
     }
 
+    /// A new machine registered as `hostname` with pre-auth key `key`: its Noise
+    /// connection and node key.
+    async fn registered(
+        rig: &Rig,
+        key: &str,
+        hostname: &str,
+    ) -> (SendRequest<Full<Bytes>>, NodeKey) {
+        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
+        let node_key = NodeKey::from_bytes([7; 32]);
+        let (status, _) = send_post(
+            &mut sender,
+            "/machine/register",
+            register_body(&node_key, key, hostname),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        (sender, node_key)
+    }
+
     /// Reads one framed map message from a streaming body.
     async fn next_message(
         body: &mut hyper::body::Incoming,
@@ -799,14 +818,7 @@ mod protocol {
     async fn set_dns_publishes_only_a_nodes_own_challenge_and_unknown_paths_are_501() {
         let rig = rig().await;
         let key = rig.preauth_key(true).await.secret;
-        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
-        let node_key = NodeKey::from_bytes([7; 32]);
-        send_post(
-            &mut sender,
-            "/machine/register",
-            register_body(&node_key, &key, "laptop"),
-        )
-        .await;
+        let (mut sender, node_key) = registered(&rig, &key, "laptop").await;
         let set_dns = |node_key: &NodeKey, name: &str, kind: &str, value: &str| {
             serde_json::json!({
                 "Version": 142, "NodeKey": node_key.to_string(),
@@ -914,14 +926,7 @@ mod protocol {
     async fn a_burst_of_joins_reaches_a_session_in_few_batches_and_none_is_lost() {
         let rig = rig().await;
         let key = rig.preauth_key(true).await.secret;
-        let mut sender = connect(&rig.server, &PrivateKey::generate(), 142).await;
-        let node_key = NodeKey::from_bytes([7; 32]);
-        send_post(
-            &mut sender,
-            "/machine/register",
-            register_body(&node_key, &key, "watcher"),
-        )
-        .await;
+        let (mut sender, node_key) = registered(&rig, &key, "watcher").await;
         let (mut body, mut pending, _) = open_stream(&mut sender, &node_key).await;
 
         // Fifteen machines join back to back, each its own change (under the

@@ -6,12 +6,29 @@ use crate::support::TestServer;
 
 #[test]
 fn the_load_generator_converges_every_simulated_node() {
+    converges_every_simulated_node("1");
+}
+
+/// The same run spread over three load-generator processes (the coordinator and
+/// two workers): every node's events reach the one report, and the schedule (fan-out
+/// markers, churn orders) reaches the nodes in the workers.
+#[test]
+fn the_load_generator_converges_every_node_across_processes() {
+    let report = converges_every_simulated_node("3");
+    let cpu = report["load_generator"]["cpu_secs"].as_f64().unwrap();
+    let join = report["load_generator"]["join_cpu_secs"].as_f64().unwrap();
+    assert!(cpu >= join && join >= 0.0, "{report:#}");
+}
+
+fn converges_every_simulated_node(processes: &str) -> serde_json::Value {
     let server = TestServer::spawn();
     let key = server.reusable_key("bench", &[]);
     let report = server.bench(
         &server.url(),
         &key,
         &[
+            "--processes",
+            processes,
             "--nodes",
             "30",
             "--concurrency",
@@ -64,6 +81,7 @@ fn the_load_generator_converges_every_simulated_node() {
     let nodes: serde_json::Value =
         serde_json::from_str(&server.cli(&["nodes", "list", "-o", "json"]).ok().stdout).unwrap();
     assert_eq!(nodes.as_array().unwrap().len(), 30);
+    report
 }
 
 #[test]
