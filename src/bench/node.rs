@@ -440,6 +440,12 @@ pub async fn read_messages(
         if !rest {
             return Ok(());
         }
+        // A full map arrives in many chunks and leaves its size behind as
+        // capacity: let it go once consumed (10,000 nodes each holding a 1 MB
+        // buffer are 10 GB).
+        if pending.is_empty() && pending.capacity() > 64 * 1024 {
+            pending = Vec::new();
+        }
     }
 }
 
